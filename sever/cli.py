@@ -1,0 +1,183 @@
+"""The `sever` command line. Commands only parse, call one library function and report.
+
+User errors (`SeverError`) print as one line on stderr with a non-zero exit status; a
+traceback appears only with `--debug`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from sever import __version__
+from sever.errors import SeverError
+from sever.logsetup import setup_logging
+
+log = logging.getLogger("sever")
+GLOBAL_FLAGS = ("--debug", "--verbose")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages too.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(__version__, prog_name="sever")
+def cli(verbose: bool, debug: bool) -> None:
+    """Train, evaluate, ensemble and ship Severstal steel-defect segmentation models."""
+    setup_logging(verbose)
+
+
+config_option = click.option(
+    "-c",
+    "--config",
+    "configs",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Experiment YAML; repeat to merge several (later files win).",
+)
+override_option = click.option(
+    "-o",
+    "--override",
+    "overrides",
+    multiple=True,
+    metavar="KEY.PATH=VALUE",
+    help="Override one config key, e.g. -o trainer.epochs=3 (repeatable).",
+)
+
+
+@cli.command()
+@config_option
+@override_option
+def config(configs: tuple[Path, ...], overrides: tuple[str, ...]) -> None:
+    """Print the resolved, validated config: exactly what `train` would run."""
+    from sever.config import dump_config, load_config
+
+    click.echo(dump_config(load_config(list(configs), list(overrides))), nl=False)
+
+
+@cli.command()
+@click.option(
+    "-c",
+    "--config",
+    "configs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Experiment YAML; repeat to merge several (later files win).",
+)
+@override_option
+@click.option(
+    "--resume",
+    type=click.Path(path_type=Path),
+    help="Continue a run: its directory or one of its checkpoints.",
+)
+def train(configs: tuple[Path, ...], overrides: tuple[str, ...], resume: Path | None) -> None:
+    """Train a segmentation model; the last line printed is `run: <run directory>`."""
+    from sever.config import config_from_dict, load_config
+    from sever.engine.checkpoint import load_checkpoint, resolve_checkpoint
+    from sever.engine.trainer import train as run_training
+
+    checkpoint = None
+    if resume:
+        if configs:
+            raise SeverError(
+                "--resume continues a run with its own config.yml: drop -c "
+                "(-o still works, e.g. -o trainer.epochs=300)"
+            )
+        checkpoint = resolve_checkpoint(resume, "last")
+        stored = load_checkpoint(checkpoint)["config"]
+        config = config_from_dict(stored, f"{checkpoint} (config)", list(overrides))
+    elif configs:
+        config = load_config(list(configs), list(overrides))
+    else:
+        raise click.UsageError("give -c EXPERIMENT.yml, or --resume RUN")
+    run = run_training(config, checkpoint)
+    click.echo(f"run: {run}")
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--n-train", default=400, show_default=True, type=click.IntRange(1))
+@click.option("--n-test", default=100, show_default=True, type=click.IntRange(0))
+@click.option("--height", default=256, show_default=True, type=click.IntRange(16))
+@click.option("--width", default=1600, show_default=True, type=click.IntRange(16))
+@click.option(
+    "--format", "fmt", default="long", show_default=True, type=click.Choice(["long", "wide"])
+)
+@click.option("--seed", default=0, show_default=True, type=int)
+def synth(
+    out_dir: Path, n_train: int, n_test: int, height: int, width: int, fmt: str, seed: int
+) -> None:
+    """Write a synthetic dataset in the competition's layout to OUT_DIR."""
+    from sever.data.synth import generate
+
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise SeverError(f"{out_dir}: already exists and is not empty; choose another folder")
+    # Generate beside the target and rename, so an interrupted run leaves no half dataset
+    # that a later `make train` would take for a finished one.
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    try:
+        summary = generate(tmp, n_train, n_test, height, width, fmt, seed)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for key, value in summary.items():
+        click.echo(f"{key:>22}: {value}")
+    click.echo(f"wrote {out_dir}")
+
+
+@cli.command("check-data")
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.option("--fast", is_flag=True, help="Skip decoding every image.")
+def check_data(data_dir: Path, fast: bool) -> None:
+    """Check a dataset (train.csv, train_images/, test_images/) and summarise it."""
+    from sever.data.checks import check_dataset
+
+    if not data_dir.is_dir():
+        raise SeverError(f"{data_dir}: data folder not found")
+    report = check_dataset(data_dir, full=not fast)
+    for key, value in report.summary.items():
+        click.echo(f"{key:>22}: {value}")
+    for problem in report.problems:
+        click.echo(f"problem: {problem}", err=True)
+    if not report.ok:
+        raise SeverError(f"{data_dir}: {len(report.problems)} problem(s) found")
+    click.echo(f"{data_dir}: no problems found")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning user errors into one line and an exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    # Accept the global flags after the subcommand too (`sever train ... --debug`).
+    args = [a for a in args if a in GLOBAL_FLAGS] + [a for a in args if a not in GLOBAL_FLAGS]
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="sever", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except SeverError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug: still one line unless --debug
+        if debug:
+            raise
+        click.echo(
+            f"error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,386 @@
+"""The experiment schema: YAML files + `-o key=value` overrides -> one validated `Config`.
+
+`load_config` is the only way in. It merges the files (each may `extends:` a base file),
+applies the overrides, and validates everything that can be checked before the first
+batch. Any problem is a `ConfigError` whose one-line message names the file (or the
+override), the dotted key, what was found and what was expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sever.config_errors import describe_error
+from sever.errors import ConfigError
+
+Size = tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+PerClass = tuple[float, float, float, float]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments re-validate."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def multiple_of_32(size: Size | None) -> Size | None:
+    """Reject model input sizes that an encoder with 5 poolings cannot take."""
+    if size is None:
+        return None
+    for side in size:
+        if side % 32:
+            low, high = side // 32 * 32, (side // 32 + 1) * 32
+            nearest = f"{low} or {high}" if low else f"{high}"
+            raise ValueError(f"{side} is not a multiple of 32 (nearest valid: {nearest})")
+    return size
+
+
+def registered(module: str, registry: str, name: str) -> str:
+    """Check `name` against a registry imported lazily (keeps `sever config` light)."""
+    import importlib
+
+    return getattr(importlib.import_module(module), registry).check(name)
+
+
+class NormalizeConfig(Section):
+    """Grey-level normalisation; the defaults are the Severstal training set's statistics."""
+
+    mean: float = 0.3439
+    std: Annotated[float, Field(gt=0)] = 0.0383
+
+
+class PseudoConfig(Section):
+    """Pseudo-labelled images mixed into every training batch at a fixed share."""
+
+    csv: Path
+    images: Path
+    fraction: Annotated[float, Field(gt=0, lt=1)] = 0.125
+    sample_rate: Annotated[float, Field(gt=0, le=1)] = 0.6
+
+
+class DataConfig(Section):
+    dir: Path = Path("data/synthetic")
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    folds: Annotated[int, Field(ge=2)] | None = None
+    fold: Annotated[int, Field(ge=0)] | None = None
+    image_size: Size = (256, 1600)
+    crop: Size | None = (256, 384)
+    augment: str = "heavy-crop"
+    normalize: NormalizeConfig = NormalizeConfig()
+    sampler: str = "random"
+    balance_share: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    pseudo: PseudoConfig | None = None
+    workers: Annotated[int, Field(ge=0)] = 2
+    check: bool = True
+
+    @field_validator("crop", "image_size")
+    @classmethod
+    def _sizes(cls, size: Size | None) -> Size | None:
+        return multiple_of_32(size)
+
+    @field_validator("augment")
+    @classmethod
+    def _augment(cls, name: str) -> str:
+        return registered("sever.data.augment", "RECIPES", name)
+
+    @field_validator("sampler")
+    @classmethod
+    def _sampler(cls, name: str) -> str:
+        return registered("sever.data.sampling", "SAMPLERS", name)
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> DataConfig:
+        if self.crop and (self.crop[0] > self.image_size[0] or self.crop[1] > self.image_size[1]):
+            raise ValueError(
+                f"data.crop {list(self.crop)} is larger than data.image_size "
+                f"{list(self.image_size)}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _fold(self) -> DataConfig:
+        if self.fold is not None and self.folds is None:
+            raise ValueError("data.fold is set but data.folds is not; set data.folds (e.g. 5)")
+        if self.fold is not None and self.fold >= self.folds:
+            raise ValueError(f"data.fold {self.fold} is out of range for {self.folds} folds")
+        return self
+
+
+class ClassHeadConfig(Section):
+    """SMP's aux classification head: per-class presence, trained with a weighted BCE."""
+
+    enabled: bool = False
+    dropout: Fraction = 0.2
+    weight: Annotated[float, Field(ge=0)] = 0.2
+    pos_weight: PerClass | None = None
+
+
+class ModelConfig(Section):
+    arch: str = "Unet"
+    encoder: str = "resnet18"
+    encoder_weights: str | None = None
+    input_channel: Literal["r", "g", "b", "sum"] = "sum"
+    classes: Annotated[int, Field(ge=1)] = 4
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    class_head: ClassHeadConfig = ClassHeadConfig()
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, name: str) -> str:
+        return registered("sever.model.build", "ARCHITECTURES", name)
+
+    @field_validator("encoder")
+    @classmethod
+    def _encoder(cls, name: str) -> str:
+        from sever.model.build import check_encoder
+
+        return check_encoder(name)
+
+    @field_validator("encoder_weights")
+    @classmethod
+    def _weights(cls, value: str | None) -> str | None:
+        if value in (None, "imagenet") or Path(value).is_file():
+            return value
+        raise ValueError(f"expected 'imagenet', null or an existing weights file, got {value!r}")
+
+
+class LossConfig(Section):
+    """Weights of the loss terms (each a name in sever.model.losses.LOSSES); 0 = off."""
+
+    bce: Annotated[float, Field(ge=0)] = 0.6
+    dice: Annotated[float, Field(ge=0)] = 0.4
+    lovasz: Annotated[float, Field(ge=0)] = 0.0
+    focal: Annotated[float, Field(ge=0)] = 0.0
+
+    @model_validator(mode="after")
+    def _any(self) -> LossConfig:
+        if not any(self.model_dump().values()):
+            raise ValueError("expected at least one loss term with a weight above 0")
+        return self
+
+
+class GroupConfig(Section):
+    """Learning rate and weight decay of one parameter group."""
+
+    lr: Annotated[float, Field(gt=0)]
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+
+
+class OptimizerConfig(Section):
+    type: str = "radam"
+    encoder: GroupConfig = GroupConfig(lr=7e-5, weight_decay=3e-5)
+    decoder: GroupConfig = GroupConfig(lr=3e-3, weight_decay=3e-4)
+    momentum: Fraction = 0.9
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, name: str) -> str:
+        return registered("sever.model.optim", "OPTIMIZERS", name)
+
+
+class SchedulerConfig(Section):
+    """Learning-rate schedule; epochs may be fractional, the schedule steps per iteration."""
+
+    type: str = "flat-cosine"
+    warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
+    flat_epochs: Annotated[float, Field(ge=0)] = 30.0
+    cosine_epochs: Annotated[float, Field(gt=0)] = 220.0
+    min_lr_ratio: Fraction = 0.0
+    plateau_factor: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    plateau_patience: Annotated[int, Field(ge=0)] = 3
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, name: str) -> str:
+        return registered("sever.model.optim", "SCHEDULERS", name)
+
+
+MONITORABLE = (
+    "val_dice_mean",
+    "val_dice_1",
+    "val_dice_2",
+    "val_dice_3",
+    "val_dice_4",
+    "val_dice_positive",
+    "val_loss",
+    "train_loss",
+    "val_f1_mean",
+)
+
+
+class TrainerConfig(Section):
+    epochs: Annotated[int, Field(ge=1)] = 250
+    batch_size: Annotated[int, Field(ge=1)] = 16
+    val_batch_size: Annotated[int, Field(ge=1)] | None = None
+    save_dir: Path = Path("saved")
+    device: str = "auto"
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    channels_last: bool = False
+    accumulate: Annotated[int, Field(ge=1)] = 1
+    clip_grad: Annotated[float, Field(gt=0)] | None = None
+    ema: Annotated[float, Field(gt=0, lt=1)] | None = None
+    compile: bool = False
+    cudnn_benchmark: bool = True
+    steps_per_epoch: Annotated[int, Field(ge=1)] | None = None
+    val_every: Annotated[int, Field(ge=1)] = 1
+    monitor: str = "max val_dice_mean"
+    early_stop: Annotated[int, Field(ge=1)] | None = None
+    save_top_k: Annotated[int, Field(ge=0)] = 3
+    save_period: Annotated[int, Field(ge=0)] = 0
+    threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    min_pixels: tuple[int, int, int, int] | None = None
+    tensorboard: bool = True
+    log_images: Annotated[int, Field(ge=0)] = 4
+    log_every: Annotated[int, Field(ge=1)] = 50
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
+            return value
+        raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got {value!r}")
+
+    @field_validator("monitor")
+    @classmethod
+    def _monitor(cls, value: str) -> str:
+        mode, _, metric = value.partition(" ")
+        if mode not in ("max", "min") or metric not in MONITORABLE:
+            raise ValueError(
+                f"expected 'max METRIC' or 'min METRIC' with METRIC one of "
+                f"{', '.join(MONITORABLE)}, got {value!r}"
+            )
+        return value
+
+    @property
+    def monitor_mode(self) -> str:
+        return self.monitor.split()[0]
+
+    @property
+    def monitor_metric(self) -> str:
+        return self.monitor.split()[1]
+
+
+class Config(Section):
+    """One experiment: everything `sever train` needs, and all it records in the run."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    seed: int = 42
+    task: Literal["segment"] = "segment"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    trainer: TrainerConfig = TrainerConfig()
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_config(paths: list[str | Path] | str | Path, overrides: list[str] = ()) -> Config:
+    """Merge YAML files (later wins) and `key.path=value` overrides into a validated Config.
+
+    Raises:
+        ConfigError: one line naming the file or override, the dotted key and the problem.
+    """
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not paths:
+        raise ConfigError("no config file given (use -c EXPERIMENT.yml)")
+    merged: dict[str, Any] = {}
+    sources: dict[tuple, str] = {}
+    for path in paths:
+        for source, layer in read_with_bases(Path(path)):
+            deep_merge(merged, layer, sources, source)
+    return validate(merged, sources, str(paths[-1]), overrides)
+
+
+def config_from_dict(data: dict, source: str, overrides: list[str] = ()) -> Config:
+    """Validate a config stored as a plain dict (a checkpoint's), with overrides."""
+    merged: dict[str, Any] = {}
+    sources: dict[tuple, str] = {}
+    deep_merge(merged, copy.deepcopy(data), sources, source)
+    return validate(merged, sources, source, overrides)
+
+
+def validate(merged: dict, sources: dict, default: str, overrides: list[str]) -> Config:
+    for override in overrides:
+        deep_merge(merged, parse_override(override), sources, f"-o {override}")
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(describe_error(exc, sources, default=default)) from None
+
+
+def read_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, dict]]:
+    """The file's `extends:` chain, base first, as (source name, mapping) pairs."""
+    resolved = path.resolve()
+    if resolved in seen:
+        raise ConfigError(f"{path}: extends itself through {' -> '.join(map(str, seen))}")
+    layer = read_yaml(path)
+    base = layer.pop("extends", None)
+    chain = []
+    if base is not None:
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: extends: expected a file name, got {base!r}")
+        chain = read_with_bases(path.parent / base, (*seen, resolved))
+    return [*chain, (str(path), layer)]
+
+
+def read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(
+            f"{path}:{where}: not valid YAML ({getattr(exc, 'problem', exc)})"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return data
+
+
+def parse_override(text: str) -> dict:
+    """`trainer.epochs=3` -> {'trainer': {'epochs': 3}}; the value is parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*", key):
+        raise ConfigError(f"-o {text}: expected KEY.PATH=VALUE, e.g. -o trainer.epochs=3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
+
+
+def deep_merge(into: dict, layer: dict, sources: dict, source: str, prefix: tuple = ()) -> None:
+    """Merge `layer` into `into` in place, recording which source set each key."""
+    for key, value in layer.items():
+        loc = (*prefix, key)
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            deep_merge(into[key], value, sources, source, loc)
+        else:
+            into[key] = value
+            sources[loc] = source
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML, loadable again by `load_config`."""
+    return yaml.safe_dump(config_dict(config), sort_keys=False)
+
+
+def config_dict(config: Config) -> dict:
+    """Plain JSON-compatible dict (paths as strings), as stored in checkpoints."""
+    return config.model_dump(mode="json")

@@ -1,0 +1,100 @@
+"""Turn a pydantic ValidationError into the one line a user reads.
+
+`experiments/x.yml: optimizer.encoder.lr: expected a number, got 'fast'`
+`experiments/x.yml: unknown key 'trainer.epoch' (did you mean 'trainer.epochs'?)`
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+
+from pydantic import BaseModel, ValidationError
+
+EXPECTED = {
+    "float_parsing": "expected a number",
+    "float_type": "expected a number",
+    "int_parsing": "expected an integer",
+    "int_type": "expected an integer",
+    "int_from_float": "expected an integer",
+    "bool_parsing": "expected true or false",
+    "bool_type": "expected true or false",
+    "string_type": "expected a string",
+    "path_type": "expected a path",
+    "model_type": "expected a mapping of keys",
+    "model_attributes_type": "expected a mapping of keys",
+    "dict_type": "expected a mapping of keys",
+    "tuple_type": "expected a list",
+    "list_type": "expected a list",
+    "missing": "missing required key",
+}
+
+
+def describe_error(exc: ValidationError, sources: dict[tuple, str], default: str) -> str:
+    """One line for the first error (and a count of the others)."""
+    errors = exc.errors()
+    first = errors[0]
+    loc = tuple(str(part) for part in first["loc"])
+    source = source_of(loc, sources, default)
+    more = f" (and {len(errors) - 1} more problem{'s' * (len(errors) > 2)})" if errors[1:] else ""
+    return f"{source}: {explain(first, loc)}{more}"
+
+
+def explain(error: dict, loc: tuple[str, ...]) -> str:
+    dotted = ".".join(loc)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key '{dotted}'{suggest(loc)}"
+    if kind == "value_error":
+        detail = str(error["ctx"]["error"])
+        return detail if detail.startswith(dotted + " ") or not loc else f"{dotted}: {detail}"
+    got = "" if kind == "missing" else f", got {error['input']!r}"
+    if kind == "literal_error":
+        return f"{dotted}: expected one of {error['ctx']['expected']}{got}"
+    if kind in ("too_short", "too_long") and "tuple" in error["msg"].lower() + kind:
+        return f"{dotted}: expected a list of {error['ctx'].get('max_length', '?')} values{got}"
+    if kind in EXPECTED:
+        return f"{dotted}: {EXPECTED[kind]}{got}"
+    message = error["msg"].replace("Input should be", "expected a value").replace("String", "name")
+    return f"{dotted}: {message[0].lower()}{message[1:]}{got}"
+
+
+def source_of(loc: tuple[str, ...], sources: dict[tuple, str], default: str) -> str:
+    """The file or override that set the key at `loc` (or the nearest key that did)."""
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in sources:
+            return sources[loc[:end]]
+    below = [src for key, src in sources.items() if key[: len(loc)] == loc]
+    return below[-1] if below else default
+
+
+def suggest(loc: tuple[str, ...]) -> str:
+    """` (did you mean 'trainer.epochs'?)` from the fields of the section holding loc[-1]."""
+    from sever.config import Config
+
+    section = section_at(Config, loc[:-1])
+    if section is None:
+        return ""
+    close = difflib.get_close_matches(loc[-1], list(section.model_fields), n=1)
+    return f" (did you mean '{'.'.join((*loc[:-1], close[0]))}'?)" if close else ""
+
+
+def section_at(model: type[BaseModel], path: tuple[str, ...]) -> type[BaseModel] | None:
+    """Walk nested config models along `path`, unwrapping Optional and Annotated."""
+    for key in path:
+        field = model.model_fields.get(key)
+        if field is None:
+            return None
+        model = next((t for t in flatten(field.annotation) if is_model(t)), None)
+        if model is None:
+            return None
+    return model
+
+
+def flatten(annotation: object) -> list:
+    args = typing.get_args(annotation)
+    return [annotation] if not args else [t for arg in args for t in flatten(arg)]
+
+
+def is_model(tp: object) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)

@@ -1,0 +1,145 @@
+"""`sever check-data`: find every problem in a dataset before anyone spends GPU hours.
+
+The fast checks (CSV structure, ClassIds, duplicates, RLE bounds, image files present) run
+before every training; the full check also decodes every image.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sever.data import rle
+from sever.data.tables import CLASSES, image_files, read_image_ids, read_table, table_problems
+from sever.errors import DataError
+from sever.fileio import read_gray
+
+
+@dataclass
+class Report:
+    """What check-data found: summary numbers and one line per problem."""
+
+    summary: dict = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_dataset(data_dir: Path, full: bool = True, workers: int = 4) -> Report:
+    """Check DATA_DIR's train.csv, train_images/, and test_images/ with sample_submission.csv.
+
+    Args:
+        full: also decode every image (unreadable, truncated, wrong size); otherwise only
+            the first image is read, for the size.
+    """
+    report = Report()
+    train_dir = data_dir / "train_images"
+    try:
+        files = image_files(train_dir)
+        frame, fmt = read_table(data_dir / "train.csv", report.problems)
+    except DataError as exc:
+        report.problems.append(str(exc))
+        return report
+    shape = image_shapes(train_dir, files if full else files[:1], report, workers)
+    size = shape[0] * shape[1] if shape else None
+    report.problems += table_problems(frame, data_dir / "train.csv", size)
+    report.problems += file_problems(frame, files, fmt, data_dir / "train.csv", train_dir)
+    check_test(data_dir, full, shape, report, workers)
+    report.summary = summarise(frame, files, fmt, shape, size)
+    return report
+
+
+def image_shapes(
+    folder: Path, names: list[str], report: Report, workers: int
+) -> tuple[int, int] | None:
+    """Read images in parallel; report unreadable ones and sizes other than the commonest."""
+
+    def shape_of(name: str) -> tuple[int, int] | str:
+        try:
+            return read_gray(folder / name).shape
+        except DataError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(workers) as pool:  # cv2 decodes without the GIL
+        shapes = dict(zip(names, pool.map(shape_of, names)))
+    report.problems += [s for s in shapes.values() if isinstance(s, str)]
+    sizes = Counter(s for s in shapes.values() if not isinstance(s, str))
+    if not sizes:
+        return None
+    common = sizes.most_common(1)[0][0]
+    report.problems += [
+        f"{folder / name}: size {s[0]}x{s[1]}, expected {common[0]}x{common[1]} like the others"
+        for name, s in shapes.items()
+        if not isinstance(s, str) and s != common
+    ]
+    return common
+
+
+def file_problems(
+    frame: pd.DataFrame, files: list[str], fmt: str, csv: Path, folder: Path
+) -> list[str]:
+    """Rows whose image file is missing; in the wide format, files that have no rows."""
+    listed, present = set(frame["ImageId"]), set(files)
+    problems = [
+        f"{csv}: line {row.line}: ImageId {row.ImageId}: no such file in {folder}"
+        for row in frame.drop_duplicates("ImageId").itertuples()
+        if row.ImageId not in present
+    ]
+    if fmt == "wide":
+        problems += [f"{folder / name}: extra image with no rows in {csv}" for name in files
+                     if name not in listed]
+    return problems
+
+
+def check_test(data_dir: Path, full: bool, shape, report: Report, workers: int) -> None:
+    """test_images/ against sample_submission.csv, when either is present."""
+    folder, csv = data_dir / "test_images", data_dir / "sample_submission.csv"
+    if not folder.exists() and not csv.exists():
+        return
+    try:
+        files = image_files(folder)
+        listed = set(read_image_ids(csv))
+    except DataError as exc:
+        report.problems.append(str(exc))
+        return
+    report.problems += [f"{csv}: ImageId {i}: no such file in {folder}" for i in
+                        sorted(listed - set(files))]
+    report.problems += [f"{folder / i}: not listed in {csv}" for i in sorted(set(files) - listed)]
+    if full:
+        test_shape = image_shapes(folder, files, report, workers)
+        if shape and test_shape and test_shape != shape:
+            report.problems.append(f"{folder}: images are {test_shape}, training images {shape}")
+    report.summary["test images"] = len(files)
+
+
+def summarise(frame: pd.DataFrame, files: list[str], fmt: str, shape, size) -> dict:
+    defects = frame.loc[frame["EncodedPixels"] != ""]
+    images = set(frame["ImageId"]) | (set(files) if fmt == "long" else set())
+    per_image = defects.groupby("ImageId")["ClassId"].nunique()
+    summary = {
+        "format": fmt,
+        "image size": f"{shape[0]}x{shape[1]}" if shape else "unknown",
+        "images": len(images),
+        "defect-free images": len(images) - per_image.size,
+        "multi-class images": int((per_image > 1).sum()),
+    }
+    for class_id in CLASSES:
+        rows = defects.loc[defects["ClassId"] == class_id, "EncodedPixels"]
+        summary[f"class {class_id} images"] = int(rows.size)
+        summary[f"class {class_id} pixels"] = int(sum(pixel_count(r, size) for r in rows))
+    return summary
+
+
+def pixel_count(encoded: str, size: int | None) -> int:
+    try:
+        starts, ends = rle.parse(encoded, size or np.iinfo(np.int64).max)
+    except rle.RLEError:
+        return 0
+    return int((ends - starts).sum())

@@ -1,0 +1,83 @@
+"""From a config and a split to the training and validation DataLoaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from torch.utils.data import DataLoader
+
+from sever.config import Config
+from sever.data.augment import build_transform
+from sever.data.checks import check_dataset
+from sever.data.dataset import SteelDataset
+from sever.data.sampling import SAMPLERS
+from sever.data.tables import Labels, read_labels
+from sever.errors import DataError
+
+
+@dataclass
+class Loaders:
+    train: DataLoader
+    val: DataLoader
+
+
+def load_labels(config: Config) -> Labels:
+    """Read and check the training data that `config.data` points to.
+
+    Runs the fast part of check-data first and refuses a broken dataset.
+    """
+    data = config.data
+    if not data.dir.is_dir():
+        raise DataError(f"{data.dir}: data folder not found (data.dir)")
+    if data.check:
+        report = check_dataset(data.dir, full=False)
+        if report.problems:
+            more = f" and {len(report.problems) - 1} more" if report.problems[1:] else ""
+            raise DataError(
+                f"{report.problems[0]} ({more.strip() or 'one problem'}; run sever check-data "
+                f"{data.dir}, or set data.check: false to train anyway)"
+            )
+        found = report.summary.get("image size")
+        wanted = f"{data.image_size[0]}x{data.image_size[1]}"
+        if found != wanted:
+            raise DataError(
+                f"{data.dir}/train_images: images are {found} but data.image_size is {wanted}; "
+                f"set data.image_size to the images' size"
+            )
+    return read_labels(data.dir / "train.csv", data.dir / "train_images", data.image_size)
+
+
+def build_loaders(config: Config, labels: Labels, split: pd.DataFrame, cuda: bool) -> Loaders:
+    """Training loader (augmented crops, epoch-seeded sampler) and validation loader (full size)."""
+    data, trainer = config.data, config.trainer
+    rles = labels.rles()
+    train_ids = split.loc[split["split"] == "train", "ImageId"].tolist()
+    val_ids = split.loc[split["split"] == "val", "ImageId"].tolist()
+    if len(train_ids) < trainer.batch_size:
+        raise DataError(
+            f"trainer.batch_size {trainer.batch_size} is larger than the {len(train_ids)} "
+            "training images; lower it"
+        )
+    images = data.dir / "train_images"
+    train_set = SteelDataset(
+        images, train_ids, rles, build_transform(data.augment, data.crop, data.normalize, True),
+        config.model.classes,
+    )
+    val_set = SteelDataset(
+        images, val_ids, rles, build_transform("none", None, data.normalize, False),
+        config.model.classes,
+    )
+    class_sets = split.set_index("ImageId").loc[train_ids, "classes"]
+    sampler = SAMPLERS[data.sampler](class_sets, data.balance_share, config.seed)
+    common = {
+        "num_workers": data.workers,
+        "pin_memory": cuda,
+        "persistent_workers": data.workers > 0,
+        "prefetch_factor": 4 if data.workers > 0 else None,
+    }
+    train = DataLoader(
+        train_set, trainer.batch_size, sampler=sampler, drop_last=True, **common
+    )
+    val = DataLoader(val_set, trainer.val_batch_size or trainer.batch_size, **common)
+    return Loaders(train, val)

@@ -1,0 +1,93 @@
+"""Checkpoints: plain dicts written atomically, loaded with weights_only=True.
+
+A checkpoint holds only tensors, state dicts and plain values (the resolved config as a
+dict, versions, RNG states), so it loads without sever's classes and without pickle's
+arbitrary code execution.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sever.errors import CheckpointError
+from sever.fileio import atomic_path
+
+FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Write `state` to `path` via a temporary file, so a kill never damages the old file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a sever checkpoint on the CPU.
+
+    Raises:
+        CheckpointError: missing, unreadable or not a sever checkpoint.
+    """
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a damaged file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise CheckpointError(f"{path}: not a sever checkpoint (no 'model' and 'config')")
+    if state.get("format", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {state['format']} is newer than this sever "
+            f"understands ({FORMAT_VERSION}); upgrade sever"
+        )
+    return state
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Make `target` the same file as `source` (hard link, else copy), atomically."""
+    with atomic_path(target) as tmp:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            torch.save(torch.load(source, map_location="cpu", weights_only=True), tmp)
+
+
+def resolve_checkpoint(path: Path, which: str = "last") -> Path:
+    """A checkpoint file, or a run directory's `last.pth` / `model_best.pth`."""
+    path = Path(path)
+    if path.is_dir():
+        name = {"last": "last.pth", "best": "model_best.pth"}[which]
+        path = path / "checkpoints" / name
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    return path
+
+
+def rng_state() -> dict:
+    """Every RNG the trainer touches, as tensors and plain values."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "python": list(random.getstate()[1]),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"]))
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,137 @@
+"""The pieces a training run is made of, built from the config: device, precision, model,
+loss, optimiser, schedule, gradient scaler and EMA weights."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from sever.config import Config
+from sever.errors import ConfigError
+from sever.model.build import build_model
+from sever.model.losses import SegmentationLoss
+from sever.model.optim import build_optimizer, build_scheduler, steps_per_iteration
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Parts:
+    """Everything the loops need. `forward` is the (possibly compiled) module to call;
+    `model` the plain one whose state dict is saved."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    model: nn.Module
+    forward: nn.Module
+    loss: SegmentationLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    per_iteration: bool
+    scaler: torch.amp.GradScaler | None
+    ema: AveragedModel | None
+    channels_last: bool
+
+    def eval_model(self) -> nn.Module:
+        """The weights to validate and save as the run's result: the EMA ones when kept."""
+        return self.ema.module if self.ema is not None else self.forward
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` -> CUDA when available, else CPU; an explicit device must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device: {name} was asked for but CUDA is not available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"trainer.device: {name} was asked for but MPS is not available")
+    return device
+
+
+def pick_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: `auto` is bf16 on GPUs that support it (no loss scaling needed, which
+    is what broke fp16 for the original project) and off on the CPU."""
+    if mode == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else None
+    if mode == "fp16" and device.type == "cpu":
+        raise ConfigError("trainer.amp: fp16 needs a GPU; use bf16 or off on the CPU")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[mode]
+
+
+def build_parts(config: Config, steps_per_epoch: int) -> Parts:
+    """Build every part on its device. The caller seeds torch first (initial weights)."""
+    trainer = config.trainer
+    device = pick_device(trainer.device)
+    amp_dtype = pick_amp(trainer.amp, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = trainer.cudnn_benchmark
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    model = build_model(config.model).to(device)
+    if trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, config.optimizer)
+    scheduler = build_scheduler(optimizer, config.scheduler, steps_per_epoch, trainer.monitor_mode)
+    ema = None
+    if trainer.ema:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(trainer.ema), use_buffers=True)
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    return Parts(
+        device=device,
+        amp_dtype=amp_dtype,
+        model=model,
+        forward=maybe_compile(model, trainer.compile),
+        loss=SegmentationLoss(config.loss, config.model.class_head).to(device),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        per_iteration=steps_per_iteration(scheduler),
+        scaler=scaler,
+        ema=ema,
+        channels_last=trainer.channels_last,
+    )
+
+
+def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:
+    return CompiledOrEager(model) if enabled else model
+
+
+class CompiledOrEager(nn.Module):
+    """torch.compile(model), falling back to the plain model if compiling fails.
+
+    Compilation happens lazily at the first call, so that is where it can fail (no C
+    compiler, an unsupported op); the run then goes on uncompiled with a warning.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.eager = model
+        self.compiled = torch.compile(model)
+        self.failed = False
+
+    def forward(self, x: torch.Tensor) -> object:
+        if not self.failed:
+            try:
+                return self.compiled(x)
+            except Exception as exc:
+                self.failed = True
+                log.warning(
+                    "torch.compile failed (%s: %s); continuing uncompiled",
+                    type(exc).__name__,
+                    str(exc).splitlines()[0][:200],
+                )
+        return self.eager(x)
+
+
+def describe(parts: Parts) -> str:
+    """`cuda (NVIDIA H100 80GB HBM3), amp bf16, channels_last` for the log."""
+    where = str(parts.device)
+    if parts.device.type == "cuda":
+        where += f" ({torch.cuda.get_device_name(parts.device)})"
+    amp = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[parts.amp_dtype]
+    return f"{where}, amp {amp}" + (", channels_last" if parts.channels_last else "")

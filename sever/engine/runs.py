@@ -1,0 +1,36 @@
+"""Run directories: `saved/<name>/<MMDD-HHMMSS>/`, created once and never reused."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sever.config import Config, dump_config
+from sever.errors import CheckpointError
+from sever.fileio import atomic_path
+
+
+def create_run_dir(config: Config) -> Path:
+    """A new directory for this run; a clash (two runs in one second) gets a suffix."""
+    parent = config.trainer.save_dir / config.name
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%m%d-%H%M%S")
+    for attempt in range(1000):
+        run = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
+        try:
+            run.mkdir()
+        except FileExistsError:
+            continue
+        (run / "checkpoints").mkdir()
+        with atomic_path(run / "config.yml") as tmp:
+            tmp.write_text(dump_config(config))
+        return run
+    raise CheckpointError(f"{parent}: could not create a new run directory")
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run directory holding `checkpoints/<file>`."""
+    run = checkpoint.resolve().parent.parent
+    if not (run / "config.yml").is_file():
+        raise CheckpointError(f"{checkpoint}: not inside a run directory (no config.yml)")
+    return run

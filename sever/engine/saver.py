@@ -1,0 +1,82 @@
+"""Which checkpoints a run keeps: last, best, the top k by the monitored metric, and every
+`period`-th epoch. Its own state goes into each checkpoint, so a resumed run keeps the same
+files and the same best."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from sever.engine.checkpoint import link_or_copy, save_checkpoint
+
+
+class CheckpointSaver:
+    """Writes `checkpoints/last.pth` every epoch and links the kept ones to it.
+
+    Args:
+        folder: the run's checkpoints/ folder.
+        mode: 'max' or 'min' for the monitored metric.
+        top_k: how many epoch checkpoints to keep by the metric (0 = none).
+        period: also keep every `period`-th epoch (0 = none).
+    """
+
+    def __init__(self, folder: Path, mode: str, top_k: int, period: int) -> None:
+        self.folder, self.mode, self.top_k, self.period = folder, mode, top_k, period
+        self.kept: list[tuple[float, int]] = []  # (metric, epoch), best first
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.dropped: list[int] = []
+        self.improved = False
+
+    def better(self, value: float, than: float | None) -> bool:
+        if math.isnan(value):
+            return False
+        if than is None:
+            return True
+        return value > than if self.mode == "max" else value < than
+
+    def path(self, epoch: int) -> Path:
+        return self.folder / f"checkpoint-epoch{epoch}.pth"
+
+    def record(self, epoch: int, value: float | None) -> bool:
+        """Note the epoch's metric (None: not validated); True when it is a new best.
+
+        Call before building the checkpoint, so the checkpoint holds the updated state.
+        """
+        self.dropped: list[int] = []
+        self.improved = value is not None and self.better(value, self.best)
+        if value is not None and not math.isnan(value) and self.top_k:
+            self.kept.append((value, epoch))
+            self.kept.sort(key=lambda kv: kv[0], reverse=self.mode == "max")
+            self.dropped = [e for _, e in self.kept[self.top_k :]]
+            self.kept = self.kept[: self.top_k]
+        if self.improved:
+            self.best, self.best_epoch = value, epoch
+        return self.improved
+
+    def write(self, state: dict, epoch: int) -> None:
+        """Write last.pth, link the epoch file and the best, drop what fell out of the top k."""
+        last = self.folder / "last.pth"
+        save_checkpoint(state, last)
+        if any(e == epoch for _, e in self.kept) or self.periodic(epoch):
+            link_or_copy(last, self.path(epoch))
+        if self.improved:
+            link_or_copy(last, self.folder / "model_best.pth")
+        for old in self.dropped:
+            if old != epoch and not self.periodic(old):
+                self.path(old).unlink(missing_ok=True)
+        self.dropped, self.improved = [], False
+
+    def periodic(self, epoch: int) -> bool:
+        return bool(self.period) and epoch % self.period == 0
+
+    def state_dict(self) -> dict:
+        return {
+            "kept": [list(kv) for kv in self.kept],
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.kept = [(float(v), int(e)) for v, e in state["kept"]]
+        self.best, self.best_epoch = state["best"], state["best_epoch"]

@@ -1,0 +1,236 @@
+"""One epoch of training, one pass of validation, and the rows they log."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from sever.config import Config, TrainerConfig
+from sever.engine.logs import Board
+from sever.engine.parts import Parts
+from sever.model.build import split_outputs
+from sever.model.metrics import DiceMeter, binarize
+from sever.visualize import denormalize, truth_and_prediction
+
+log = logging.getLogger(__name__)
+
+
+def optimizer_steps(batches: int, trainer: TrainerConfig) -> int:
+    """Optimiser steps per epoch: batches / accumulation, capped by steps_per_epoch."""
+    per_epoch = math.ceil(batches / trainer.accumulate)
+    return min(per_epoch, trainer.steps_per_epoch or per_epoch)
+
+
+def autocast(parts: Parts) -> torch.autocast:
+    return torch.autocast(
+        parts.device.type, dtype=parts.amp_dtype, enabled=parts.amp_dtype is not None
+    )
+
+
+def to_device(parts: Parts, images: torch.Tensor, masks: torch.Tensor) -> tuple:
+    fmt = torch.channels_last if parts.channels_last else torch.contiguous_format
+    images = images.to(parts.device, non_blocking=True, memory_format=fmt)
+    return images, masks.to(parts.device, non_blocking=True).float()
+
+
+def train_one_epoch(
+    config: Config, parts: Parts, loader: DataLoader, epoch: int, progress, board: Board, run: Path
+) -> dict:
+    """Train one epoch; returns the mean of each loss term as `train_<term>`."""
+    trainer = config.trainer
+    n_steps = optimizer_steps(len(loader), trainer)
+    batches = min(len(loader), n_steps * trainer.accumulate)
+    parts.forward.train()
+    sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=parts.device))
+    # Kept on the device: no host sync per step, only at logging intervals.
+    first_bad = torch.full((), -1, device=parts.device)
+    bar = progress_bar(loader, batches, f"epoch {epoch}/{trainer.epochs}")
+    for i, (images, masks, _) in enumerate(bar):
+        if i >= batches:
+            break
+        images, masks = to_device(parts, images, masks)
+        with autocast(parts):
+            mask_logits, class_logits = split_outputs(parts.forward(images))
+        terms = parts.loss(mask_logits, masks, class_logits)
+        backward(parts, terms["loss"] / trainer.accumulate)
+        for name, value in terms.items():
+            sums[name] += value.detach()
+        bad_now = ~torch.isfinite(terms["loss"].detach()) & (first_bad < 0)
+        first_bad = torch.where(bad_now, progress.step + 1, first_bad)
+        if (i + 1) % trainer.accumulate == 0 or i + 1 == batches:
+            optimizer_step(parts, trainer)
+            progress.step += 1
+            if progress.step % trainer.log_every == 0 or i + 1 == batches:
+                check_finite(first_bad, epoch, run)
+                report_step(parts, terms, progress.step, board, bar, epoch, i + 1, batches)
+    check_finite(first_bad, epoch, run)
+    return {f"train_{name}": (value / batches).item() for name, value in sums.items()}
+
+
+def backward(parts: Parts, loss: torch.Tensor) -> None:
+    if parts.scaler is not None:
+        parts.scaler.scale(loss).backward()
+    else:
+        loss.backward()
+
+
+def optimizer_step(parts: Parts, trainer: TrainerConfig) -> None:
+    if trainer.clip_grad:
+        if parts.scaler is not None:
+            parts.scaler.unscale_(parts.optimizer)
+        torch.nn.utils.clip_grad_norm_(parts.model.parameters(), trainer.clip_grad)
+    if parts.scaler is not None:
+        parts.scaler.step(parts.optimizer)
+        parts.scaler.update()
+    else:
+        parts.optimizer.step()
+    parts.optimizer.zero_grad(set_to_none=True)
+    if parts.per_iteration:
+        parts.scheduler.step()
+    if parts.ema is not None:
+        parts.ema.update_parameters(parts.model)
+
+
+def check_finite(first_bad: torch.Tensor, epoch: int, run: Path) -> None:
+    from sever.engine.trainer import TrainingStopped
+
+    step = int(first_bad.item())
+    if step >= 0:
+        last = run / "checkpoints" / "last.pth"
+        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint yet"
+        raise TrainingStopped(
+            f"epoch {epoch} step {step}: the loss is not finite; stopped ({kept}, untouched). "
+            "Try a lower learning rate, trainer.clip_grad or trainer.amp: bf16"
+        )
+
+
+def report_step(
+    parts: Parts, terms: dict, step: int, board: Board, bar, epoch: int, batch: int, batches: int
+) -> None:
+    values = {name: value.item() for name, value in terms.items()}
+    board.scalars(values, step, "train/")
+    board.scalars(learning_rates(parts.optimizer), step, "lr/")
+    if bar.disable:
+        log.info("epoch %d step %d/%d loss %.4f", epoch, batch, batches, values["loss"])
+    else:
+        bar.set_postfix(loss=f"{values['loss']:.4f}")
+
+
+def progress_bar(iterable, total: int, desc: str) -> tqdm:
+    """tqdm with loss and ETA on a terminal; silent (plain log lines instead) otherwise."""
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        leave=False,
+        dynamic_ncols=True,
+        disable=not sys.stderr.isatty(),
+    )
+
+
+@torch.no_grad()
+def validate(config: Config, parts: Parts, loader: DataLoader, epoch: int, board: Board) -> dict:
+    """Full-size validation: mean loss terms and the Kaggle Dice, as `val_<name>`."""
+    model = parts.eval_model()
+    model.eval()
+    meter = DiceMeter(config.model.classes)
+    sums: dict[str, float] = defaultdict(float)
+    shown = 0
+    for images, masks, ids in progress_bar(loader, len(loader), f"validate {epoch}"):
+        images, masks = to_device(parts, images, masks)
+        with autocast(parts):
+            mask_logits, class_logits = split_outputs(model(images))
+        terms = parts.loss(mask_logits, masks, class_logits)
+        for name, value in terms.items():
+            sums[name] += value.item() * len(images)
+        pred = binarize(
+            torch.sigmoid(mask_logits.float()), config.trainer.threshold, config.trainer.min_pixels
+        )
+        meter.update(pred, masks)
+        shown = show_images(config, board, images, masks, pred, ids, epoch, shown)
+    scores = meter.compute()
+    board.scalars(
+        {**{k: v / len(loader.dataset) for k, v in sums.items()}, **scores}, epoch, "val/"
+    )
+    return {f"val_{k}": v / len(loader.dataset) for k, v in sums.items()} | {
+        f"val_{k}": v for k, v in scores.items()
+    }
+
+
+def show_images(
+    config: Config, board: Board, images, masks, pred, ids, epoch: int, shown: int
+) -> int:
+    """Send the first few validation images, truth over prediction, to TensorBoard."""
+    norm = config.data.normalize
+    for k in range(len(images)):
+        if shown >= config.trainer.log_images or board.writer is None:
+            break
+        grey = denormalize(images[k, 0].float().cpu().numpy(), norm.mean, norm.std)
+        picture = truth_and_prediction(grey, masks[k].cpu().numpy(), pred[k].cpu().numpy())
+        board.image(f"val_images/{ids[k]}", picture, epoch)
+        shown += 1
+    return shown
+
+
+def learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    return {f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
+
+
+def metric_columns(config: Config) -> list[str]:
+    """The fixed header of metrics.csv for this config."""
+    terms = [name for name, weight in config.loss.model_dump().items() if weight > 0]
+    if config.model.class_head.enabled:
+        terms.append("cls")
+    classes = [f"val_dice_{c}" for c in range(1, config.model.classes + 1)]
+    return [
+        "epoch",
+        "train_loss",
+        *(f"train_{t}" for t in terms),
+        "val_loss",
+        *(f"val_{t}" for t in terms),
+        "val_dice_mean",
+        *classes,
+        "val_dice_positive",
+        "val_empty_baseline",
+        "lr_encoder",
+        "lr_decoder",
+        "seconds",
+    ]
+
+
+def epoch_line(row: dict, monitor: str, improved: bool) -> str:
+    parts = [f"epoch {row['epoch']}", f"train_loss {row['train_loss']:.4f}"]
+    if "val_loss" in row:
+        parts += [f"val_loss {row['val_loss']:.4f}", f"val_dice_mean {row['val_dice_mean']:.4f}"]
+        if monitor in row and monitor not in ("val_loss", "val_dice_mean"):
+            parts.append(f"{monitor} {row[monitor]:.4f}")
+        parts.append("(best)" if improved else "")
+    parts.append(f"{row['seconds']:.0f}s")
+    return "  ".join(p for p in parts if p)
+
+
+def hparams(config: Config) -> dict:
+    """A flat summary of the config for TensorBoard's HPARAMS tab."""
+    c = config
+    return {
+        "arch": c.model.arch,
+        "encoder": c.model.encoder,
+        "input_channel": c.model.input_channel,
+        "crop": str(c.data.crop),
+        "augment": c.data.augment,
+        "batch_size": c.trainer.batch_size,
+        "optimizer": c.optimizer.type,
+        "lr_encoder": c.optimizer.encoder.lr,
+        "lr_decoder": c.optimizer.decoder.lr,
+        "scheduler": c.scheduler.type,
+        "epochs": c.trainer.epochs,
+        "amp": c.trainer.amp,
+        "seed": c.seed,
+    }

@@ -1,0 +1,26 @@
+"""User-facing errors: each one prints as a single line and maps to an exit status.
+
+Anything raised as a `SeverError` is the user's to fix (a bad config, a broken CSV, a
+missing checkpoint); the CLI prints its message without a traceback. Everything else is
+a bug and keeps its traceback.
+"""
+
+
+class SeverError(Exception):
+    """An error the user can fix; its message is the one line the CLI prints."""
+
+    exit_code = 1
+
+
+class ConfigError(SeverError):
+    """An experiment config or command-line override that does not validate."""
+
+    exit_code = 2
+
+
+class DataError(SeverError):
+    """A dataset, CSV or image that is missing or malformed."""
+
+
+class CheckpointError(SeverError):
+    """A checkpoint or run directory that is missing, corrupt or incompatible."""

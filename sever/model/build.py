@@ -1,0 +1,207 @@
+"""SMP models for 1-channel steel images: architecture, encoder, first conv, weights, heads.
+
+`build_model` creates the SMP model with 3 input channels (so pretrained weights load as
+they were trained), then turns the encoder's first conv into a 1-channel conv whose filters
+are the pretrained ones of one colour channel (r, g, b) or their sum. Summing is exact for
+a grey image fed as three equal channels, so `sum` starts where the RGB network was.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import huggingface_hub
+import segmentation_models_pytorch as smp
+import timm
+import torch
+from torch import Tensor, nn
+
+from sever.errors import CheckpointError, ConfigError
+from sever.registry import Registry, unknown_name
+
+if TYPE_CHECKING:
+    from sever.config import ModelConfig
+
+# Every architecture smp itself can create by name, under its class name ("Unet", "FPN").
+ARCHITECTURES: Registry[type[nn.Module]] = Registry(
+    "architecture", {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
+)
+
+# Architectures with their own spatial dropout on decoder features: the argument to set.
+# The others get an nn.Dropout2d in front of their segmentation head.
+NATIVE_DROPOUT = {"FPN": "decoder_dropout", "PSPNet": "psp_dropout"}
+
+CHANNELS = {"r": 0, "g": 1, "b": 2}
+
+
+def check_encoder(name: str) -> str:
+    """Return `name` if SMP can build it (an SMP encoder or `tu-<timm model>`), else raise.
+
+    Raises:
+        ValueError: the name is unknown; the message suggests the closest valid name.
+    """
+    smp_names = smp.encoders.get_encoder_names()
+    if name in smp_names or (name.startswith("tu-") and timm.is_model(name[3:])):
+        return name
+    valid = [*smp_names, *(f"tu-{model}" for model in timm.list_models())]
+    raise ValueError(unknown_name("encoder", name, valid) + " (or tu-<any timm model>)")
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """The SMP model for `cfg`: input (N, 1, H, W) -> mask logits (N, C, H, W).
+
+    With `cfg.class_head.enabled` the model returns (mask logits, class logits (N, C));
+    `split_outputs` takes either form.
+
+    Raises:
+        ConfigError: smp rejects the architecture / encoder / weights combination.
+        CheckpointError: the weights cannot be downloaded or the weights file does not fit.
+    """
+    weights = cfg.encoder_weights
+    local = weights not in (None, "imagenet")
+    model = create(cfg, None if local else weights)
+    if local:
+        load_encoder_weights(model.encoder, Path(weights), cfg.encoder)
+    use_one_channel(first_conv(model.encoder, cfg.encoder), cfg.input_channel)
+    if cfg.dropout > 0 and cfg.arch not in NATIVE_DROPOUT:
+        add_head_dropout(model, cfg.dropout)
+    return model
+
+
+def create(cfg: ModelConfig, weights: str | None) -> nn.Module:
+    """The 3-channel SMP model, with `weights` None or "imagenet" (downloaded by SMP)."""
+    kwargs = {NATIVE_DROPOUT[cfg.arch]: cfg.dropout} if cfg.arch in NATIVE_DROPOUT else {}
+    if cfg.class_head.enabled:
+        kwargs["aux_params"] = dict(
+            classes=cfg.classes, dropout=cfg.class_head.dropout, activation=None, pooling="avg"
+        )
+    if weights is not None and cfg.encoder.startswith("tu-"):
+        weights = True  # timm encoders take a flag; the weights tag is part of the name
+    try:
+        return ARCHITECTURES[cfg.arch](
+            encoder_name=cfg.encoder,
+            encoder_weights=weights,
+            in_channels=3,
+            classes=cfg.classes,
+            activation=None,
+            **kwargs,
+        )
+    except OSError as exc:  # what huggingface_hub and timm raise when offline
+        raise CheckpointError(download_hint(cfg.encoder, exc)) from None
+    except (ValueError, KeyError) as exc:  # smp's word on a combination it cannot build
+        reason = exc.args[0] if exc.args else exc
+        raise ConfigError(f"model: {cfg.arch} with encoder {cfg.encoder}: {reason}") from None
+
+
+def download_hint(encoder: str, exc: Exception) -> str:
+    """One line saying why the imagenet weights did not come and how to supply them."""
+    if encoder.startswith("tu-"):
+        source = f"timm's weights for {encoder[3:]}"
+    else:
+        settings = smp.encoders.encoders[encoder]["pretrained_settings"]["imagenet"]
+        source = f"Hugging Face repo {settings['repo_id']} (revision {settings['revision']})"
+    cache = huggingface_hub.constants.HF_HUB_CACHE
+    reason = str(exc).split(". ")[0].strip() or type(exc).__name__
+    return (
+        f"encoder {encoder}: cannot download its imagenet weights ({reason}); put {source} "
+        f"in the Hugging Face cache {cache} (set HF_HUB_CACHE or HF_HOME to move it) or set "
+        f"model.encoder_weights to a local .pth/.safetensors file of the encoder's weights"
+    )
+
+
+def read_state_dict(path: Path) -> dict[str, Tensor]:
+    """A state dict from a .pth/.pt (plain or under 'state_dict'/'model') or .safetensors file."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any failure to read is the file's: say which, in one line
+        raise CheckpointError(f"{path}: cannot read weights ({exc})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
+    # DataParallel / DDP checkpoints prefix every key with "module."
+    return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def load_encoder_weights(encoder: nn.Module, path: Path, name: str) -> None:
+    """Load the weights file at `path` into `encoder` (strictly).
+
+    Raises:
+        CheckpointError: naming the file and counting missing, unexpected and misshapen keys.
+    """
+    state = read_state_dict(path)
+    try:
+        encoder.load_state_dict(state)
+    except RuntimeError:
+        raise CheckpointError(mismatch(path, name, encoder.state_dict(), state)) from None
+
+
+def mismatch(path: Path, name: str, own: dict[str, Tensor], given: dict[str, Tensor]) -> str:
+    """`w.pth does not fit encoder resnet18: 2 missing keys (e.g. 'fc.x'), ...`."""
+    common = own.keys() & given.keys()
+    problems = {
+        "missing": sorted(own.keys() - given.keys()),
+        "unexpected": sorted(given.keys() - own.keys()),
+        "misshapen": sorted(k for k in common if own[k].shape != given[k].shape),
+    }
+    parts = [f"{len(ks)} {kind} keys (e.g. '{ks[0]}')" for kind, ks in problems.items() if ks]
+    return f"{path}: does not fit encoder {name}: {', '.join(parts) or 'load failed'}"
+
+
+def first_conv(encoder: nn.Module, name: str) -> nn.Conv2d:
+    """The encoder's first convolution over the 3 colour channels."""
+    for module in encoder.modules():
+        if isinstance(module, nn.Conv2d) and module.in_channels == 3 and module.groups == 1:
+            return module
+    raise ConfigError(f"model.encoder: {name} has no 3-channel input conv to make 1-channel")
+
+
+def use_one_channel(conv: nn.Conv2d, channel: str) -> None:
+    """Make `conv` take 1 channel, keeping the filters of `channel` (r/g/b) or their sum.
+
+    Changed in place rather than replaced, so subclasses (timm's Conv2dSame, the padded
+    convs of EfficientNet) keep their forward; the bias is untouched.
+    """
+    weight = conv.weight.detach()  # (out, 3, k, k)
+    if channel == "sum":
+        weight = weight.sum(1, keepdim=True)
+    else:
+        index = CHANNELS[channel]
+        weight = weight[:, index : index + 1]
+    conv.weight = nn.Parameter(weight.clone())
+    conv.in_channels = 1
+
+
+def add_head_dropout(model: nn.Module, p: float) -> None:
+    """Put nn.Dropout2d(p) on the decoder features, in front of the segmentation head."""
+    head = model.segmentation_head
+    if isinstance(head, nn.Sequential):
+        # The head's own children keep their names, so the parameter names
+        # (segmentation_head.0.weight) are those of the model built without dropout.
+        layers = [("dropout", nn.Dropout2d(p)), *head.named_children()]
+    else:
+        layers = [("dropout", nn.Dropout2d(p)), ("head", head)]
+    model.segmentation_head = nn.Sequential(OrderedDict(layers))
+
+
+def split_outputs(output: Tensor | tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor | None]:
+    """(mask logits (N, C, H, W), class logits (N, C) or None) from either model output."""
+    if isinstance(output, (tuple, list)):
+        masks, labels = output
+        return masks, labels
+    return output, None
+
+
+def encoder_and_rest(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """The encoder's parameters, and all the others (decoder, heads): the optimiser groups."""
+    encoder = list(model.encoder.parameters())
+    ids = {id(p) for p in encoder}
+    return encoder, [p for p in model.parameters() if id(p) not in ids]

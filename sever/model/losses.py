@@ -1,0 +1,80 @@
+"""Segmentation losses by name, combined with the weights of `LossConfig`.
+
+Every term works on mask logits (N, C, H, W) against binary masks (N, C, H, W) in SMP's
+multilabel mode: each class is its own sigmoid, so pixels may carry several classes.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sever.registry import Registry
+
+if TYPE_CHECKING:
+    from sever.config import ClassHeadConfig, LossConfig
+
+# Factories of loss modules, each called as loss(mask_logits, masks) -> scalar.
+# SMP's Dice is soft Dice per class over the whole batch, and a class with no true pixel
+# in the batch contributes 0, not 1 - dice.
+LOSSES: Registry[type[nn.Module] | partial] = Registry(
+    "loss",
+    {
+        "bce": nn.BCEWithLogitsLoss,
+        "dice": partial(smp.losses.DiceLoss, smp.losses.MULTILABEL_MODE, from_logits=True),
+        "lovasz": partial(smp.losses.LovaszLoss, smp.losses.MULTILABEL_MODE, from_logits=True),
+        "focal": partial(smp.losses.FocalLoss, smp.losses.MULTILABEL_MODE, from_logits=True),
+    },
+)
+
+
+class SegmentationLoss(nn.Module):
+    """The weighted sum of the active mask losses, plus the class head's BCE.
+
+    Args:
+        loss: the weight of each term in `LOSSES`; terms weighted 0 are not computed.
+        class_head: weight and per-class pos_weight of the class head's BCE.
+    """
+
+    def __init__(self, loss: LossConfig, class_head: ClassHeadConfig) -> None:
+        super().__init__()
+        self.weights = {name: w for name, w in loss.model_dump().items() if w > 0}
+        self.terms = nn.ModuleDict({name: LOSSES[name]() for name in self.weights})
+        self.class_weight = class_head.weight
+        pos_weight = class_head.pos_weight
+        # A buffer, so it follows the module to the device.
+        self.register_buffer(
+            "pos_weight", None if pos_weight is None else torch.tensor(pos_weight), persistent=False
+        )
+
+    def forward(
+        self, mask_logits: Tensor, masks: Tensor, class_logits: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """The float32 scalar of each active term by name, 'cls' if class logits are given,
+        and their weighted sum as 'loss'.
+
+        Args:
+            mask_logits: (N, C, H, W), any float dtype.
+            masks: (N, C, H, W) of 0/1.
+            class_logits: (N, C) from the class head, or None.
+        """
+        # Sums of many small terms and log-sigmoids lose too much in bf16/fp16.
+        with torch.autocast(device_type=mask_logits.device.type, enabled=False):
+            mask_logits, masks = mask_logits.float(), masks.float()
+            out = {name: term(mask_logits, masks) for name, term in self.terms.items()}
+            total = sum(self.weights[name] * value for name, value in out.items())
+            if class_logits is not None:
+                out["cls"] = self.class_loss(class_logits.float(), masks)
+                total = total + self.class_weight * out["cls"]
+            out["loss"] = total
+        return out
+
+    def class_loss(self, class_logits: Tensor, masks: Tensor) -> Tensor:
+        """BCE of the class logits (N, C) against per-class presence in `masks` (N, C, H, W)."""
+        present = masks.amax(dim=(2, 3))
+        return F.binary_cross_entropy_with_logits(class_logits, present, pos_weight=self.pos_weight)

@@ -1,0 +1,118 @@
+"""Kaggle's Severstal metric: mean Dice over every (image, class) pair, pure torch.
+
+A pair whose prediction and truth are both empty scores 1, so an image without a defect
+rewards predicting nothing; `DiceMeter.compute` reports that all-empty baseline beside the
+score. Runs on whatever device the tensors are on, with no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def binarize(
+    probs: Tensor, threshold: float | Sequence[float] = 0.5, min_pixels: Sequence[int] | None = None
+) -> Tensor:
+    """Binary masks (N, C, H, W) from probabilities (N, C, H, W).
+
+    Args:
+        probs: per-class probabilities.
+        threshold: a pixel is positive above it; one value, or one per class.
+        min_pixels: per class, a mask with fewer positive pixels in an image is emptied.
+    """
+    classes = probs.shape[1]
+    thresholds = per_class(threshold, classes, "threshold").to(probs.device, probs.dtype)
+    pred = probs > thresholds.view(1, -1, 1, 1)
+    if min_pixels is not None:
+        least = per_class(min_pixels, classes, "min_pixels").to(probs.device)
+        pred &= (pred.sum((2, 3)) >= least)[:, :, None, None]
+    return pred
+
+
+def per_class(value: float | Sequence[float], classes: int, name: str) -> Tensor:
+    """`value` as a (C,) tensor: one number repeated, or one number per class."""
+    values = torch.as_tensor(value).flatten()
+    if values.numel() == 1:
+        return values.expand(classes)
+    if values.numel() != classes:
+        raise ValueError(f"{name}: expected 1 or {classes} values, got {values.numel()}")
+    return values
+
+
+def as_bool(masks: Tensor) -> Tensor:
+    """Binary masks as bool; float masks are positive above 0.5."""
+    return masks > 0.5 if masks.is_floating_point() else masks.bool()
+
+
+def dice_per_pair(pred: Tensor, truth: Tensor) -> Tensor:
+    """Dice 2|X∩Y| / (|X| + |Y|) of each (image, class) pair, 1 when both are empty.
+
+    Args:
+        pred: predicted masks (N, C, H, W), bool.
+        truth: true masks (N, C, H, W), bool or 0/1.
+
+    Returns:
+        (N, C) float32.
+    """
+    pred, truth = as_bool(pred), as_bool(truth)
+    inter = (pred & truth).sum((2, 3))
+    sizes = pred.sum((2, 3)) + truth.sum((2, 3))
+    dice = 2 * inter / sizes.clamp_min(1)
+    return torch.where(sizes == 0, torch.ones_like(dice), dice)
+
+
+class DiceMeter:
+    """Exact mean Dice over all (image, class) pairs seen, whatever the batching.
+
+    It keeps sums, not means: row 0 the Dice sum per class, row 1 the pair count, rows 2
+    and 3 the same over pairs whose truth is non-empty. A distributed trainer all-reduces
+    `state()` (sum) and rebuilds the meter with `from_state`.
+
+    Args:
+        classes: the number of classes C.
+    """
+
+    def __init__(self, classes: int = 4) -> None:
+        self.sums = torch.zeros(4, classes, dtype=torch.float64)
+
+    def update(self, pred: Tensor, truth: Tensor) -> None:
+        """Add a batch: binary predictions and truths, both (N, C, H, W)."""
+        dice = dice_per_pair(pred, truth)
+        # float64 keeps the sums exact over any dataset; MPS has no float64.
+        dtype = torch.float32 if dice.device.type == "mps" else torch.float64
+        dice = dice.to(dtype)
+        positive = as_bool(truth).flatten(2).any(2).to(dtype)
+        batch = torch.stack(
+            [dice.sum(0), torch.ones_like(dice).sum(0), (dice * positive).sum(0), positive.sum(0)]
+        )
+        self.sums = self.sums.to(batch.device, dtype) + batch
+
+    def state(self) -> Tensor:
+        """The raw sums (4, C), a copy safe to all-reduce."""
+        return self.sums.clone()
+
+    @classmethod
+    def from_state(cls, state: Tensor) -> DiceMeter:
+        """A meter holding the sums `state` (4, C), e.g. all-reduced over processes."""
+        meter = cls(state.shape[1])
+        meter.sums = state.clone()
+        return meter
+
+    def merge(self, other: DiceMeter) -> DiceMeter:
+        """Add the pairs of `other` to this meter; returns self."""
+        self.sums = self.sums + other.sums.to(self.sums.device, self.sums.dtype)
+        return self
+
+    def compute(self) -> dict[str, float]:
+        """'dice_mean', 'dice_1'..'dice_C' (Kaggle's 1-based ClassIds), 'dice_positive'
+        (over pairs with a non-empty truth; nan if none) and 'empty_baseline' (the score of
+        predicting nothing: the share of pairs with an empty truth)."""
+        dice, pairs, positive_dice, positives = self.sums.double().cpu()
+        scores = {"dice_mean": dice.sum() / pairs.sum()}
+        scores |= {f"dice_{c + 1}": dice[c] / pairs[c] for c in range(len(dice))}
+        scores["dice_positive"] = positive_dice.sum() / positives.sum()
+        scores["empty_baseline"] = 1 - positives.sum() / pairs.sum()
+        return {name: float(value) for name, value in scores.items()}

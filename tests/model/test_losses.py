@@ -1,0 +1,92 @@
+import math
+
+import pytest
+import torch
+
+from sever.config import ClassHeadConfig, LossConfig
+from sever.model.losses import LOSSES, SegmentationLoss
+
+LN3 = math.log(3)  # sigmoid(+-ln 3) = 0.75 / 0.25
+
+
+def loss_fn(head: ClassHeadConfig | None = None, **weights) -> SegmentationLoss:
+    return SegmentationLoss(LossConfig(**weights), head or ClassHeadConfig())
+
+
+def one_pixel_defect() -> tuple[torch.Tensor, torch.Tensor]:
+    """1x1x2x2 logits giving p = 0.75 on the defect pixel and 0.25 elsewhere."""
+    logits = torch.tensor([[[[LN3, -LN3], [-LN3, -LN3]]]])
+    masks = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    return logits, masks
+
+
+def test_every_config_term_is_registered():
+    assert set(LossConfig.model_fields) == set(LOSSES)
+
+
+def test_default_is_bce_and_dice_by_hand():
+    # BCE: every pixel scores p = 0.75 on its truth -> ln(4/3).
+    # Dice: intersection 0.75, sum of p 1.5, sum of truth 1 -> 2 * 0.75 / 2.5 = 0.6.
+    out = loss_fn()(*one_pixel_defect())
+    assert set(out) == {"bce", "dice", "loss"}
+    assert out["bce"].item() == pytest.approx(math.log(4 / 3))
+    assert out["dice"].item() == pytest.approx(0.4)
+    assert out["loss"].item() == pytest.approx(0.6 * math.log(4 / 3) + 0.4 * 0.4)
+
+
+def test_dice_with_half_probabilities_by_hand():
+    logits = torch.zeros(1, 1, 2, 2)
+    _, masks = one_pixel_defect()
+    out = loss_fn(bce=0, dice=1)(logits, masks)
+    # intersection 0.5, sizes 2 + 1 -> dice 1/3
+    assert out["dice"].item() == pytest.approx(2 / 3)
+    assert out["loss"].item() == pytest.approx(2 / 3)
+
+
+def test_dice_of_a_class_absent_from_the_batch_counts_as_zero_loss():
+    # SMP's choice: a class without true pixels adds 0 (not 1 - dice) to the class mean.
+    logits = torch.zeros(1, 2, 2, 2)
+    masks = torch.zeros(1, 2, 2, 2)
+    masks[0, 0, 0, 0] = 1
+    out = loss_fn(bce=0, dice=1)(logits, masks)
+    assert out["dice"].item() == pytest.approx((2 / 3 + 0) / 2)
+
+
+def test_total_is_the_weighted_sum_of_the_components():
+    torch.manual_seed(0)
+    logits, class_logits = torch.randn(2, 4, 8, 8), torch.randn(2, 4)
+    masks = (torch.rand(2, 4, 8, 8) > 0.7).float()
+    head = ClassHeadConfig(enabled=True, weight=0.5)
+    out = loss_fn(head, bce=0.6, dice=0.4, lovasz=0.3, focal=0.2)(logits, masks, class_logits)
+    weights = {"bce": 0.6, "dice": 0.4, "lovasz": 0.3, "focal": 0.2, "cls": 0.5}
+    assert set(out) == {*weights, "loss"}
+    expected = sum(w * out[name] for name, w in weights.items())
+    torch.testing.assert_close(out["loss"], expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_logits_give_float32_losses(dtype):
+    torch.manual_seed(0)
+    logits, class_logits = torch.randn(2, 4, 8, 8).to(dtype), torch.randn(2, 4).to(dtype)
+    masks = (torch.rand(2, 4, 8, 8) > 0.7).to(dtype)
+    loss = loss_fn(ClassHeadConfig(enabled=True), lovasz=0.1, focal=0.1)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        out = loss(logits, masks, class_logits)
+    reference = loss(logits.float(), masks.float(), class_logits.float())
+    for name, value in out.items():
+        assert value.dtype == torch.float32 and value.ndim == 0, name
+        torch.testing.assert_close(value, reference[name])
+
+
+def test_class_loss_targets_presence_with_pos_weight():
+    masks = torch.zeros(1, 4, 2, 2)
+    masks[0, 1, 1, 1] = 1  # only class 2 is present
+    logits, class_logits = torch.zeros(1, 4, 2, 2), torch.zeros(1, 4)
+    plain = loss_fn(ClassHeadConfig(enabled=True))(logits, masks, class_logits)
+    head = ClassHeadConfig(enabled=True, pos_weight=(1, 2, 3, 4))
+    weighted = loss_fn(head)(logits, masks, class_logits)
+    # each element costs ln 2 at logit 0; the positive one is multiplied by pos_weight[1] = 2
+    assert plain["cls"].item() == pytest.approx(math.log(2))
+    assert weighted["cls"].item() == pytest.approx(5 / 4 * math.log(2))
+    mask_part = (weighted["loss"] - 0.2 * weighted["cls"]).item()
+    assert mask_part == pytest.approx((plain["loss"] - 0.2 * plain["cls"]).item())

@@ -1,0 +1,136 @@
+"""Experiment configs: merging, overrides, and one-line errors naming file and key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sever.config import Config, dump_config, load_config
+from sever.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def exp(tmp_path: Path) -> Path:
+    return write(tmp_path / "x.yml", "name: x\ntrainer:\n  epochs: 3\n")
+
+
+def test_defaults_and_contract_keys(exp: Path) -> None:
+    config = load_config(exp)
+    assert config.name == "x" and config.trainer.epochs == 3
+    # the documented contract keys exist with their documented defaults
+    assert config.seed == 42
+    assert config.data.dir == Path("data/synthetic")
+    assert config.data.val_fraction == 0.2
+    assert config.data.folds is None and config.data.fold is None
+    assert config.trainer.batch_size == 16
+    assert config.trainer.save_dir == Path("saved")
+    assert config.trainer.device == "auto"
+    # the original project's optimiser groups and loss weights
+    assert (config.optimizer.encoder.lr, config.optimizer.encoder.weight_decay) == (7e-5, 3e-5)
+    assert (config.optimizer.decoder.lr, config.optimizer.decoder.weight_decay) == (3e-3, 3e-4)
+    assert (config.loss.bce, config.loss.dice) == (0.6, 0.4)
+
+
+def test_overrides_are_parsed_and_validated(exp: Path) -> None:
+    config = load_config(exp, ["trainer.epochs=7", "optimizer.encoder.lr=1e-4", "data.crop=null"])
+    assert config.trainer.epochs == 7
+    assert config.optimizer.encoder.lr == 1e-4
+    assert config.data.crop is None
+    with pytest.raises(ConfigError, match=r"^-o trainer.epochs=many: trainer.epochs: expected an"):
+        load_config(exp, ["trainer.epochs=many"])
+
+
+def test_later_files_and_extends_merge_deeply(tmp_path: Path) -> None:
+    write(tmp_path / "base.yml", "name: base\ntrainer:\n  epochs: 5\n  batch_size: 4\n")
+    child = write(tmp_path / "child.yml", "extends: base.yml\nname: child\ntrainer:\n  epochs: 9\n")
+    extra = write(tmp_path / "extra.yml", "trainer:\n  batch_size: 2\n")
+    config = load_config([child, extra])
+    assert (config.name, config.trainer.epochs, config.trainer.batch_size) == ("child", 9, 2)
+
+
+def test_extends_cycle_is_an_error(tmp_path: Path) -> None:
+    a = write(tmp_path / "a.yml", "extends: b.yml\nname: a\n")
+    write(tmp_path / "b.yml", "extends: a.yml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(a)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "name: x\noptimizer:\n  encoder:\n    lr: fast\n",
+            "x.yml: optimizer.encoder.lr: expected a number, got 'fast'",
+        ),
+        (
+            "name: x\ntrainer:\n  epoch: 3\n",
+            "x.yml: unknown key 'trainer.epoch' (did you mean 'trainer.epochs'?)",
+        ),
+        ("name: x\ntrainr: {}\n", "x.yml: unknown key 'trainr' (did you mean 'trainer'?)"),
+        (
+            "name: x\noptimizer:\n  type: radm\n",
+            "x.yml: optimizer.type: unknown optimizer 'radm' (did you mean 'radam'?); "
+            "expected one of: adamw, radam, sgd",
+        ),
+        (
+            "name: x\ndata:\n  crop: [250, 384]\n",
+            "x.yml: data.crop: 250 is not a multiple of 32 (nearest valid: 224 or 256)",
+        ),
+        (
+            "name: x\ndata:\n  image_size: [256, 1590]\n",
+            "x.yml: data.image_size: 1590 is not a multiple of 32 (nearest valid: 1568 or 1600)",
+        ),
+        ("name: x\ndata:\n  crop: [512, 384]\n", "data.crop [512, 384] is larger than"),
+        ("name: x\ndata:\n  crop: [20, 384]\n", "20 is not a multiple of 32 (nearest valid: 32)"),
+        ("name: x\ndata:\n  fold: 1\n", "data.fold is set but data.folds is not"),
+        ("name: x\ndata:\n  folds: 5\n  fold: 5\n", "data.fold 5 is out of range for 5 folds"),
+        ("name: x\nmodel:\n  input_channel: red\n", "model.input_channel: expected one of 'r'"),
+        ("name: x\nmodel:\n  arch: Unett\n", "unknown architecture 'Unett' (did you mean 'Unet'?)"),
+        ("name: x\nmodel:\n  encoder: resnet181\n", "model.encoder: unknown encoder 'resnet181'"),
+        ("name: x\ndata:\n  augment: heavy\n", "unknown augmentation recipe 'heavy'"),
+        ("name: x\nscheduler:\n  type: cosine\n", "scheduler.type: unknown scheduler 'cosine'"),
+        ("name: x\ntrainer:\n  monitor: max dice\n", "trainer.monitor: expected 'max METRIC'"),
+        ("name: x\nloss:\n  bce: 0\n  dice: 0\n", "loss: expected at least one loss term"),
+        ("name: x\nloss:\n  lovasz_hinge: 1\n", "unknown key 'loss.lovasz_hinge' (did you mean"),
+        ("trainer:\n  epochs: 3\n", "x.yml: name: missing required key"),
+        ("name: a/b\n", "x.yml: name: "),
+        ("name: x\ntrainer:\n  device: gpu0\n", "expected auto, cpu, cuda, cuda:N or mps"),
+        ("- 1\n- 2\n", "x.yml: expected a mapping of keys at the top level"),
+        ("name: [x\n", "x.yml: line 1: not valid YAML"),
+    ],
+)
+def test_errors_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path / "x.yml", text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_override_syntax_error(exp: Path) -> None:
+    with pytest.raises(ConfigError, match=r"-o trainer.epochs: expected KEY.PATH=VALUE"):
+        load_config(exp, ["trainer.epochs"])
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope.yml: config file not found"):
+        load_config(tmp_path / "nope.yml")
+
+
+def test_dump_round_trips(exp: Path, tmp_path: Path) -> None:
+    config = load_config(exp, ["model.input_channel=r", "data.crop=[256, 416]"])
+    dumped = write(tmp_path / "dumped.yml", dump_config(config))
+    assert load_config(dumped) == config
+    assert yaml.safe_load(dumped.read_text())["data"]["crop"] == [256, 416]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.yml")))
+def test_shipped_experiments_validate(path: Path) -> None:
+    assert isinstance(load_config(path), Config)
