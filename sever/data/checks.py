@@ -51,8 +51,9 @@ def check_dataset(data_dir: Path, full: bool = True, workers: int = 4) -> Report
     size = shape[0] * shape[1] if shape else None
     report.problems += table_problems(frame, data_dir / "train.csv", size)
     report.problems += file_problems(frame, files, fmt, data_dir / "train.csv", train_dir)
-    check_test(data_dir, full, shape, report, workers)
+    # before check_test, which adds "test images" to the summary
     report.summary = summarise(frame, files, fmt, shape, size)
+    check_test(data_dir, full, shape, report, workers)
     return report
 
 

@@ -104,7 +104,9 @@ def read_split(path: Path) -> pd.DataFrame:
     try:
         table = pd.read_csv(path, dtype={"ImageId": str, "classes": str}, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{path}: not a readable split file ({str(exc).strip().splitlines()[0]})")
+        raise DataError(
+            f"{path}: not a readable split file ({str(exc).strip().splitlines()[0]})"
+        ) from None
     if list(table.columns) != COLUMNS or not table["split"].isin(["train", "val"]).all():
         raise DataError(f"{path}: expected columns {','.join(COLUMNS)} with split train/val")
     return table

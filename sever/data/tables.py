@@ -89,7 +89,9 @@ def read_csv(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{path}: not a readable CSV ({str(exc).strip().splitlines()[0]})")
+        raise DataError(
+            f"{path}: not a readable CSV ({str(exc).strip().splitlines()[0]})"
+        ) from None
 
 
 def from_wide(raw: pd.DataFrame, path: Path, problems: list[str] | None) -> pd.DataFrame:

@@ -172,7 +172,11 @@ def checkpoint(config: Config, parts: Parts, progress: Progress, saver: Checkpoi
         "saver": saver.state_dict(),
         "rng": rng_state(),
         "config": config_dict(config),
-        "versions": {"sever": __version__, "torch": torch.__version__, "smp": smp.__version__},
+        "versions": {
+            "sever": __version__,
+            "torch": str(torch.__version__),
+            "smp": str(smp.__version__),
+        },
     }
 
 

@@ -77,12 +77,12 @@ def create(cfg: ModelConfig, weights: str | None) -> nn.Module:
         kwargs["aux_params"] = dict(
             classes=cfg.classes, dropout=cfg.class_head.dropout, activation=None, pooling="avg"
         )
-    if weights is not None and cfg.encoder.startswith("tu-"):
-        weights = True  # timm encoders take a flag; the weights tag is part of the name
+    # timm encoders take a flag (their weights tag is part of the name), not "imagenet"
+    timm_flag = weights is not None and cfg.encoder.startswith("tu-")
     try:
         return ARCHITECTURES[cfg.arch](
             encoder_name=cfg.encoder,
-            encoder_weights=weights,
+            encoder_weights=True if timm_flag else weights,
             in_channels=3,
             classes=cfg.classes,
             activation=None,

@@ -278,8 +278,12 @@ def test_write_labels_long_writes_defect_rows_only(tmp_path: Path):
 
 def test_write_labels_rejects_unknown_format(tmp_path: Path):
     with pytest.raises(ValueError, match="unknown CSV format 'tall'"):
-        write_labels(pd.DataFrame(columns=["ImageId", "ClassId", "EncodedPixels"]), [],
-                     tmp_path / "x.csv", "tall")
+        write_labels(
+            pd.DataFrame(columns=["ImageId", "ClassId", "EncodedPixels"]),
+            [],
+            tmp_path / "x.csv",
+            "tall",
+        )
 
 
 def _same(a: Labels, b: Labels) -> None:

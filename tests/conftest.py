@@ -1,0 +1,64 @@
+"""Shared fixtures: a tiny synthetic dataset and a config that trains on it in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sever.config import Config, load_config
+from sever.data.synth import generate
+
+TINY = """
+name: tiny
+seed: 3
+data:
+  dir: {data}
+  image_size: [64, 256]
+  crop: [64, 128]
+  augment: heavy-crop
+  workers: 0
+model:
+  arch: Unet
+  encoder: resnet18
+  encoder_weights: null
+  input_channel: r
+  dropout: 0.1
+optimizer:
+  encoder: {{lr: 1.0e-3}}
+  decoder: {{lr: 3.0e-3}}
+scheduler:
+  flat_epochs: 1
+  cosine_epochs: 3
+trainer:
+  epochs: 4
+  batch_size: 4
+  save_dir: {saved}
+  log_every: 2
+  log_images: 2
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """32 training and 4 test images of 64x256, in the competition's layout (read-only)."""
+    folder = tmp_path_factory.mktemp("data") / "synthetic"
+    generate(folder, n_train=32, n_test=4, height=64, width=256, fmt="long", seed=1)
+    return folder
+
+
+@pytest.fixture
+def tiny_yaml(tiny_data: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yml"
+    path.write_text(TINY.format(data=tiny_data, saved=tmp_path / "saved"))
+    return path
+
+
+@pytest.fixture
+def tiny_config(tiny_yaml: Path):
+    """A factory: tiny_config('trainer.epochs=2', ...) -> Config."""
+
+    def make(*overrides: str) -> Config:
+        return load_config(tiny_yaml, list(overrides))
+
+    return make

@@ -1,0 +1,101 @@
+"""sever.fileio: atomic writes and reading images, broken ones included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from sever import fileio
+from sever.errors import DataError
+from sever.fileio import atomic_path, is_truncated_jpeg, read_gray
+
+
+@pytest.fixture
+def jpeg(tmp_path: Path) -> Path:
+    """A 3-channel grey JPEG, as the competition stores them."""
+    gray = np.tile(np.arange(0, 256, 8, dtype=np.uint8), (24, 2))  # (24, 64)
+    path = tmp_path / "a.jpg"
+    assert cv2.imwrite(str(path), cv2.merge([gray] * 3), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return path
+
+
+def test_atomic_path_replaces_on_success(tmp_path: Path):
+    target = tmp_path / "out.csv"
+    target.write_text("old")
+    with atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and tmp != target
+        tmp.write_text("new")
+        assert target.read_text() == "old"  # not visible until the block ends
+    assert target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_atomic_path_keeps_the_old_file_on_failure(tmp_path: Path):
+    target = tmp_path / "out.csv"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_read_gray(jpeg: Path):
+    image = read_gray(jpeg)
+    assert image.shape == (24, 64) and image.dtype == np.uint8
+    expected = np.tile(np.arange(0, 256, 8), (24, 2))
+    assert np.abs(image.astype(int) - expected).max() <= 8  # JPEG is lossy
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "image file not found"),
+        (b"", "not a readable image"),
+        (b"GIF89a not really" * 20, "not a readable image"),
+    ],
+)
+def test_read_gray_errors(tmp_path: Path, content: bytes | None, message: str):
+    path = tmp_path / "x.jpg"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(DataError, match=f"^{path}: {message}$"):
+        read_gray(path)
+
+
+def test_read_gray_rejects_a_truncated_jpeg(jpeg: Path):
+    data = jpeg.read_bytes()
+    jpeg.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=f"^{jpeg}: (not a readable image|truncated JPEG)"):
+        read_gray(jpeg)
+
+
+def test_read_gray_catches_a_truncated_jpeg_that_decodes(jpeg: Path, monkeypatch):
+    # Some libjpeg builds pad a truncated file with grey and only warn; simulate one.
+    data = jpeg.read_bytes()
+    jpeg.write_bytes(data[:-2])  # no end-of-image marker
+    monkeypatch.setattr(fileio.cv2, "imdecode", lambda *_: np.zeros((24, 64), np.uint8))
+    with pytest.raises(DataError, match=f"^{jpeg}: truncated JPEG"):
+        read_gray(jpeg)
+
+
+@pytest.mark.parametrize(
+    "tail, truncated",
+    [
+        (b"", False),  # intact: ends with FF D9
+        (b"\x00\x00\x00", False),  # zero padding after the marker is harmless
+        (None, True),  # cut short
+    ],
+)
+def test_is_truncated_jpeg(jpeg: Path, tail: bytes | None, truncated: bool):
+    data = jpeg.read_bytes()
+    data = data[: len(data) // 2] if tail is None else data + tail
+    assert is_truncated_jpeg(np.frombuffer(data, np.uint8)) is truncated
+
+
+def test_is_truncated_jpeg_ignores_other_formats(tmp_path: Path):
+    ok, png = cv2.imencode(".png", np.zeros((4, 4), np.uint8))
+    assert ok and not is_truncated_jpeg(png[:-5].ravel())
