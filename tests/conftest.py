@@ -62,3 +62,19 @@ def tiny_config(tiny_yaml: Path):
         return load_config(tiny_yaml, list(overrides))
 
     return make
+
+
+@pytest.fixture
+def scripted_validation(monkeypatch):
+    """scripted_validation([0.5, 0.6]): validation reports these as val_dice_mean in turn."""
+    from sever.engine import steps
+
+    def script(values: list[float]) -> None:
+        real, scripted = steps.validate, iter(values)
+
+        def fake(config, parts, loader, epoch, board):
+            return real(config, parts, loader, epoch, board) | {"val_dice_mean": next(scripted)}
+
+        monkeypatch.setattr(steps, "validate", fake)
+
+    return script

@@ -129,7 +129,7 @@ def loop(
             val = steps.validate(config, parts, loaders.val, epoch, board)
             row |= val
             progress.last_val = val
-            value = val[trainer.monitor_metric]
+            value = row[trainer.monitor_metric]
             if not parts.per_iteration:
                 parts.scheduler.step(value)
         improved = saver.record(epoch, value)

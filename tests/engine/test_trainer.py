@@ -97,20 +97,8 @@ def test_tensorboard_events(tiny_config) -> None:
     assert all(abs(d.value - 3 * e.value) < 1e-9 for e, d in zip(enc, dec, strict=True))
 
 
-def scripted_validation(monkeypatch, values: list[float]) -> None:
-    """Make validation return `values` in turn as val_dice_mean (the monitored metric)."""
-    real = steps.validate
-    scripted = iter(values)
-
-    def fake(config, parts, loader, epoch, board):
-        scores = real(config, parts, loader, epoch, board)
-        return scores | {"val_dice_mean": next(scripted)}
-
-    monkeypatch.setattr(steps, "validate", fake)
-
-
-def test_early_stopping_and_top_k(tiny_config, monkeypatch) -> None:
-    scripted_validation(monkeypatch, [0.5, 0.6, 0.55, 0.58, 0.59, 0.7])
+def test_early_stopping_and_top_k(tiny_config, scripted_validation) -> None:
+    scripted_validation([0.5, 0.6, 0.55, 0.58, 0.59, 0.7])
     config = tiny_config(
         "trainer.epochs=6", "trainer.early_stop=2", "trainer.save_top_k=2", "trainer.save_period=3"
     )
