@@ -56,15 +56,6 @@ class NormalizeConfig(Section):
     std: Annotated[float, Field(gt=0)] = 0.0383
 
 
-class PseudoConfig(Section):
-    """Pseudo-labelled images mixed into every training batch at a fixed share."""
-
-    csv: Path
-    images: Path
-    fraction: Annotated[float, Field(gt=0, lt=1)] = 0.125
-    sample_rate: Annotated[float, Field(gt=0, le=1)] = 0.6
-
-
 class DataConfig(Section):
     dir: Path = Path("data/synthetic")
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
@@ -76,7 +67,6 @@ class DataConfig(Section):
     normalize: NormalizeConfig = NormalizeConfig()
     sampler: str = "random"
     balance_share: Annotated[float, Field(gt=0, lt=1)] = 0.5
-    pseudo: PseudoConfig | None = None
     workers: Annotated[int, Field(ge=0)] = 2
     check: bool = True
 
@@ -211,7 +201,6 @@ MONITORABLE = (
     "val_dice_positive",
     "val_loss",
     "train_loss",
-    "val_f1_mean",
 )
 
 
