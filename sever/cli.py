@@ -149,6 +149,31 @@ def check_data(data_dir: Path, fast: bool) -> None:
     click.echo(f"{data_dir}: no problems found")
 
 
+@cli.command()
+@click.argument("submission", type=click.Path(path_type=Path))
+@click.argument("truth", type=click.Path(path_type=Path))
+@click.option(
+    "--images",
+    "images_dir",
+    type=click.Path(path_type=Path),
+    help="Image folder: gives the image size; with a long-format TRUTH, its files without "
+    "rows are scored as defect-free.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
+def score(submission: Path, truth: Path, images_dir: Path | None, as_json: bool) -> None:
+    """Score SUBMISSION against TRUTH (either CSV format) with Kaggle's mean Dice."""
+    import json
+
+    from sever.inference.submission import score_submission
+
+    scores = score_submission(submission, truth, images_dir)
+    if as_json:
+        click.echo(json.dumps(scores))
+        return
+    for key, value in scores.items():
+        click.echo(f"{key:>9}: {value:.5f}" if isinstance(value, float) else f"{key:>9}: {value}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning user errors into one line and an exit status."""
     args = list(sys.argv[1:] if argv is None else argv)

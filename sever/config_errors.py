@@ -30,21 +30,28 @@ EXPECTED = {
 }
 
 
-def describe_error(exc: ValidationError, sources: dict[tuple, str], default: str) -> str:
-    """One line for the first error (and a count of the others)."""
+def describe_error(
+    exc: ValidationError, sources: dict[tuple, str], default: str, root: type | None = None
+) -> str:
+    """One line for the first error (and a count of the others).
+
+    Args:
+        root: the model validated (for close-match suggestions); default: the experiment
+            schema.
+    """
     errors = exc.errors()
     first = errors[0]
     loc = tuple(str(part) for part in first["loc"])
     source = source_of(loc, sources, default)
     more = f" (and {len(errors) - 1} more problem{'s' * (len(errors) > 2)})" if errors[1:] else ""
-    return f"{source}: {explain(first, loc)}{more}"
+    return f"{source}: {explain(first, loc, root)}{more}"
 
 
-def explain(error: dict, loc: tuple[str, ...]) -> str:
+def explain(error: dict, loc: tuple[str, ...], root: type | None = None) -> str:
     dotted = ".".join(loc)
     kind = error["type"]
     if kind == "extra_forbidden":
-        return f"unknown key '{dotted}'{suggest(loc)}"
+        return f"unknown key '{dotted}'{suggest(loc, root)}"
     if kind == "value_error":
         detail = str(error["ctx"]["error"])
         return detail if detail.startswith(dotted + " ") or not loc else f"{dotted}: {detail}"
@@ -68,11 +75,12 @@ def source_of(loc: tuple[str, ...], sources: dict[tuple, str], default: str) -> 
     return below[-1] if below else default
 
 
-def suggest(loc: tuple[str, ...]) -> str:
+def suggest(loc: tuple[str, ...], root: type | None = None) -> str:
     """` (did you mean 'trainer.epochs'?)` from the fields of the section holding loc[-1]."""
-    from sever.config import Config
+    if root is None:
+        from sever.config import Config as root
 
-    section = section_at(Config, loc[:-1])
+    section = section_at(root, loc[:-1])
     if section is None:
         return ""
     close = difflib.get_close_matches(loc[-1], list(section.model_fields), n=1)

@@ -1,0 +1,61 @@
+"""Ensemble files: which checkpoints, their weights, TTA, averaging and post-processing.
+
+    models:
+      - run: saved/fpn-b5/1122-101500      # its best checkpoint (or `epoch: 40`, `last: true`)
+        weight: 1.0
+      - checkpoint: saved/unet-b5/1121-090000/checkpoints/checkpoint-epoch52.pth
+        weight: 0.5
+    tta: hflip
+    averaging: rms            # mean | rms | weighted (uses the weights)
+    postprocess: tuned.yml    # a file written by `sever tune`, or the mapping itself
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sever.config_errors import describe_error
+from sever.errors import ConfigError
+
+
+class ModelEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run: Path | None = None
+    checkpoint: Path | None = None
+    epoch: Annotated[int, Field(ge=1)] | None = None
+    last: bool = False
+    weight: Annotated[float, Field(ge=0)] = 1.0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelEntry:
+        if (self.run is None) == (self.checkpoint is None):
+            raise ValueError("each model needs exactly one of 'run' or 'checkpoint'")
+        return self
+
+
+class EnsembleConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: Annotated[list[ModelEntry], Field(min_length=1)]
+    tta: Literal["none", "hflip", "vflip", "both"] = "none"
+    averaging: Literal["mean", "rms", "weighted"] = "mean"
+    postprocess: Path | dict | None = None
+
+
+def load_ensemble(path: Path) -> EnsembleConfig:
+    """Read and validate an ensemble YAML; relative paths are relative to the working dir."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: ensemble file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    try:
+        return EnsembleConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_error(exc, {}, str(path), EnsembleConfig)) from None

@@ -1,0 +1,565 @@
+"""Turn probability maps into defect masks: ensemble averaging and post-processing steps.
+
+Pure numpy (and cv2 for connected components), no I/O, so it runs as is in an offline Kaggle
+notebook. Maps are `(C, H, W)` for one image or `(N, C, H, W)` for a batch; masks are bool of
+the same shape. Every function returns a new array and leaves its inputs untouched.
+
+`postprocess` runs the steps in this order, each configured per class by `PostProcess`:
+
+1. `threshold`: a pixel is predicted for class c when its probability is strictly above
+   t[c]; with a classifier's presence probabilities and `scale_c`, t comes from
+   `scaled_thresholds`, so a class the classifier doubts needs a more confident pixel.
+2. `one_class_per_pixel`: a pixel predicted for several classes keeps only the most
+   probable of them (ties go to the lowest class index).
+3. `remove_small_components`: 8-connected components of fewer than min_component[c]
+   pixels are dropped.
+4. `min_pixels`: a class with fewer than min_pixels[c] pixels left in the image is emptied.
+5. `gate`: a class whose presence probability is below gate[c] is emptied.
+
+Boundaries, the same everywhere: a probability equal to its threshold is not predicted; a
+component or mask of exactly the minimum size, and a presence equal to its gate, are kept.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "AVERAGING",
+    "CLASSES",
+    "PostProcess",
+    "average",
+    "gate",
+    "min_pixels",
+    "one_class_per_pixel",
+    "postprocess",
+    "postprocess_batch",
+    "remove_small_components",
+    "scaled_thresholds",
+    "threshold",
+]
+
+CLASSES = 4
+DEFAULT_MIN_PIXELS = (600, 600, 1000, 2000)
+
+
+# --- ensemble averaging ------------------------------------------------------------------
+
+
+def _arithmetic_mean(
+    members: Sequence[np.ndarray], weights: np.ndarray | None, dtype: np.dtype
+) -> np.ndarray:
+    """sum_m w_m p_m, or sum_m p_m / M like `np.mean` without weights."""
+    return _accumulate(members, weights, dtype, square=False)
+
+
+def _root_mean_square(
+    members: Sequence[np.ndarray], weights: np.ndarray | None, dtype: np.dtype
+) -> np.ndarray:
+    """sqrt(mean_m p_m^2): leans towards the most confident member."""
+    out = _accumulate(members, weights, dtype, square=True)
+    return np.sqrt(out, out=out)
+
+
+def _accumulate(
+    members: Sequence[np.ndarray], weights: np.ndarray | None, dtype: np.dtype, square: bool
+) -> np.ndarray:
+    """The (weighted) mean of the members or their squares, summed in place member by
+    member, so there is no (M, ...) temporary whether or not the input was stacked."""
+    out = np.zeros(members[0].shape, dtype)
+    tmp = np.empty_like(out)
+    for i, p in enumerate(members):
+        term = np.multiply(p, p, out=tmp, dtype=dtype) if square else p
+        if weights is not None:
+            term = np.multiply(term, dtype.type(weights[i]), out=tmp, dtype=dtype)
+        np.add(out, term, out=out, dtype=dtype)
+    if weights is None:
+        out /= dtype.type(len(members))
+    return out
+
+
+# Name -> function(members, weights normalised to sum 1 or None for equal ones, dtype).
+AVERAGING: dict[str, Callable[[Sequence[np.ndarray], np.ndarray | None, np.dtype], np.ndarray]] = {
+    "mean": _arithmetic_mean,
+    "rms": _root_mean_square,
+    "weighted": _arithmetic_mean,
+}
+
+
+def average(
+    probs: np.ndarray | Sequence[np.ndarray],
+    method: str = "mean",
+    weights: Sequence[float] | None = None,
+) -> np.ndarray:
+    """Combine M ensemble members' probability maps into one.
+
+    Args:
+        probs: `(M, ...)` with the members stacked on axis 0, or a sequence of M arrays of one
+            shape, e.g. each `(N, C, H, W)`.
+        method: 'mean' (arithmetic mean), 'rms' (root mean square, sqrt(mean(p^2)), which
+            leans towards confident members: [0.1, 0.2, 0.9] gives 0.54 where the mean gives
+            0.40) or 'weighted' (arithmetic mean with `weights`). See `AVERAGING`.
+        weights: M non-negative numbers with a positive sum, normalised to sum 1; required by
+            'weighted' and refused by the others.
+
+    Returns:
+        The combined map, shaped like one member. float32 and float64 inputs keep their
+        dtype; anything else (float16, integers) is computed in and returned as float32.
+
+    Raises:
+        ValueError: an unknown method, no members, members of different shapes, or missing,
+            unexpected or invalid weights.
+    """
+    if method not in AVERAGING:
+        raise ValueError(f"unknown averaging method {method!r}; expected one of {list(AVERAGING)}")
+    members = probs if isinstance(probs, np.ndarray) else [np.asarray(p) for p in probs]
+    if isinstance(members, np.ndarray) and members.ndim == 0:
+        raise ValueError("probs: expected (M, ...) stacked members or a list of arrays")
+    if len(members) == 0:
+        raise ValueError("probs: no ensemble members to average")
+    for i, p in enumerate(members[1:], 1):
+        if p.shape != members[0].shape:
+            raise ValueError(
+                f"probs: member {i} has shape {p.shape}, member 0 has {members[0].shape}"
+            )
+    if isinstance(members, np.ndarray):
+        dtype = members.dtype
+    else:
+        dtype = np.result_type(*(p.dtype for p in members))
+    if dtype not in (np.float32, np.float64):
+        dtype = np.dtype(np.float32)
+    return AVERAGING[method](members, _normalised_weights(method, weights, len(members)), dtype)
+
+
+def _normalised_weights(method: str, weights: Sequence[float] | None, m: int) -> np.ndarray | None:
+    """(M,) float64 weights summing to 1 for 'weighted', None for the others."""
+    if method != "weighted":
+        if weights is not None:
+            raise ValueError(f"weights are only used by method 'weighted', not {method!r}")
+        return None
+    if weights is None:
+        raise ValueError("method 'weighted' needs weights, one per ensemble member")
+    w = np.asarray(weights, np.float64)
+    if w.shape != (m,):
+        raise ValueError(f"weights: expected {m} values (one per member), got shape {w.shape}")
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights: expected finite values >= 0 with a sum > 0, got {w.tolist()}")
+    return w / w.sum()
+
+
+# --- post-processing steps ---------------------------------------------------------------
+
+
+def threshold(probs: np.ndarray, t: float | Sequence[float] | np.ndarray = 0.5) -> np.ndarray:
+    """Masks of the pixels whose probability is strictly above the class threshold.
+
+    Args:
+        probs: `(C, H, W)` or `(N, C, H, W)` probabilities.
+        t: one threshold, one per class `(C,)`, or for a batch one per image and class
+            `(N, C)` (as `scaled_thresholds` gives). Compared in probs' dtype, so 0.4 is not
+            above a float32 0.4.
+
+    Returns:
+        bool masks shaped like `probs`.
+    """
+    probs = np.asarray(probs)
+    batch = _batch(probs, "probs")
+    return _threshold(batch, t).reshape(probs.shape)
+
+
+def one_class_per_pixel(probs: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Keep only the most probable of the classes predicted at each pixel.
+
+    Where a pixel is predicted for several classes, the one with the highest probability
+    keeps it; on a tie the lowest class index does (`np.argmax` order). Classes that are
+    not predicted at the pixel take no part, even if more probable. Pixels predicted for
+    one class or none are unchanged.
+
+    Args:
+        probs: `(C, H, W)` or `(N, C, H, W)` probabilities.
+        masks: bool masks shaped like `probs`, e.g. from `threshold`.
+
+    Returns:
+        bool masks shaped like `masks`.
+    """
+    probs, out = np.asarray(probs), _mask_copy(masks)
+    if probs.shape != out.shape:
+        raise ValueError(f"probs has shape {probs.shape} but masks has {out.shape}")
+    _keep_most_probable(_batch(probs, "probs"), _batch(out, "masks"))
+    return out
+
+
+def remove_small_components(
+    masks: np.ndarray, min_size: int | Sequence[int] | np.ndarray
+) -> np.ndarray:
+    """Drop the 8-connected components with fewer than `min_size[c]` pixels.
+
+    Pixels that touch diagonally belong to one component.
+
+    Args:
+        masks: bool `(C, H, W)` or `(N, C, H, W)`.
+        min_size: one size or one per class `(C,)`; 0 leaves a class as it is.
+
+    Returns:
+        bool masks shaped like `masks`.
+    """
+    out = _mask_copy(masks)
+    batch = _batch(out, "masks")
+    sizes = _per_class(min_size, batch.shape[1], "min_size", integer=True)
+    _remove_small(batch, sizes, _counts(batch))
+    return out
+
+
+def min_pixels(
+    masks: np.ndarray, min_pixels: int | Sequence[int] | np.ndarray = DEFAULT_MIN_PIXELS
+) -> np.ndarray:
+    """Empty each class that has fewer than `min_pixels[c]` pixels in its image.
+
+    Args:
+        masks: bool `(C, H, W)` or `(N, C, H, W)`.
+        min_pixels: one count or one per class `(C,)`; a mask of exactly that many pixels
+            is kept. The default is the usual Severstal choice for 4 classes.
+
+    Returns:
+        bool masks shaped like `masks`.
+    """
+    out = _mask_copy(masks)
+    batch = _batch(out, "masks")
+    least = _per_class(min_pixels, batch.shape[1], "min_pixels", integer=True)
+    batch[_counts(batch) < least] = False
+    return out
+
+
+def gate(
+    masks: np.ndarray, presence: np.ndarray | Sequence[float], t: float | Sequence[float]
+) -> np.ndarray:
+    """Empty each class whose presence probability is below its gate.
+
+    Args:
+        masks: bool `(C, H, W)` or `(N, C, H, W)`.
+        presence: a classifier's probability that each class is in the image: `(C,)`, or
+            `(N, C)` for a batch.
+        t: one gate or one per class `(C,)`; presence equal to it keeps the class.
+
+    Returns:
+        bool masks shaped like `masks`.
+    """
+    out = _mask_copy(masks)
+    batch = _batch(out, "masks")
+    p = _presence(presence, batch.shape[:2], out.ndim == 3)
+    batch[p < _per_class(t, batch.shape[1], "t")] = False
+    return out
+
+
+def scaled_thresholds(
+    t0: float | Sequence[float], presence: np.ndarray | Sequence[float], c: float = 5.0
+) -> np.ndarray:
+    """Pixel thresholds raised where a classifier doubts a class: t = t0*c - t0*(c-1)*p.
+
+    A class the classifier is sure of (p = 1) keeps t0; one it rules out (p = 0) needs c*t0,
+    usually above 1, so nothing. With t0 = 0.5 and c = 5: p = 1 -> 0.5, 0.5 -> 1.5, 0 -> 2.5.
+
+    Args:
+        t0: base threshold, one or one per class `(C,)`.
+        presence: `(C,)` or `(N, C)` probabilities in [0, 1] that each class is present.
+        c: the scale at p = 0; at least 1 (1 gives t0 whatever p is).
+
+    Returns:
+        float64 thresholds shaped like `presence`, for `threshold`.
+    """
+    p = np.asarray(presence, np.float64)
+    if p.ndim not in (1, 2):
+        raise ValueError(f"presence: expected (C,) or (N, C), got shape {p.shape}")
+    bad = ~((p >= 0) & (p <= 1))
+    if bad.any():
+        raise ValueError(f"presence: expected probabilities in [0, 1], got {p[bad][0]}")
+    if not (math.isfinite(c) and c >= 1):
+        raise ValueError(f"c: expected a finite number >= 1, got {c}")
+    base = _per_class(t0, p.shape[-1], "t0")
+    return base * c - base * (c - 1) * p
+
+
+# --- the pipeline ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PostProcess:
+    """Per-class settings of `postprocess`, for 4 classes.
+
+    A single number stands for all 4 classes; after construction each per-class field is a
+    tuple of 4. Values are checked when built, so a bad YAML fails on load.
+
+    Attributes:
+        threshold: pixel probability thresholds, in [0, 1].
+        min_pixels: a class with fewer pixels than this in an image is emptied; 0 = off.
+        one_class_per_pixel: keep only the most probable class at each pixel.
+        min_component: 8-connected components smaller than this are dropped; 0 = off.
+        gate: None, or presence probabilities in [0, 1] below which a class is emptied.
+        scale_c: None, or the `c` of `scaled_thresholds` (>= 1) to raise thresholds by
+            presence.
+    """
+
+    threshold: float | Sequence[float] = 0.5
+    min_pixels: int | Sequence[int] = DEFAULT_MIN_PIXELS
+    one_class_per_pixel: bool = True
+    min_component: int | Sequence[int] = 0
+    gate: float | Sequence[float] | None = None
+    scale_c: float | None = None
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: object) -> None:
+            object.__setattr__(self, name, value)
+
+        put("threshold", _config_values("threshold", self.threshold, float, 0, 1))
+        put("min_pixels", _config_values("min_pixels", self.min_pixels, int, 0, math.inf))
+        put("min_component", _config_values("min_component", self.min_component, int, 0, math.inf))
+        if self.gate is not None:
+            put("gate", _config_values("gate", self.gate, float, 0, 1))
+        if not isinstance(self.one_class_per_pixel, bool | np.bool_):
+            raise ValueError(
+                f"PostProcess.one_class_per_pixel: expected true or false, "
+                f"got {self.one_class_per_pixel!r}"
+            )
+        put("one_class_per_pixel", bool(self.one_class_per_pixel))
+        if self.scale_c is not None:
+            c = self.scale_c
+            if not _is_number(c, float) or not (math.isfinite(c) and c >= 1):
+                raise ValueError(f"PostProcess.scale_c: expected null or a number >= 1, got {c!r}")
+            put("scale_c", float(c))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PostProcess:
+        """Build from a plain dict (e.g. loaded YAML); missing keys take the defaults.
+
+        Raises:
+            ValueError: an unknown key (named, with the valid ones) or a bad value.
+        """
+        if not isinstance(d, Mapping):
+            raise ValueError(f"PostProcess: expected a mapping, got {type(d).__name__}")
+        valid = [f.name for f in fields(cls)]
+        for key in d:
+            if key not in valid:
+                close = difflib.get_close_matches(str(key), valid, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(
+                    f"PostProcess: unknown key {key!r}{hint}; valid keys: {', '.join(valid)}"
+                )
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists, numbers, bools and None: `yaml.safe_dump` and `from_dict` take it."""
+        return {
+            "threshold": list(self.threshold),
+            "min_pixels": list(self.min_pixels),
+            "one_class_per_pixel": self.one_class_per_pixel,
+            "min_component": list(self.min_component),
+            "gate": None if self.gate is None else list(self.gate),
+            "scale_c": self.scale_c,
+        }
+
+
+def postprocess(
+    probs: np.ndarray, config: PostProcess, presence: np.ndarray | Sequence[float] | None = None
+) -> np.ndarray:
+    """One image's probabilities to masks through every step `config` turns on.
+
+    Args:
+        probs: `(C, H, W)` probabilities, C = 4.
+        config: the per-class settings.
+        presence: `(C,)` classifier probabilities that each class is present; required when
+            `config.scale_c` or `config.gate` is set, ignored otherwise.
+
+    Returns:
+        bool masks `(C, H, W)`.
+    """
+    probs = np.asarray(probs)
+    if probs.ndim != 3:
+        raise ValueError(
+            f"postprocess: expected probs (C, H, W) for one image, got shape {probs.shape}; "
+            "use postprocess_batch for (N, C, H, W)"
+        )
+    p = None if presence is None else _presence(presence, (1, probs.shape[0]), single=True)
+    return _pipeline(probs[None], config, p)[0]
+
+
+def postprocess_batch(
+    probs: np.ndarray, config: PostProcess, presence: np.ndarray | None = None
+) -> np.ndarray:
+    """`postprocess` for a batch: probabilities `(N, C, H, W)` to bool masks `(N, C, H, W)`.
+
+    Args:
+        probs: `(N, C, H, W)` probabilities, C = 4.
+        config: the per-class settings.
+        presence: `(N, C)` classifier probabilities; as in `postprocess`.
+    """
+    probs = np.asarray(probs)
+    if probs.ndim != 4:
+        raise ValueError(
+            f"postprocess_batch: expected probs (N, C, H, W), got shape {probs.shape}; "
+            "use postprocess for one image (C, H, W)"
+        )
+    p = None if presence is None else _presence(presence, probs.shape[:2], single=False)
+    return _pipeline(probs, config, p)
+
+
+def _pipeline(probs: np.ndarray, config: PostProcess, presence: np.ndarray | None) -> np.ndarray:
+    """The steps on a batch `(N, C, H, W)`, editing one mask array in place."""
+    if probs.shape[1] != CLASSES:
+        raise ValueError(f"PostProcess is for {CLASSES} classes, probs has {probs.shape[1]}")
+    # A config tuned with a classifier must not quietly run without one.
+    if presence is None and (config.gate is not None or config.scale_c is not None):
+        raise ValueError(
+            "PostProcess.gate and .scale_c need presence probabilities; pass presence or set "
+            "them to null"
+        )
+    t = np.asarray(config.threshold)
+    if config.scale_c is not None:
+        t = scaled_thresholds(t, presence, config.scale_c)
+    masks = np.ascontiguousarray(_threshold(probs, t))
+    if config.one_class_per_pixel:
+        _keep_most_probable(probs, masks)
+    counts = _counts(masks)
+    sizes = np.asarray(config.min_component)
+    if sizes.any():
+        _remove_small(masks, sizes, counts)
+    masks[counts < np.asarray(config.min_pixels)] = False
+    if config.gate is not None:
+        masks[presence < np.asarray(config.gate)] = False
+    return masks
+
+
+# --- helpers: every one works on batches (N, C, H, W) ------------------------------------
+
+
+def _threshold(probs: np.ndarray, t: float | Sequence[float] | np.ndarray) -> np.ndarray:
+    """probs `(N, C, H, W)` > t, with t a number, `(C,)` or `(N, C)`, in probs' dtype."""
+    n, c = probs.shape[:2]
+    dtype = probs.dtype if probs.dtype.kind == "f" else np.float64
+    t = np.asarray(t, dtype)
+    if t.ndim == 1:
+        t = _per_class(t, c, "t").astype(dtype)
+    elif t.ndim > 0 and t.shape != (n, c):
+        raise ValueError(
+            f"t: expected a number, {c} values (one per class) or shape ({n}, {c}) "
+            f"(one per image and class), got shape {t.shape}"
+        )
+    return probs > t[..., None, None]
+
+
+def _keep_most_probable(probs: np.ndarray, masks: np.ndarray) -> None:
+    """One class per pixel, in place; only pixels predicted for two or more are touched."""
+    classes = probs.shape[1]
+    counts = np.add.reduce(masks.view(np.uint8), axis=1, dtype=np.min_scalar_type(classes))
+    n, h, w = np.nonzero(counts > 1)
+    if n.size == 0:
+        return
+    # Index arrays split by a slice put the pixel axis first: (K, C).
+    contested = np.where(masks[n, :, h, w], probs[n, :, h, w], -np.inf)
+    winner = contested.argmax(axis=1)
+    masks[n, :, h, w] = np.arange(classes) == winner[:, None]
+
+
+def _remove_small(masks: np.ndarray, sizes: np.ndarray, counts: np.ndarray) -> None:
+    """Drop components smaller than sizes[c] in place; `counts` (N, C) kept up to date."""
+    for c in np.flatnonzero(sizes > 0):
+        size = sizes[c]
+        for i in np.flatnonzero(counts[:, c]):
+            plane = masks[i, c]
+            if counts[i, c] < size:  # every component is smaller than the whole mask
+                plane[:] = False
+                counts[i, c] = 0
+                continue
+            # Grana's algorithm: the same labels and stats as the default, but the default
+            # (Spaghetti) spends ~2 ms gathering stats on a 256x1600 image even when empty.
+            _, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+                plane.view(np.uint8), 8, cv2.CV_32S, cv2.CCL_GRANA
+            )
+            area = stats[:, cv2.CC_STAT_AREA]
+            keep = area >= size
+            keep[0] = False  # label 0 is the background
+            if keep[1:].all():
+                continue
+            # mode="clip" skips the bounds check (labels index `keep` by construction).
+            np.take(keep, labels, out=plane, mode="clip")
+            counts[i, c] = area[keep].sum()
+
+
+def _counts(masks: np.ndarray) -> np.ndarray:
+    """Pixels per (image, class) `(N, C)` int64; count_nonzero per plane beats .sum()."""
+    n, c = masks.shape[:2]
+    planes = masks.reshape(n * c, -1)
+    return np.fromiter((np.count_nonzero(p) for p in planes), np.int64, n * c).reshape(n, c)
+
+
+def _batch(x: np.ndarray, name: str) -> np.ndarray:
+    """`(C, H, W)` as a batch of one `(1, C, H, W)` view; `(N, C, H, W)` as it is."""
+    if x.ndim == 3:
+        return x[None]
+    if x.ndim == 4:
+        return x
+    raise ValueError(f"{name}: expected (C, H, W) or (N, C, H, W), got shape {x.shape}")
+
+
+def _mask_copy(masks: np.ndarray) -> np.ndarray:
+    """A C-contiguous bool copy: cv2 and the in-place helpers need both."""
+    return np.array(masks, dtype=bool, order="C", copy=True)
+
+
+def _presence(presence, shape: tuple[int, int], single: bool) -> np.ndarray:
+    """Presence probabilities as `(N, C)` float64, checked against the masks' shape."""
+    p = np.asarray(presence, np.float64)
+    want = shape[1:] if single else shape
+    if p.shape != want:
+        raise ValueError(f"presence: expected shape {want}, got {p.shape}")
+    return p.reshape(shape)
+
+
+def _per_class(value, classes: int, name: str, integer: bool = False) -> np.ndarray:
+    """`value` as `(C,)`: one number repeated, or exactly one per class."""
+    v = np.asarray(value)
+    if v.ndim == 0:
+        v = np.full(classes, v)
+    if v.shape != (classes,):
+        raise ValueError(f"{name}: expected 1 or {classes} values (one per class), got {v.shape}")
+    if integer:
+        if v.dtype.kind not in "iub" and not np.array_equal(v, np.floor(v)):
+            raise ValueError(f"{name}: expected whole numbers, got {v.tolist()}")
+        if (v < 0).any():
+            raise ValueError(f"{name}: expected values >= 0, got {v.tolist()}")
+        return v.astype(np.int64)
+    return v.astype(np.float64)
+
+
+def _is_number(value: object, kind: type) -> bool:
+    """A real (kind float) or integral (kind int) number, bools excluded."""
+    wanted = numbers.Integral if kind is int else numbers.Real
+    return isinstance(value, wanted) and not isinstance(value, bool | np.bool_)
+
+
+def _config_values(name: str, value, kind: type, low: float, high: float) -> tuple:
+    """One number or CLASSES numbers in [low, high] as a tuple of CLASSES python numbers."""
+    values = [value] * CLASSES if _is_number(value, float) else value
+    if isinstance(values, str) or not isinstance(values, Sequence | np.ndarray):
+        raise ValueError(
+            f"PostProcess.{name}: expected a number or {CLASSES} values, got {value!r}"
+        )
+    values = list(values)
+    if len(values) != CLASSES:
+        raise ValueError(
+            f"PostProcess.{name}: expected {CLASSES} values (one per class) or one number, "
+            f"got {len(values)}: {values}"
+        )
+    type_name = "whole numbers" if kind is int else "numbers"
+    for v in values:
+        if not _is_number(v, kind) or not (low <= v <= high):
+            bounds = f">= {low}" if high == math.inf else f"in [{low}, {high}]"
+            raise ValueError(f"PostProcess.{name}: expected {type_name} {bounds}, got {values}")
+    return tuple(kind(v) for v in values)

@@ -1,0 +1,91 @@
+"""Batched full-size inference: test-time augmentation and ensemble averaging.
+
+Probabilities are averaged over TTA views first (in probability space, each view flipped
+back), then over the ensemble's members with the chosen averaging (mean, RMS, weighted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from sever.data.augment import build_transform
+from sever.data.dataset import ImageFolderDataset
+from sever.data.tables import image_files
+from sever.errors import DataError
+from sever.inference.models import Member
+from sever.inference.postprocess import average
+from sever.model.build import split_outputs
+from sever.registry import Registry
+
+Flip = Callable[[torch.Tensor], torch.Tensor]
+
+
+def identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def hflip(x: torch.Tensor) -> torch.Tensor:
+    return x.flip(-1)
+
+
+def vflip(x: torch.Tensor) -> torch.Tensor:
+    return x.flip(-2)
+
+
+# Each view is its own inverse, so the same function maps the prediction back.
+TTA: Registry[list[Flip]] = Registry(
+    "TTA",
+    {"none": [identity], "hflip": [identity, hflip], "vflip": [identity, vflip],
+     "both": [identity, hflip, vflip]},
+)
+
+
+def image_loader(images_dir: Path, member: Member, batch_size: int, workers: int,
+                 ids: list[str] | None = None) -> DataLoader:
+    """Full-size, normalised images of a folder (or the given ids), in name order."""
+    ids = image_files(images_dir) if ids is None else ids
+    if not ids:
+        raise DataError(f"{images_dir}: no images (.jpg, .jpeg, .png) in this folder")
+    transform = build_transform("none", None, member.config.data.normalize, train=False)
+    dataset = ImageFolderDataset(images_dir, ids, transform)
+    return DataLoader(dataset, batch_size, num_workers=workers,
+                      pin_memory=torch.cuda.is_available())
+
+
+@torch.no_grad()
+def member_probs(member: Member, images: torch.Tensor, views: list[Flip],
+                 amp_dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One model's TTA-averaged probabilities (N, C, H, W) and class presence (N, C)."""
+    probs, presence = 0.0, None
+    for view in views:
+        with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            masks, classes = split_outputs(member.model(view(images)))
+        probs = probs + view(torch.sigmoid(masks.float()))
+        if classes is not None:
+            presence = torch.sigmoid(classes.float()) + (0 if presence is None else presence)
+    return probs / len(views), None if presence is None else presence / len(views)
+
+
+def predict_batches(
+    members: list[Member], loader: DataLoader, tta: str = "none", averaging: str = "mean",
+    amp_dtype: torch.dtype | None = None,
+) -> Iterator[tuple[list[str], np.ndarray, np.ndarray | None]]:
+    """Yield (image ids, probabilities (N, C, H, W) float32, presence (N, C) or None).
+
+    Presence is the mean of the members' classification heads (None if none has one).
+    """
+    views = TTA[tta]
+    device = next(members[0].model.parameters()).device
+    weights = [m.weight for m in members]
+    for images, ids in loader:
+        images = images.to(device, non_blocking=True)
+        outputs = [member_probs(m, images, views, amp_dtype) for m in members]
+        stacked = np.stack([p.cpu().numpy() for p, _ in outputs])
+        probs = average(stacked, averaging, weights if averaging == "weighted" else None)
+        heads = [c.cpu().numpy() for _, c in outputs if c is not None]
+        yield list(ids), probs.astype(np.float32), np.mean(heads, axis=0) if heads else None

@@ -1,0 +1,327 @@
+"""Write Kaggle submissions and score them offline with the competition's metric.
+
+Both CSV generations are handled (see `sever.data.tables`): the competition-era wide format
+(`ImageId_ClassId,EncodedPixels`, four rows per image) and the later long format
+(`ImageId,ClassId,EncodedPixels` in any column order, defect rows only).
+
+Scoring never decodes a mask: Dice needs only |X|, |Y| and |X∩Y|, and all three follow from
+the parsed runs (see `pair_dice`), which is much faster than rendering 256x1600 masks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sever.data import rle
+from sever.data.tables import (
+    CLASSES,
+    LONG,
+    WIDE,
+    from_wide,
+    image_files,
+    read_csv,
+    read_labels,
+    read_table,
+    table_problems,
+)
+from sever.errors import DataError
+from sever.fileio import atomic_path, read_gray
+
+FORMATS = ("auto", "wide", "long")
+SHAPE = (256, 1600)  # the competition's (H, W)
+NAMED = 5  # images named in a message before "... (N in all)"
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_submission(
+    masks_by_image: dict[str, dict[int, str]] | pd.DataFrame,
+    images: list[str],
+    path: Path,
+    fmt: str = "auto",
+    template: Path | None = None,
+) -> None:
+    """Write a submission CSV atomically (a temporary name, then a rename).
+
+    Formats:
+        'wide': `ImageId_ClassId,EncodedPixels`, a row for every image x class 1..4 in image
+            order, '' where there is no defect. This is the format Kaggle's scorer was built
+            for; prefer it when unsure.
+        'long': `ImageId,ClassId,EncodedPixels`, defect rows only (a non-empty mask), in
+            image order then class: the convention of the later train.csv, which
+            `score_submission` reads with absent rows meaning empty. Not checked against
+            Kaggle's scorer for the re-released competition: public notebooks for it wrote
+            all four rows per image, empty ones included. If Kaggle rejects a long file, submit
+            the wide format.
+        'auto': the template's format; 'wide' without a template.
+
+    With a template (sample_submission.csv) its images must be exactly the predicted ones
+    and its order is kept: a wide template's rows are reproduced one for one, in its order
+    and spelling; a long template (the later Kaggle file: `ImageId,EncodedPixels,ClassId`,
+    one row per image, ClassId 0) gives the image order and the column order, and only the
+    defect rows are written. An explicit `fmt` other than the template's keeps the template's
+    image order in that format's standard layout.
+
+    Args:
+        masks_by_image: the predicted RLE per image and class, '' meaning empty; as
+            {ImageId: {ClassId: rle}} or a frame with ImageId, ClassId, EncodedPixels.
+            Images without defects may be left out.
+        images: every predicted image id, in output order (without a template).
+        path: the CSV to write.
+        fmt: 'auto', 'wide' or 'long'.
+        template: sample_submission.csv, either generation.
+
+    Raises:
+        DataError: a malformed template, or template images that were not predicted (or
+            predicted images the template lacks).
+        ValueError: an unknown `fmt`, a ClassId outside 1-4, a duplicate (image, class), or
+            masks for an image not in `images`.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown submission format {fmt!r}; expected one of {FORMATS}")
+    masks = mask_lookup(masks_by_image, images)
+    order, wide_keys, columns = list(dict.fromkeys(images)), None, list(LONG)
+    if template is not None:
+        tmpl_fmt, order, wide_keys, tmpl_columns = read_template(template)
+        check_same_images(order, images, template)
+        fmt = tmpl_fmt if fmt == "auto" else fmt
+        if tmpl_fmt == "long":
+            columns = tmpl_columns
+    if fmt in ("auto", "wide"):
+        if wide_keys is None:
+            wide_keys = [(f"{image}_{c}", image, c) for image in order for c in CLASSES]
+        rows = [(key, masks.get((image, c), "")) for key, image, c in wide_keys]
+        table = pd.DataFrame(rows, columns=list(WIDE))
+    else:
+        rows = [(i, c, masks[i, c]) for i in order for c in CLASSES if masks.get((i, c))]
+        table = pd.DataFrame(rows, columns=list(LONG))[columns]
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def mask_lookup(
+    masks_by_image: dict[str, dict[int, str]] | pd.DataFrame, images: list[str]
+) -> dict[tuple[str, int], str]:
+    """(ImageId, ClassId) -> non-empty RLE, with the caller's input checked."""
+    if isinstance(masks_by_image, pd.DataFrame):
+        frame = masks_by_image
+        triples = zip(frame["ImageId"], frame["ClassId"], frame["EncodedPixels"], strict=True)
+    else:
+        triples = (
+            (image, c, encoded)
+            for image, by_class in masks_by_image.items()
+            for c, encoded in by_class.items()
+        )
+    known, masks, seen = set(images), {}, set()
+    for image, class_id, encoded in triples:
+        if image not in known:
+            raise ValueError(f"masks given for image {image!r}, which is not in `images`")
+        if class_id not in CLASSES:
+            raise ValueError(f"image {image!r}: ClassId {class_id!r} is not one of 1, 2, 3, 4")
+        key = (image, int(class_id))
+        if key in seen:
+            raise ValueError(f"image {image!r}: two masks for ClassId {class_id}")
+        seen.add(key)
+        encoded = encoded.strip() if isinstance(encoded, str) else ""  # NaN/None: no defect
+        if encoded:
+            masks[key] = encoded
+    return masks
+
+
+def read_template(
+    path: Path,
+) -> tuple[str, list[str], list[tuple[str, str, int]] | None, list[str]]:
+    """A sample_submission.csv: (format, image ids in order, wide rows, column names).
+
+    Wide rows are (ImageId_ClassId as written, ImageId, ClassId); None for a long template,
+    whose ClassIds (0 in Kaggle's file) are ignored.
+    """
+    raw = read_csv(path)
+    columns = list(raw.columns)
+    if tuple(columns) == WIDE:
+        raw["line"] = range(2, len(raw) + 2)
+        frame = from_wide(raw, path, None)
+        keys = list(zip(raw["ImageId_ClassId"], frame["ImageId"], frame["ClassId"], strict=True))
+        return "wide", list(dict.fromkeys(frame["ImageId"])), keys, columns
+    if set(columns) == set(LONG) and len(columns) == 3:
+        return "long", list(dict.fromkeys(raw["ImageId"])), None, columns
+    raise DataError(
+        f"{path}: header {','.join(columns)} is neither the wide format "
+        f"({','.join(WIDE)}) nor the long format ({','.join(LONG)})"
+    )
+
+
+def check_same_images(listed: list[str], predicted: list[str], template: Path) -> None:
+    """DataError unless the template lists exactly the predicted images."""
+    missing = sorted(set(listed) - set(predicted))
+    if missing:
+        raise DataError(f"{template}: {named(missing)} in the template but not predicted")
+    extra = sorted(set(predicted) - set(listed))
+    if extra:
+        raise DataError(f"{template}: {named(extra)} predicted but not in the template")
+
+
+def named(images: list[str]) -> str:
+    """'image a.jpg' or 'images a.jpg, b.jpg, ... (12 in all)'."""
+    if len(images) == 1:
+        return f"image {images[0]}"
+    more = f", ... ({len(images)} in all)" if len(images) > NAMED else ""
+    return f"images {', '.join(images[:NAMED])}{more}"
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def score_submission(
+    submission: Path,
+    truth: Path,
+    images_dir: Path | None = None,
+    shape: tuple[int, int] = SHAPE,
+) -> dict:
+    """Kaggle's metric offline: the mean Dice over every (image, class) pair.
+
+    Dice = 2|X∩Y| / (|X| + |Y|) per pair, 1 when prediction and truth are both empty, and
+    the score is the plain mean over all pairs (four per image), as on the leaderboard.
+
+    Which images are scored: every image of the truth file. A wide truth lists them all. A
+    long truth has defect rows only, so its defect-free images are known only from a
+    folder: `images_dir` adds each image file in it as an image with no defects (with a
+    wide truth it is used only for the image size). Either file may be either format:
+
+    - wide submission: every scored image needs all four rows (empty EncodedPixels for no
+      defect); an image with no rows, or fewer than four, is an error naming it.
+    - long submission: a missing (image, class) row means "predicted empty", which is what
+      the format means; images with no rows at all are predicted defect-free.
+
+    Every submission row must be an image of the truth, with a valid RLE and no duplicate
+    (image, class). Run lengths are checked against the image size: that of the first image
+    in `images_dir`, else `shape`.
+
+    Returns:
+        'dice_mean', 'dice_1'..'dice_4' (per class, over all images), 'pairs' (scored
+        (image, class) pairs) and 'images'.
+
+    Raises:
+        DataError: a missing or malformed file, naming the file, line and ImageId.
+    """
+    files = image_files(images_dir) if images_dir is not None else []
+    if files:
+        shape = read_gray(images_dir / files[0]).shape[:2]
+    size = shape[0] * shape[1]
+    labels = read_labels(truth, images_dir, shape)
+    if not labels.images:
+        raise DataError(f"{truth}: no images to score")
+    predicted = read_submission(submission, labels.images, size, truth, labels.format)
+    index = pd.Index(labels.images)
+    dice = pair_dice(
+        runs_of(labels.defects, index, size),
+        runs_of(predicted, index, size),
+        4 * len(index),
+        size,
+    ).reshape(len(index), 4)
+    scores = {"dice_mean": float(dice.mean())}
+    scores |= {f"dice_{c}": float(dice[:, c - 1].mean()) for c in CLASSES}
+    return scores | {"pairs": dice.size, "images": len(index)}
+
+
+def read_submission(
+    path: Path, images: list[str], size: int, truth: Path, truth_fmt: str
+) -> pd.DataFrame:
+    """A submission's rows (ImageId, ClassId, EncodedPixels, line), checked against the truth.
+
+    Raises:
+        DataError: the first problem: header, ClassId, RLE, duplicate, unknown or (wide
+            format) missing images.
+    """
+    frame, fmt = read_table(path)
+    problems = table_problems(frame, path, size)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if problems[1:] else ""
+        raise DataError(problems[0] + more)
+    unknown = frame.loc[~frame["ImageId"].isin(images)]
+    if len(unknown):
+        row, count = unknown.iloc[0], unknown["ImageId"].nunique()
+        hint = ""
+        if truth_fmt == "long":
+            hint = "; the long format lists only defects: give the image folder for the rest"
+        raise DataError(
+            f"{path}: line {row['line']}: ImageId {row['ImageId']}: not an image of {truth} "
+            f"({count} such image{'s' if count > 1 else ''}{hint})"
+        )
+    if fmt == "wide":
+        counts = frame.groupby("ImageId").size().reindex(images, fill_value=0)
+        absent = list(counts.index[counts == 0])
+        if absent:
+            raise DataError(
+                f"{path}: no rows for {named(absent)} of {truth} (the wide format has four "
+                "rows per image, an empty EncodedPixels for no defect)"
+            )
+        partial = list(counts.index[counts < 4])
+        if partial:
+            have = set(frame.loc[frame["ImageId"] == partial[0], "ClassId"])
+            lacking = ", ".join(str(c) for c in CLASSES if c not in have)
+            raise DataError(
+                f"{path}: ImageId {partial[0]}: no row for ClassId {lacking} (the wide format "
+                f"has four rows per image; {len(partial)} image(s) incomplete)"
+            )
+    return frame
+
+
+def runs_of(frame: pd.DataFrame, images: pd.Index, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The runs of validated rows, moved into one line of (image, class) slots.
+
+    Pair p = 4 * image index + ClassId - 1 owns pixels [p * size, (p + 1) * size), so all
+    the runs of a table form one list whose starts say which pair they belong to.
+
+    Returns:
+        (starts, ends), each (R,) int64, exclusive ends, unsorted across pairs.
+    """
+    frame = frame.loc[frame["EncodedPixels"] != ""]
+    pairs = images.get_indexer(frame["ImageId"]) * 4 + frame["ClassId"].to_numpy() - 1
+    starts, ends = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    for pair, encoded in zip(pairs, frame["EncodedPixels"], strict=True):
+        first, last = rle.parse(encoded, size)
+        starts.append(first + pair * size)
+        ends.append(last + pair * size)
+    return np.concatenate(starts), np.concatenate(ends)
+
+
+def pair_dice(
+    truth: tuple[np.ndarray, np.ndarray],
+    pred: tuple[np.ndarray, np.ndarray],
+    pairs: int,
+    size: int,
+) -> np.ndarray:
+    """Dice of each (image, class) pair from runs, without decoding a mask.
+
+    Args:
+        truth: (starts, ends) of the true runs as `runs_of` returns them; within a pair
+            sorted and non-overlapping (touching is fine).
+        pred: the same for the prediction.
+        pairs: the number of pairs P.
+        size: pixels per pair (H * W).
+
+    Returns:
+        (P,) float64; 1 where both masks of a pair are empty.
+    """
+    # |X∩Y| = |X| + |Y| - |X∪Y|, and the union of intervals sorted by start is a running
+    # max: interval i adds the part of it beyond the furthest end before it.
+    starts = np.concatenate([truth[0], pred[0]])
+    ends = np.concatenate([truth[1], pred[1]])
+    order = np.argsort(starts, kind="stable")
+    starts, ends = starts[order], ends[order]
+    reach = np.maximum.accumulate(ends) if ends.size else ends
+    before = np.concatenate([starts[:1], reach[:-1]])
+    added = np.maximum(ends - np.maximum(starts, before), 0)
+    # Runs never cross a pair boundary, so the reach from an earlier pair is at most this
+    # pair's first pixel and the union splits cleanly by pair.
+    owner = starts // size
+    union = np.bincount(owner, weights=added, minlength=pairs)
+    sizes = np.bincount(owner, weights=ends - starts, minlength=pairs)
+    overlap = sizes - union
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sizes == 0, 1.0, 2 * overlap / sizes)

@@ -1,0 +1,181 @@
+"""`sever tune`: search per-class thresholds and minimum defect sizes on validation images.
+
+The validation split is predicted once; probabilities are quantised to 1/255 and cached on
+disk (compressed), so a second tune with the same models costs no inference. From them,
+for every (image, class) pair, two 256-bin counts are kept: pixels above each threshold,
+and how many of those are truly defect. Any threshold and minimum size then scores in
+microseconds, and the whole grid is searched exactly (at the 1/255 resolution).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+LEVELS = 256
+MIN_PIXELS_GRID = (0, 100, 200, 300, 400, 600, 800, 1000, 1500, 2000, 2500, 3000, 4000, 5000,
+                   7000, 10000)
+
+
+@dataclass
+class PairStats:
+    """Per (image, class) counts at every quantised threshold k/255 (prediction: q > k).
+
+    Attributes:
+        above: (N, C, 256) predicted pixels at each threshold.
+        hits: (N, C, 256) predicted pixels that are true defect pixels.
+        truth: (N, C) true defect pixels.
+    """
+
+    above: np.ndarray
+    hits: np.ndarray
+    truth: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: list[PairStats]) -> PairStats:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                     ("above", "hits", "truth")))
+
+
+def quantize(probs: np.ndarray) -> np.ndarray:
+    """Probabilities in [0, 1] -> uint8 levels 0..255."""
+    return np.rint(np.clip(probs, 0, 1) * 255).astype(np.uint8)
+
+
+def pair_stats(levels: np.ndarray, truth: np.ndarray, one_class_per_pixel: bool) -> PairStats:
+    """Counts for a batch.
+
+    Args:
+        levels: (N, C, H, W) uint8 quantised probabilities.
+        truth: (N, C, H, W) true masks.
+        one_class_per_pixel: only the most probable class may claim a pixel (the winner
+            does not depend on the thresholds, so this is exact).
+    """
+    n, c = levels.shape[:2]
+    if one_class_per_pixel:
+        winner = levels.argmax(axis=1)[:, None] == np.arange(c)[None, :, None, None]
+        levels = np.where(winner, levels, 0)
+    offsets = (np.arange(n * c) * LEVELS).reshape(n, c, 1, 1)
+    index = (levels.astype(np.int64) + offsets).ravel()
+    counts = np.bincount(index, minlength=n * c * LEVELS).reshape(n, c, LEVELS)
+    true = truth.astype(bool).ravel()
+    hit_counts = np.bincount(index[true], minlength=n * c * LEVELS).reshape(n, c, LEVELS)
+    # above[k] = pixels with level > k: a suffix sum that excludes level k itself.
+    above = np.cumsum(counts[..., ::-1], axis=-1)[..., ::-1] - counts
+    hits = np.cumsum(hit_counts[..., ::-1], axis=-1)[..., ::-1] - hit_counts
+    return PairStats(above, hits, truth.reshape(n, c, -1).sum(-1))
+
+
+def dice_grid(stats: PairStats, c: int, min_pixels: int) -> np.ndarray:
+    """Dice summed over images for class c at every threshold level: (256,)."""
+    pred = stats.above[:, c, :].astype(np.float64)
+    inter = stats.hits[:, c, :].astype(np.float64)
+    truth = stats.truth[:, c, None].astype(np.float64)
+    emptied = pred < min_pixels
+    pred, inter = np.where(emptied, 0, pred), np.where(emptied, 0, inter)
+    total = pred + truth
+    dice = np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1))
+    return dice.sum(axis=0)
+
+
+def score(stats: PairStats, thresholds, min_pixels) -> dict[str, float]:
+    """Kaggle mean Dice and per class for given per-class thresholds and minimum sizes."""
+    n, classes = stats.truth.shape
+    per_class = []
+    for c in range(classes):
+        level = min(int(np.floor(thresholds[c] * 255 + 1e-9)), LEVELS - 1)
+        per_class.append(dice_grid(stats, c, min_pixels[c])[level] / n)
+    out = {"dice_mean": float(np.mean(per_class))}
+    out |= {f"dice_{c + 1}": float(v) for c, v in enumerate(per_class)}
+    return out
+
+
+def search(stats: PairStats, thresholds=None, min_grid=MIN_PIXELS_GRID) -> tuple[list, list]:
+    """Best threshold and minimum size per class (the metric is a sum over classes, so each
+    class is searched on its own). Thresholds are searched from 0.05 to 0.95."""
+    n, classes = stats.truth.shape
+    levels = np.arange(13, 243)  # 0.05 .. 0.95
+    best_t, best_m = [], []
+    for c in range(classes):
+        table = np.stack([dice_grid(stats, c, m)[levels] for m in min_grid])  # (M, K)
+        m_index, k_index = np.unravel_index(np.argmax(table), table.shape)
+        best_t.append(round(float(levels[k_index]) / 255, 4))
+        best_m.append(int(min_grid[m_index]))
+    return best_t, best_m
+
+
+def cache_key(checkpoints: list[Path], tta: str, averaging: str, weights: list[float]) -> str:
+    """Names the cached probabilities: the models (path, size, mtime) and how they combine."""
+    parts = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in checkpoints]
+    text = json.dumps([parts, tta, averaging, weights])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def tuned(base, thresholds: list[float], min_pixels: list[int]):
+    """The base PostProcess with the tuned thresholds and minimum sizes."""
+    return replace(base, threshold=tuple(thresholds), min_pixels=tuple(min_pixels))
+
+
+def predict_stats(groups: list[tuple[list, Path]], cache_dir: Path, tta: str, averaging: str,
+                  one_class_per_pixel: bool, batch_size: int, workers: int) -> PairStats:
+    """Stats over the validation images of every (members, run) group.
+
+    Members of one group share a validation split and are ensembled; different groups
+    (k-fold runs) have disjoint splits and are concatenated: out-of-fold tuning.
+    """
+    parts = []
+    for members, run in groups:
+        key = cache_key([m.path for m in members], tta, averaging, [m.weight for m in members])
+        folder = cache_dir / f"probs-{key}"
+        batches = cached(folder) if (folder / "complete").is_file() else None
+        if batches is None:
+            batches = predicted(members, run, tta, averaging, batch_size, workers, folder)
+        parts += [pair_stats(levels, truth, one_class_per_pixel) for levels, truth in batches]
+    return PairStats.concat(parts)
+
+
+def predicted(members, run: Path, tta: str, averaging: str, batch_size: int, workers: int,
+              folder: Path):
+    """Predict a run's validation split batch by batch, caching each batch as it comes."""
+    import shutil
+
+    from torch.utils.data import DataLoader
+
+    from sever.inference.evaluate import validation_set
+    from sever.inference.predict import predict_batches
+
+    shutil.rmtree(folder, ignore_errors=True)  # an incomplete cache from an interrupted run
+    folder.mkdir(parents=True)
+    loader = DataLoader(validation_set(run, members[0]), batch_size, num_workers=workers)
+    truths: list[np.ndarray] = []
+
+    def images_only():
+        for images, masks, ids in loader:
+            truths.append(masks.numpy().astype(bool))
+            yield images, ids
+
+    for index, (_, probs, _) in enumerate(predict_batches(members, images_only(), tta,
+                                                          averaging)):
+        levels, truth = quantize(probs), truths.pop(0)
+        save_batch(folder / f"batch-{index:05d}.npz", levels, truth)
+        yield levels, truth
+    (folder / "complete").touch()
+
+
+def save_batch(path: Path, levels: np.ndarray, truth: np.ndarray) -> None:
+    """Compressed: most pixels sit near probability 0, so levels shrink many times over."""
+    with path.open("wb") as handle:
+        np.savez_compressed(handle, levels=levels, truth=np.packbits(truth, axis=-1),
+                            width=truth.shape[-1])
+
+
+def cached(folder: Path):
+    for path in sorted(folder.glob("batch-*.npz")):
+        with np.load(path) as data:
+            width = int(data["width"])
+            truth = np.unpackbits(data["truth"], axis=-1, count=width).astype(bool)
+            yield data["levels"], truth

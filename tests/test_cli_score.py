@@ -1,0 +1,85 @@
+"""`sever score` end to end, in-process through `sever.cli.main`.
+
+Images are 4x3 (H x W); the truth has a.jpg class 1 "1 4" and b.jpg class 2 "9 4", and
+c.jpg (defect-free) is known only from the image folder when the truth is long.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from sever.cli import main
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of `sever ARGS` run in-process."""
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write(path: Path, *lines: str) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        cv2.imwrite(str(folder / name), np.zeros((4, 3), np.uint8))
+    write(tmp_path / "truth.csv", "ImageId,ClassId,EncodedPixels", "a.jpg,1,1 4", "b.jpg,2,9 4")
+    # a1: 2 * 2 / (4 + 4) = 1/2; b2 missed; the other 10 pairs empty on both sides.
+    write(tmp_path / "sub.csv", "ImageId,ClassId,EncodedPixels", "a.jpg,1,3 4")
+    return tmp_path
+
+
+def test_json_has_the_scores(capsys, data: Path):
+    code, out, err = run(
+        capsys, "score", data / "sub.csv", data / "truth.csv", "--images", data / "images", "--json"
+    )
+    assert (code, err) == (0, "")
+    scores = json.loads(out)
+    assert scores["dice_mean"] == pytest.approx((1 / 2 + 0 + 10) / 12)
+    assert scores["dice_1"] == pytest.approx((1 / 2 + 1 + 1) / 3)
+    assert scores["dice_2"] == pytest.approx((1 + 0 + 1) / 3)
+    assert scores["dice_3"] == scores["dice_4"] == 1.0
+    assert (scores["pairs"], scores["images"]) == (12, 3)
+
+
+def test_table_without_the_folder_scores_the_listed_images(capsys, data: Path):
+    code, out, err = run(capsys, "score", data / "sub.csv", data / "truth.csv")
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        "dice_mean: 0.81250",  # (1/2 + 0 + 6) / 8
+        "   dice_1: 0.75000",
+        "   dice_2: 0.50000",
+        "   dice_3: 1.00000",
+        "   dice_4: 1.00000",
+        "    pairs: 8",
+        "   images: 2",
+    ]
+
+
+def test_a_malformed_submission_is_one_line_and_exit_1(capsys, data: Path):
+    write(data / "bad.csv", "ImageId,ClassId,EncodedPixels", "a.jpg,1,3 4", "a.jpg,2,1 2 3")
+    code, out, err = run(capsys, "score", data / "bad.csv", data / "truth.csv", "--json")
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1
+    assert err.startswith(f"error: {data / 'bad.csv'}: line 3: ImageId a.jpg ClassId 2: ")
+    assert "odd number of tokens" in err
+
+
+def test_a_missing_truth_is_one_line_and_exit_1(capsys, data: Path):
+    code, out, err = run(capsys, "score", data / "sub.csv", data / "nope.csv")
+    assert (code, out, err) == (1, "", f"error: {data / 'nope.csv'}: file not found\n")
