@@ -174,6 +174,234 @@ def score(submission: Path, truth: Path, images_dir: Path | None, as_json: bool)
         click.echo(f"{key:>9}: {value:.5f}" if isinstance(value, float) else f"{key:>9}: {value}")
 
 
+def model_options(func):
+    """-r/-e/--best/--last: which checkpoints; and where and how fast to run them."""
+    options = [
+        click.option(
+            "-r",
+            "--run",
+            "runs",
+            multiple=True,
+            type=click.Path(path_type=Path),
+            help="Run directory (or a checkpoint file); repeat for an ensemble.",
+        ),
+        click.option(
+            "-e",
+            "--epoch",
+            "epochs",
+            multiple=True,
+            type=int,
+            help="Epoch of each run's checkpoint-epochN.pth; repeatable.",
+        ),
+        click.option(
+            "--best",
+            "which",
+            flag_value="best",
+            default=True,
+            help="Each run's model_best.pth (the default without -e).",
+        ),
+        click.option("--last", "which", flag_value="last", help="Each run's last.pth."),
+        click.option(
+            "--device",
+            default="auto",
+            show_default=True,
+            help="auto (CUDA, else CPU), cpu, cuda, cuda:N.",
+        ),
+        click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1)),
+        click.option("--workers", default=2, show_default=True, type=click.IntRange(0)),
+        click.option(
+            "--tta",
+            default="none",
+            show_default=True,
+            type=click.Choice(["none", "hflip", "vflip", "both"]),
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def load_members(runs, epochs, which, device: str, weights=None) -> list:
+    from sever.engine.parts import pick_device
+    from sever.inference.models import check_compatible, load_member, select_checkpoints
+
+    paths = select_checkpoints(list(runs), list(epochs), which)
+    weights = weights or [1.0] * len(paths)
+    members = [load_member(p, pick_device(device), w) for p, w in zip(paths, weights, strict=True)]
+    check_compatible(members)
+    return members
+
+
+@cli.command()
+@model_options
+@click.option(
+    "--postprocess",
+    "pp_path",
+    type=click.Path(path_type=Path),
+    help="Post-processing YAML (e.g. from sever tune); default: the trainer's "
+    "threshold and min_pixels.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def evaluate(runs, epochs, which, device, batch_size, workers, tta, pp_path, as_json) -> None:
+    """Score a checkpoint on its own run's validation split (full size)."""
+    import json
+
+    from sever.inference.ensemble import load_postprocess
+    from sever.inference.evaluate import evaluate as run_evaluation
+    from sever.inference.evaluate import write_report
+
+    if len(runs) != 1 or len(epochs) > 1:
+        raise click.UsageError("evaluate takes one run (-r RUN) and at most one -e EPOCH")
+    (member,) = load_members(runs, epochs, which, device)
+    postprocess = load_postprocess(pp_path) if pp_path else None
+    report = run_evaluation(runs[0], member, postprocess, batch_size, workers, tta)
+    path = write_report(report, runs[0], member.path)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    for key, value in report.items():
+        if isinstance(value, float):
+            click.echo(f"{key:>15}: {value:.4f}")
+    click.echo(f"wrote {path}")
+
+
+@cli.command()
+@model_options
+@click.option(
+    "-c",
+    "--config",
+    "ensemble",
+    type=click.Path(path_type=Path),
+    help="Ensemble YAML: models with weights, TTA, averaging, post-processing.",
+)
+@click.option(
+    "--images",
+    "images_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder of images to predict.",
+)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Submission CSV.")
+@click.option(
+    "--format",
+    "fmt",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "wide", "long"]),
+)
+@click.option(
+    "--averaging",
+    type=click.Choice(["mean", "rms", "weighted"]),
+    help="Ensemble averaging (default: mean, or the ensemble file's).",
+)
+@click.option(
+    "--postprocess",
+    "pp_path",
+    type=click.Path(path_type=Path),
+    help="Post-processing YAML (default: the ensemble file's, else the defaults).",
+)
+@click.option(
+    "--overlays",
+    type=click.Path(path_type=Path),
+    help="Also write PNGs of the predicted masks over the images here.",
+)
+def predict(
+    runs,
+    epochs,
+    which,
+    device,
+    batch_size,
+    workers,
+    tta,
+    ensemble,
+    images_dir,
+    out,
+    fmt,
+    averaging,
+    pp_path,
+    overlays,
+) -> None:
+    """Predict a folder of images into a Kaggle submission."""
+    from sever.inference.ensemble import load_ensemble, load_postprocess
+    from sever.inference.models import checkpoint_path
+    from sever.inference.predict import predict_folder
+
+    weights, pp_source = None, pp_path
+    if ensemble:
+        if runs:
+            raise click.UsageError("give either -c ENSEMBLE.yml or -r RUN, not both")
+        spec = load_ensemble(ensemble)
+        runs = [
+            m.checkpoint or checkpoint_path(m.run, m.epoch, "last" if m.last else "best")
+            for m in spec.models
+        ]
+        weights, epochs = [m.weight for m in spec.models], ()
+        tta = spec.tta if tta == "none" else tta
+        averaging = averaging or spec.averaging
+        pp_source = pp_path or spec.postprocess
+    if not runs:
+        raise click.UsageError("give -r RUN (repeatable) or -c ENSEMBLE.yml")
+    members = load_members(runs, epochs, which, device, weights)
+    summary = predict_folder(
+        members,
+        images_dir,
+        out,
+        load_postprocess(pp_source),
+        fmt,
+        tta,
+        averaging or "mean",
+        batch_size,
+        workers,
+        overlays,
+    )
+    click.echo(", ".join(f"{k}: {v}" for k, v in summary.items()))
+    click.echo(f"wrote {out}")
+
+
+@cli.command()
+@model_options
+@click.option(
+    "--averaging", default="mean", show_default=True, type=click.Choice(["mean", "rms", "weighted"])
+)
+@click.option(
+    "--postprocess",
+    "pp_path",
+    type=click.Path(path_type=Path),
+    help="Starting post-processing (kept for what is not tuned).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Where to write the tuned YAML (default: RUN/postprocess-tuned.yml).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print before/after as JSON.")
+def tune(
+    runs, epochs, which, device, batch_size, workers, tta, averaging, pp_path, out, as_json
+) -> None:
+    """Tune per-class thresholds and minimum sizes on the validation split."""
+    from sever.inference.ensemble import load_postprocess
+    from sever.inference.tune import tune_runs
+
+    if not runs:
+        raise click.UsageError("give -r RUN (repeatable)")
+    members = load_members(runs, epochs, which, device)
+    out = out or Path(runs[0]) / "postprocess-tuned.yml"
+    result = tune_runs(members, load_postprocess(pp_path), tta, averaging, batch_size, workers, out)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"{'':>10}{'before':>9}{'after':>9}  threshold  min_pixels")
+    for key in ["dice_mean"] + [f"dice_{c}" for c in range(1, 5)]:
+        extra = ""
+        if key != "dice_mean":
+            c = int(key[-1]) - 1
+            extra = f"  {result['threshold'][c]:9.3f}  {result['min_pixels'][c]:10d}"
+        click.echo(f"{key:>10}{result['before'][key]:9.4f}{result['after'][key]:9.4f}{extra}")
+    click.echo(f"wrote {out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning user errors into one line and an exit status."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -1,13 +1,13 @@
 """Ensemble files: which checkpoints, their weights, TTA, averaging and post-processing.
 
-    models:
-      - run: saved/fpn-b5/1122-101500      # its best checkpoint (or `epoch: 40`, `last: true`)
-        weight: 1.0
-      - checkpoint: saved/unet-b5/1121-090000/checkpoints/checkpoint-epoch52.pth
-        weight: 0.5
-    tta: hflip
-    averaging: rms            # mean | rms | weighted (uses the weights)
-    postprocess: tuned.yml    # a file written by `sever tune`, or the mapping itself
+models:
+  - run: saved/fpn-b5/1122-101500      # its best checkpoint (or `epoch: 40`, `last: true`)
+    weight: 1.0
+  - checkpoint: saved/unet-b5/1121-090000/checkpoints/checkpoint-epoch52.pth
+    weight: 0.5
+tta: hflip
+averaging: rms            # mean | rms | weighted (uses the weights)
+postprocess: tuned.yml    # a file written by `sever tune`, or the mapping itself
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from sever.config_errors import describe_error
 from sever.errors import ConfigError
+from sever.inference.postprocess import PostProcess
 
 
 class ModelEntry(BaseModel):
@@ -59,3 +60,22 @@ def load_ensemble(path: Path) -> EnsembleConfig:
         return EnsembleConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_error(exc, {}, str(path), EnsembleConfig)) from None
+
+
+def load_postprocess(source: Path | dict | None) -> PostProcess:
+    """A PostProcess from a YAML file (as `sever tune` writes), a mapping, or the defaults."""
+    if source is None:
+        return PostProcess()
+    name = "postprocess"
+    if not isinstance(source, dict):
+        name = str(source)
+        if not Path(source).is_file():
+            raise ConfigError(f"{source}: post-processing file not found")
+        try:
+            source = yaml.safe_load(Path(source).read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{name}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    try:
+        return PostProcess.from_dict(source)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{name}: {exc}") from None

@@ -28,15 +28,17 @@ def validation_set(run: Path, member: Member) -> SteelDataset:
     data = config.data
     labels = read_labels(data.dir / "train.csv", data.dir / "train_images", data.image_size)
     transform = build_transform("none", None, data.normalize, train=False)
-    return SteelDataset(data.dir / "train_images", ids, labels.rles(), transform,
-                        config.model.classes)
+    return SteelDataset(
+        data.dir / "train_images", ids, labels.rles(), transform, config.model.classes
+    )
 
 
 def training_postprocess(member: Member) -> PostProcess:
     """The post-processing the trainer validated with: its threshold and min pixels only."""
     trainer = member.config.trainer
     return PostProcess(
-        threshold=(trainer.threshold,) * 4, min_pixels=tuple(trainer.min_pixels or (0,) * 4),
+        threshold=(trainer.threshold,) * 4,
+        min_pixels=tuple(trainer.min_pixels or (0,) * 4),
         one_class_per_pixel=False,
     )
 
@@ -61,8 +63,14 @@ class PresenceMeter:
         return out
 
 
-def evaluate(run: Path, member: Member, postprocess: PostProcess | None = None,
-             batch_size: int = 4, workers: int = 2, tta: str = "none") -> dict:
+def evaluate(
+    run: Path,
+    member: Member,
+    postprocess: PostProcess | None = None,
+    batch_size: int = 4,
+    workers: int = 2,
+    tta: str = "none",
+) -> dict:
     """Kaggle Dice, per class, on pairs with a defect, the all-empty baseline, and
     per-class image-level precision and recall, for `member` on its run's validation split.
     """
@@ -81,8 +89,14 @@ def evaluate(run: Path, member: Member, postprocess: PostProcess | None = None,
         pred, truth = postprocess_batch(probs, postprocess, heads), truths.pop(0).numpy()
         dice.update(torch.from_numpy(pred), torch.from_numpy(truth))
         presence.update(pred.astype(bool), truth.astype(bool))
-    return {**dice.compute(), **presence.compute(), "images": len(dataset),
-            "checkpoint": str(member.path), "postprocess": postprocess.to_dict(), "tta": tta}
+    return {
+        **dice.compute(),
+        **presence.compute(),
+        "images": len(dataset),
+        "checkpoint": str(member.path),
+        "postprocess": postprocess.to_dict(),
+        "tta": tta,
+    }
 
 
 def write_report(report: dict, run: Path, checkpoint: Path) -> Path:

@@ -32,8 +32,10 @@ def checkpoint_path(run: Path, epoch: int | None = None, which: str = "best") ->
         return resolve_checkpoint(run, which)
     path = run / "checkpoints" / f"checkpoint-epoch{epoch}.pth"
     if not path.is_file():
-        kept = sorted(p.stem.removeprefix("checkpoint-epoch") for p in
-                      (run / "checkpoints").glob("checkpoint-epoch*.pth"))
+        kept = sorted(
+            p.stem.removeprefix("checkpoint-epoch")
+            for p in (run / "checkpoints").glob("checkpoint-epoch*.pth")
+        )
         hint = f"; kept epochs: {', '.join(kept)}" if kept else "; this run kept no epochs"
         raise CheckpointError(f"{path}: no checkpoint for epoch {epoch}{hint} (or use --best)")
     return path
@@ -52,13 +54,16 @@ def load_member(path: Path, device: torch.device, weight: float = 1.0) -> Member
     model = build_model(config.model)
     weights = state["model"]
     if state.get("ema"):
-        weights = {k.removeprefix("module."): v for k, v in state["ema"].items()
-                   if k != "n_averaged"}
+        weights = {
+            k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"
+        }
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
         first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
-        raise CheckpointError(f"{path}: weights do not fit the config saved with them ({first})")
+        raise CheckpointError(
+            f"{path}: weights do not fit the config saved with them ({first})"
+        ) from None
     model.to(device).eval()
     return Member(path, model, config, weight, config.model.class_head.enabled)
 

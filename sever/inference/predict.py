@@ -6,21 +6,28 @@ back), then over the ensemble's members with the chosen averaging (mean, RMS, we
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
+from sever.data import rle
 from sever.data.augment import build_transform
 from sever.data.dataset import ImageFolderDataset
 from sever.data.tables import image_files
-from sever.errors import DataError
+from sever.errors import CheckpointError, DataError
+from sever.fileio import read_gray
 from sever.inference.models import Member
-from sever.inference.postprocess import average
+from sever.inference.postprocess import PostProcess, average, postprocess_batch
+from sever.inference.submission import write_submission
 from sever.model.build import split_outputs
 from sever.registry import Registry
+from sever.visualize import overlay
 
 Flip = Callable[[torch.Tensor], torch.Tensor]
 
@@ -40,26 +47,33 @@ def vflip(x: torch.Tensor) -> torch.Tensor:
 # Each view is its own inverse, so the same function maps the prediction back.
 TTA: Registry[list[Flip]] = Registry(
     "TTA",
-    {"none": [identity], "hflip": [identity, hflip], "vflip": [identity, vflip],
-     "both": [identity, hflip, vflip]},
+    {
+        "none": [identity],
+        "hflip": [identity, hflip],
+        "vflip": [identity, vflip],
+        "both": [identity, hflip, vflip],
+    },
 )
 
 
-def image_loader(images_dir: Path, member: Member, batch_size: int, workers: int,
-                 ids: list[str] | None = None) -> DataLoader:
+def image_loader(
+    images_dir: Path, member: Member, batch_size: int, workers: int, ids: list[str] | None = None
+) -> DataLoader:
     """Full-size, normalised images of a folder (or the given ids), in name order."""
     ids = image_files(images_dir) if ids is None else ids
     if not ids:
         raise DataError(f"{images_dir}: no images (.jpg, .jpeg, .png) in this folder")
     transform = build_transform("none", None, member.config.data.normalize, train=False)
     dataset = ImageFolderDataset(images_dir, ids, transform)
-    return DataLoader(dataset, batch_size, num_workers=workers,
-                      pin_memory=torch.cuda.is_available())
+    return DataLoader(
+        dataset, batch_size, num_workers=workers, pin_memory=torch.cuda.is_available()
+    )
 
 
 @torch.no_grad()
-def member_probs(member: Member, images: torch.Tensor, views: list[Flip],
-                 amp_dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def member_probs(
+    member: Member, images: torch.Tensor, views: list[Flip], amp_dtype: torch.dtype | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One model's TTA-averaged probabilities (N, C, H, W) and class presence (N, C)."""
     probs, presence = 0.0, None
     for view in views:
@@ -72,7 +86,10 @@ def member_probs(member: Member, images: torch.Tensor, views: list[Flip],
 
 
 def predict_batches(
-    members: list[Member], loader: DataLoader, tta: str = "none", averaging: str = "mean",
+    members: list[Member],
+    loader: DataLoader,
+    tta: str = "none",
+    averaging: str = "mean",
     amp_dtype: torch.dtype | None = None,
 ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray | None]]:
     """Yield (image ids, probabilities (N, C, H, W) float32, presence (N, C) or None).
@@ -89,3 +106,56 @@ def predict_batches(
         probs = average(stacked, averaging, weights if averaging == "weighted" else None)
         heads = [c.cpu().numpy() for _, c in outputs if c is not None]
         yield list(ids), probs.astype(np.float32), np.mean(heads, axis=0) if heads else None
+
+
+def predict_folder(
+    members: list[Member],
+    images_dir: Path,
+    out: Path,
+    postprocess: PostProcess,
+    fmt: str = "auto",
+    tta: str = "none",
+    averaging: str = "mean",
+    batch_size: int = 4,
+    workers: int = 2,
+    overlays: Path | None = None,
+) -> dict:
+    """Predict every image of a folder into a submission CSV (written atomically).
+
+    With fmt 'auto', a sample_submission.csv beside the folder is the template.
+    Returns a summary: images, and images with a defect per class.
+    """
+    if (postprocess.gate or postprocess.scale_c) and not any(m.has_class_head for m in members):
+        raise CheckpointError(
+            "the post-processing gates or scales by class presence, but no "
+            "model has a classification head (model.class_head.enabled)"
+        )
+    loader = image_loader(images_dir, members[0], batch_size, workers)
+    device = next(members[0].model.parameters()).device
+    amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    rles: dict[str, dict[int, str]] = {}
+    for ids, probs, presence in progress(
+        predict_batches(members, loader, tta, averaging, amp), len(loader)
+    ):
+        masks = postprocess_batch(probs, postprocess, presence)
+        for image_id, image_masks in zip(ids, masks, strict=True):
+            rles[image_id] = {c + 1: rle.encode(m) for c, m in enumerate(image_masks) if m.any()}
+            if overlays is not None:
+                write_overlay(images_dir / image_id, image_masks, overlays)
+    template = images_dir.parent / "sample_submission.csv"
+    write_submission(
+        rles, list(rles), out, fmt, template if fmt == "auto" and template.is_file() else None
+    )
+    counts = {f"class {c}": sum(c in r for r in rles.values()) for c in range(1, 5)}
+    return {"images": len(rles), **counts}
+
+
+def write_overlay(image_path: Path, masks: np.ndarray, folder: Path) -> None:
+    """PNG of the image with its predicted masks in class colours."""
+    folder.mkdir(parents=True, exist_ok=True)
+    picture = overlay(read_gray(image_path), masks)
+    cv2.imwrite(str(folder / f"{image_path.stem}.png"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+
+
+def progress(iterable, total: int):
+    return tqdm(iterable, total=total, desc="predict", disable=not sys.stderr.isatty())

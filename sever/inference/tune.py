@@ -15,10 +15,30 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import yaml
+
+from sever.errors import CheckpointError, ConfigError
+from sever.fileio import atomic_path
 
 LEVELS = 256
-MIN_PIXELS_GRID = (0, 100, 200, 300, 400, 600, 800, 1000, 1500, 2000, 2500, 3000, 4000, 5000,
-                   7000, 10000)
+MIN_PIXELS_GRID = (
+    0,
+    100,
+    200,
+    300,
+    400,
+    600,
+    800,
+    1000,
+    1500,
+    2000,
+    2500,
+    3000,
+    4000,
+    5000,
+    7000,
+    10000,
+)
 
 
 @dataclass
@@ -37,8 +57,9 @@ class PairStats:
 
     @classmethod
     def concat(cls, parts: list[PairStats]) -> PairStats:
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                     ("above", "hits", "truth")))
+        return cls(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in ("above", "hits", "truth"))
+        )
 
 
 def quantize(probs: np.ndarray) -> np.ndarray:
@@ -120,8 +141,15 @@ def tuned(base, thresholds: list[float], min_pixels: list[int]):
     return replace(base, threshold=tuple(thresholds), min_pixels=tuple(min_pixels))
 
 
-def predict_stats(groups: list[tuple[list, Path]], cache_dir: Path, tta: str, averaging: str,
-                  one_class_per_pixel: bool, batch_size: int, workers: int) -> PairStats:
+def predict_stats(
+    groups: list[tuple[list, Path]],
+    cache_dir: Path,
+    tta: str,
+    averaging: str,
+    one_class_per_pixel: bool,
+    batch_size: int,
+    workers: int,
+) -> PairStats:
     """Stats over the validation images of every (members, run) group.
 
     Members of one group share a validation split and are ensembled; different groups
@@ -138,8 +166,9 @@ def predict_stats(groups: list[tuple[list, Path]], cache_dir: Path, tta: str, av
     return PairStats.concat(parts)
 
 
-def predicted(members, run: Path, tta: str, averaging: str, batch_size: int, workers: int,
-              folder: Path):
+def predicted(
+    members, run: Path, tta: str, averaging: str, batch_size: int, workers: int, folder: Path
+):
     """Predict a run's validation split batch by batch, caching each batch as it comes."""
     import shutil
 
@@ -158,8 +187,7 @@ def predicted(members, run: Path, tta: str, averaging: str, batch_size: int, wor
             truths.append(masks.numpy().astype(bool))
             yield images, ids
 
-    for index, (_, probs, _) in enumerate(predict_batches(members, images_only(), tta,
-                                                          averaging)):
+    for index, (_, probs, _) in enumerate(predict_batches(members, images_only(), tta, averaging)):
         levels, truth = quantize(probs), truths.pop(0)
         save_batch(folder / f"batch-{index:05d}.npz", levels, truth)
         yield levels, truth
@@ -169,8 +197,9 @@ def predicted(members, run: Path, tta: str, averaging: str, batch_size: int, wor
 def save_batch(path: Path, levels: np.ndarray, truth: np.ndarray) -> None:
     """Compressed: most pixels sit near probability 0, so levels shrink many times over."""
     with path.open("wb") as handle:
-        np.savez_compressed(handle, levels=levels, truth=np.packbits(truth, axis=-1),
-                            width=truth.shape[-1])
+        np.savez_compressed(
+            handle, levels=levels, truth=np.packbits(truth, axis=-1), width=truth.shape[-1]
+        )
 
 
 def cached(folder: Path):
@@ -179,3 +208,64 @@ def cached(folder: Path):
             width = int(data["width"])
             truth = np.unpackbits(data["truth"], axis=-1, count=width).astype(bool)
             yield data["levels"], truth
+
+
+def group_by_split(members: list) -> list[tuple[list, Path]]:
+    """Members with the same validation images form one ensemble; k-fold runs differ."""
+    from sever.data.splits import read_split
+    from sever.engine.runs import run_dir_of
+
+    groups: dict[frozenset, tuple[list, Path]] = {}
+    for member in members:
+        run = run_dir_of(member.path)
+        split = read_split(run / "split.csv")
+        key = frozenset(split.loc[split["split"] == "val", "ImageId"])
+        groups.setdefault(key, ([], run))[0].append(member)
+    keys = list(groups)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1 :]:
+            if a & b:
+                raise CheckpointError(
+                    f"{groups[a][1]} and {groups[b][1]} validate on overlapping but different "
+                    "images: neither one ensemble nor out-of-fold k-fold runs"
+                )
+    return list(groups.values())
+
+
+def tune_runs(
+    members: list, base, tta: str, averaging: str, batch_size: int, workers: int, out: Path
+) -> dict:
+    """Tune `base`'s thresholds and minimum sizes on the members' validation images and
+    write the result as YAML to `out`. Never returns worse than `base` on these images."""
+    if base.gate is not None or base.scale_c is not None or any(base.min_component):
+        raise ConfigError(
+            "tune searches thresholds and min_pixels only: remove gate, scale_c "
+            "and min_component from the starting post-processing"
+        )
+    groups = group_by_split(members)
+    stats = predict_stats(
+        groups,
+        groups[0][1] / "cache",
+        tta,
+        averaging,
+        base.one_class_per_pixel,
+        batch_size,
+        workers,
+    )
+    before = score(stats, base.threshold, base.min_pixels)
+    thresholds, min_pixels = search(stats)
+    after = score(stats, thresholds, min_pixels)
+    result = tuned(base, thresholds, min_pixels)
+    if after["dice_mean"] < before["dice_mean"]:
+        result, after = base, before
+    with atomic_path(out) as tmp:
+        tmp.write_text(yaml.safe_dump(result.to_dict(), sort_keys=False))
+    return {
+        "before": before,
+        "after": after,
+        "threshold": list(result.threshold),
+        "min_pixels": list(result.min_pixels),
+        "images": int(stats.truth.shape[0]),
+        "folds": len(groups),
+        "out": str(out),
+    }
