@@ -67,9 +67,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         generate(data, n_train=96, n_test=0, seed=0)
-        config = load_config(args.config, [f"data.dir={data}", "data.workers=0",
-                                           f"trainer.steps_per_epoch={args.steps}",
-                                           "trainer.tensorboard=false"])
+        config = load_config(
+            args.config,
+            [
+                f"data.dir={data}",
+                "data.workers=0",
+                f"trainer.steps_per_epoch={args.steps}",
+                "trainer.tensorboard=false",
+            ],
+        )
         labels = load_labels(config)
         split = make_split(labels.class_sets(), 0.2, None, None, config.seed)
         loader = build_loaders(config, labels, split, torch.cuda.is_available()).train
@@ -80,9 +86,11 @@ def main() -> None:
             times["trainer"].append(trainer_round(config, parts, loader, r, Path(tmp)))
             times["bare"].append(bare_round(config, parts, loader, r))
     per_step = {k: statistics.median(v) / args.steps for k, v in times.items()}
-    print(f"{config.model.arch} {config.model.encoder}, batch {config.trainer.batch_size}, "
-          f"crop {config.data.crop}, device {parts.device}, {args.steps} steps x "
-          f"{args.rounds} rounds")
+    print(
+        f"{config.model.arch} {config.model.encoder}, batch {config.trainer.batch_size}, "
+        f"crop {config.data.crop}, device {parts.device}, {args.steps} steps x "
+        f"{args.rounds} rounds"
+    )
     print(f"{'loop':<10}{'s/step (median)':>18}{'all rounds, s/step':>40}")
     for name, values in times.items():
         listed = " ".join(f"{v / args.steps:.3f}" for v in values)

@@ -30,8 +30,9 @@ def run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("run")
     path = folder / "tiny.yml"
     path.write_text(TINY.format(data=tiny_data, saved=folder / "saved"))
-    config = load_config(path, ["trainer.epochs=2", "trainer.save_top_k=2",
-                                "model.class_head.enabled=true"])
+    config = load_config(
+        path, ["trainer.epochs=2", "trainer.save_top_k=2", "model.class_head.enabled=true"]
+    )
     return train(config)
 
 
@@ -46,8 +47,15 @@ def cli(*args: str) -> int:
 def test_evaluate_reproduces_the_trainer_validation(run: Path, capsys) -> None:
     assert cli("evaluate", "-r", str(run), "--last", "--json", "--workers", "0") == 0
     report = json.loads(capsys.readouterr().out)
-    for key in ["dice_mean", "dice_1", "dice_4", "dice_positive", "empty_baseline",
-                "precision_1", "recall_3"]:
+    for key in [
+        "dice_mean",
+        "dice_1",
+        "dice_4",
+        "dice_positive",
+        "empty_baseline",
+        "precision_1",
+        "recall_3",
+    ]:
         assert key in report
     last = pd.read_csv(run / "metrics.csv").iloc[-1]
     assert report["dice_mean"] == pytest.approx(last["val_dice_mean"], abs=1e-6)
@@ -69,9 +77,27 @@ def test_predict_two_checkpoints_writes_a_scorable_submission(
     run: Path, tiny_data: Path, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "submission.csv"
-    code = cli("predict", "-r", str(run), "-e", "1", "-e", "2", "--tta", "hflip",
-               "--averaging", "rms", "--images", str(tiny_data / "test_images"),
-               "--out", str(out), "--workers", "0", "--overlays", str(tmp_path / "png"))
+    code = cli(
+        "predict",
+        "-r",
+        str(run),
+        "-e",
+        "1",
+        "-e",
+        "2",
+        "--tta",
+        "hflip",
+        "--averaging",
+        "rms",
+        "--images",
+        str(tiny_data / "test_images"),
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--overlays",
+        str(tmp_path / "png"),
+    )
     assert code == 0
     frame = pd.read_csv(out, keep_default_na=False)
     template = pd.read_csv(tiny_data / "sample_submission.csv")
@@ -79,26 +105,60 @@ def test_predict_two_checkpoints_writes_a_scorable_submission(
     assert list(frame.columns) == list(template.columns)
     assert len(list((tmp_path / "png").glob("*.png"))) == 4
     wide = tmp_path / "wide.csv"
-    assert cli("predict", "-r", str(run), "--images", str(tiny_data / "train_images"),
-               "--out", str(wide), "--format", "wide", "--workers", "0") == 0
+    assert (
+        cli(
+            "predict",
+            "-r",
+            str(run),
+            "--images",
+            str(tiny_data / "train_images"),
+            "--out",
+            str(wide),
+            "--format",
+            "wide",
+            "--workers",
+            "0",
+        )
+        == 0
+    )
     assert len(pd.read_csv(wide)) == 4 * 32
     capsys.readouterr()
-    assert cli("score", str(wide), str(tiny_data / "train.csv"), "--images",
-               str(tiny_data / "train_images"), "--json") == 0
+    assert (
+        cli(
+            "score",
+            str(wide),
+            str(tiny_data / "train.csv"),
+            "--images",
+            str(tiny_data / "train_images"),
+            "--json",
+        )
+        == 0
+    )
     assert 0 <= json.loads(capsys.readouterr().out)["dice_mean"] <= 1
 
 
 def test_tune_improves_or_keeps_and_writes_yaml(run: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "pp.yml"
-    assert cli("tune", "-r", str(run), "--last", "--out", str(out), "--json",
-               "--workers", "0") == 0
+    assert cli("tune", "-r", str(run), "--last", "--out", str(out), "--json", "--workers", "0") == 0
     result = json.loads(capsys.readouterr().out)
     assert result["after"]["dice_mean"] >= result["before"]["dice_mean"]
     tuned = PostProcess.from_dict(yaml.safe_load(out.read_text()))
     assert list(tuned.threshold) == result["threshold"]
     # the tuned file is accepted by evaluate, and its score matches tune's (1/255 grid)
-    assert cli("evaluate", "-r", str(run), "--last", "--postprocess", str(out), "--json",
-               "--workers", "0") == 0
+    assert (
+        cli(
+            "evaluate",
+            "-r",
+            str(run),
+            "--last",
+            "--postprocess",
+            str(out),
+            "--json",
+            "--workers",
+            "0",
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["dice_mean"] == pytest.approx(result["after"]["dice_mean"], abs=0.02)
     # a second tune reads the cached probabilities instead of predicting again
