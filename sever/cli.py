@@ -402,6 +402,16 @@ def tune(
     click.echo(f"wrote {out}")
 
 
+def one_line(exc: Exception) -> str:
+    """The message alone, also for errors re-raised from DataLoader workers, whose message
+    carries the worker's traceback with the original message on its last line."""
+    text = str(exc).strip()
+    if "Original Traceback" not in text:
+        return text
+    last = text.splitlines()[-1]
+    return last.split(": ", 1)[1] if last.startswith("sever.errors.") else last
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning user errors into one line and an exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -421,7 +431,7 @@ def main(argv: list[str] | None = None) -> None:
     except SeverError as exc:
         if debug:
             raise
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(exc.exit_code)
     except Exception as exc:  # a bug: still one line unless --debug
         if debug:

@@ -49,17 +49,22 @@ class PairStats:
         above: (N, C, 256) predicted pixels at each threshold.
         hits: (N, C, 256) predicted pixels that are true defect pixels.
         truth: (N, C) true defect pixels.
+        presence: (N, C) class-presence probabilities from classification heads, or None.
     """
 
     above: np.ndarray
     hits: np.ndarray
     truth: np.ndarray
+    presence: np.ndarray | None = None
 
     @classmethod
     def concat(cls, parts: list[PairStats]) -> PairStats:
-        return cls(
-            *(np.concatenate([getattr(p, f) for p in parts]) for f in ("above", "hits", "truth"))
-        )
+        joined = [
+            np.concatenate([getattr(p, f) for p in parts]) for f in ("above", "hits", "truth")
+        ]
+        heads = [p.presence for p in parts]
+        presence = None if any(h is None for h in heads) else np.concatenate(heads)
+        return cls(*joined, presence)
 
 
 def quantize(probs: np.ndarray) -> np.ndarray:
@@ -67,7 +72,12 @@ def quantize(probs: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(probs, 0, 1) * 255).astype(np.uint8)
 
 
-def pair_stats(levels: np.ndarray, truth: np.ndarray, one_class_per_pixel: bool) -> PairStats:
+def pair_stats(
+    levels: np.ndarray,
+    truth: np.ndarray,
+    one_class_per_pixel: bool,
+    presence: np.ndarray | None = None,
+) -> PairStats:
     """Counts for a batch.
 
     Args:
@@ -88,45 +98,69 @@ def pair_stats(levels: np.ndarray, truth: np.ndarray, one_class_per_pixel: bool)
     # above[k] = pixels with level > k: a suffix sum that excludes level k itself.
     above = np.cumsum(counts[..., ::-1], axis=-1)[..., ::-1] - counts
     hits = np.cumsum(hit_counts[..., ::-1], axis=-1)[..., ::-1] - hit_counts
-    return PairStats(above, hits, truth.reshape(n, c, -1).sum(-1))
+    return PairStats(above, hits, truth.reshape(n, c, -1).sum(-1), presence)
 
 
-def dice_grid(stats: PairStats, c: int, min_pixels: int) -> np.ndarray:
-    """Dice summed over images for class c at every threshold level: (256,)."""
-    pred = stats.above[:, c, :].astype(np.float64)
-    inter = stats.hits[:, c, :].astype(np.float64)
+def levels_for(stats: PairStats, c: int, t0: np.ndarray, scale_c: float | None) -> np.ndarray:
+    """Per-image threshold levels (N, K) for base thresholds t0 (K,) of one class.
+
+    With `scale_c` (and presence), each image's threshold is the original author's
+    t = t0*c - t0*(c-1)*p; a threshold of 1 or more predicts nothing (level 255).
+    """
+    n = stats.truth.shape[0]
+    t = np.broadcast_to(t0[None, :], (n, len(t0)))
+    if scale_c is not None:
+        if stats.presence is None:
+            raise ConfigError("scale_c needs class presence: no model has a classification head")
+        t = t * scale_c - t * (scale_c - 1) * stats.presence[:, c, None]
+    return np.clip(np.floor(t * 255 + 1e-9), 0, LEVELS - 1).astype(np.int64)
+
+
+def dice_sums(stats: PairStats, c: int, levels: np.ndarray, min_pixels: int) -> np.ndarray:
+    """Dice of class c summed over images, for each column of per-image levels (N, K): (K,)."""
+    pred = np.take_along_axis(stats.above[:, c, :], levels, axis=1).astype(np.float64)
+    inter = np.take_along_axis(stats.hits[:, c, :], levels, axis=1).astype(np.float64)
     truth = stats.truth[:, c, None].astype(np.float64)
     emptied = pred < min_pixels
     pred, inter = np.where(emptied, 0, pred), np.where(emptied, 0, inter)
     total = pred + truth
-    dice = np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1))
-    return dice.sum(axis=0)
+    return np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1)).sum(axis=0)
 
 
-def score(stats: PairStats, thresholds, min_pixels) -> dict[str, float]:
-    """Kaggle mean Dice and per class for given per-class thresholds and minimum sizes."""
+def score(stats: PairStats, thresholds, min_pixels, scale_c: float | None = None) -> dict:
+    """Kaggle mean Dice and per class for per-class thresholds and minimum sizes."""
     n, classes = stats.truth.shape
     per_class = []
     for c in range(classes):
-        level = min(int(np.floor(thresholds[c] * 255 + 1e-9)), LEVELS - 1)
-        per_class.append(dice_grid(stats, c, min_pixels[c])[level] / n)
+        levels = levels_for(stats, c, np.array([thresholds[c]]), scale_c)
+        per_class.append(dice_sums(stats, c, levels, min_pixels[c])[0] / n)
     out = {"dice_mean": float(np.mean(per_class))}
     out |= {f"dice_{c + 1}": float(v) for c, v in enumerate(per_class)}
     return out
 
 
-def search(stats: PairStats, thresholds=None, min_grid=MIN_PIXELS_GRID) -> tuple[list, list]:
-    """Best threshold and minimum size per class (the metric is a sum over classes, so each
-    class is searched on its own). Thresholds are searched from 0.05 to 0.95."""
-    n, classes = stats.truth.shape
-    levels = np.arange(13, 243)  # 0.05 .. 0.95
-    best_t, best_m = [], []
-    for c in range(classes):
-        table = np.stack([dice_grid(stats, c, m)[levels] for m in min_grid])  # (M, K)
-        m_index, k_index = np.unravel_index(np.argmax(table), table.shape)
-        best_t.append(round(float(levels[k_index]) / 255, 4))
-        best_m.append(int(min_grid[m_index]))
-    return best_t, best_m
+SCALE_GRID = (None, 1.5, 2.0, 3.0, 5.0, 8.0)
+
+
+def search(stats: PairStats, min_grid=MIN_PIXELS_GRID) -> tuple[list, list, float | None]:
+    """Best threshold and minimum size per class, and the best classifier scaling factor
+    (searched only when presence is known; None = no scaling). Within one scaling factor
+    each class is searched on its own, since the metric is a sum over classes. Thresholds
+    run from 0.05 to 0.95."""
+    t0 = np.arange(13, 243) / 255  # 0.05 .. 0.95
+    best = (-1.0, None, None, None)
+    for scale_c in SCALE_GRID if stats.presence is not None else (None,):
+        total, thresholds, sizes = 0.0, [], []
+        for c in range(stats.truth.shape[1]):
+            levels = levels_for(stats, c, t0, scale_c)
+            table = np.stack([dice_sums(stats, c, levels, m) for m in min_grid])  # (M, K)
+            m_index, k_index = np.unravel_index(np.argmax(table), table.shape)
+            total += table[m_index, k_index]
+            thresholds.append(round(float(t0[k_index]), 4))
+            sizes.append(int(min_grid[m_index]))
+        if total > best[0] + 1e-9:
+            best = (total, thresholds, sizes, scale_c)
+    return best[1], best[2], best[3]
 
 
 def cache_key(checkpoints: list[Path], tta: str, averaging: str, weights: list[float]) -> str:
@@ -136,9 +170,9 @@ def cache_key(checkpoints: list[Path], tta: str, averaging: str, weights: list[f
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def tuned(base, thresholds: list[float], min_pixels: list[int]):
-    """The base PostProcess with the tuned thresholds and minimum sizes."""
-    return replace(base, threshold=tuple(thresholds), min_pixels=tuple(min_pixels))
+def tuned(base, thresholds: list[float], min_pixels: list[int], scale_c: float | None):
+    """The base PostProcess with the tuned thresholds, minimum sizes and scaling."""
+    return replace(base, threshold=tuple(thresholds), min_pixels=tuple(min_pixels), scale_c=scale_c)
 
 
 def predict_stats(
@@ -162,7 +196,10 @@ def predict_stats(
         batches = cached(folder) if (folder / "complete").is_file() else None
         if batches is None:
             batches = predicted(members, run, tta, averaging, batch_size, workers, folder)
-        parts += [pair_stats(levels, truth, one_class_per_pixel) for levels, truth in batches]
+        parts += [
+            pair_stats(levels, truth, one_class_per_pixel, presence)
+            for levels, truth, presence in batches
+        ]
     return PairStats.concat(parts)
 
 
@@ -187,18 +224,24 @@ def predicted(
             truths.append(masks.numpy().astype(bool))
             yield images, ids
 
-    for index, (_, probs, _) in enumerate(predict_batches(members, images_only(), tta, averaging)):
+    batches = predict_batches(members, images_only(), tta, averaging)
+    for index, (_, probs, presence) in enumerate(batches):
         levels, truth = quantize(probs), truths.pop(0)
-        save_batch(folder / f"batch-{index:05d}.npz", levels, truth)
-        yield levels, truth
+        save_batch(folder / f"batch-{index:05d}.npz", levels, truth, presence)
+        yield levels, truth, presence
     (folder / "complete").touch()
 
 
-def save_batch(path: Path, levels: np.ndarray, truth: np.ndarray) -> None:
+def save_batch(path: Path, levels: np.ndarray, truth: np.ndarray, presence) -> None:
     """Compressed: most pixels sit near probability 0, so levels shrink many times over."""
+    heads = {} if presence is None else {"presence": presence}
     with path.open("wb") as handle:
         np.savez_compressed(
-            handle, levels=levels, truth=np.packbits(truth, axis=-1), width=truth.shape[-1]
+            handle,
+            levels=levels,
+            truth=np.packbits(truth, axis=-1),
+            width=truth.shape[-1],
+            **heads,
         )
 
 
@@ -207,7 +250,7 @@ def cached(folder: Path):
         with np.load(path) as data:
             width = int(data["width"])
             truth = np.unpackbits(data["truth"], axis=-1, count=width).astype(bool)
-            yield data["levels"], truth
+            yield data["levels"], truth, data["presence"] if "presence" in data else None
 
 
 def group_by_split(members: list) -> list[tuple[list, Path]]:
@@ -237,10 +280,10 @@ def tune_runs(
 ) -> dict:
     """Tune `base`'s thresholds and minimum sizes on the members' validation images and
     write the result as YAML to `out`. Never returns worse than `base` on these images."""
-    if base.gate is not None or base.scale_c is not None or any(base.min_component):
+    if base.gate is not None or any(base.min_component):
         raise ConfigError(
-            "tune searches thresholds and min_pixels only: remove gate, scale_c "
-            "and min_component from the starting post-processing"
+            "tune searches thresholds, min_pixels and scale_c: remove gate and min_component "
+            "from the starting post-processing"
         )
     groups = group_by_split(members)
     stats = predict_stats(
@@ -252,10 +295,10 @@ def tune_runs(
         batch_size,
         workers,
     )
-    before = score(stats, base.threshold, base.min_pixels)
-    thresholds, min_pixels = search(stats)
-    after = score(stats, thresholds, min_pixels)
-    result = tuned(base, thresholds, min_pixels)
+    before = score(stats, base.threshold, base.min_pixels, base.scale_c)
+    thresholds, min_pixels, scale_c = search(stats)
+    after = score(stats, thresholds, min_pixels, scale_c)
+    result = tuned(base, thresholds, min_pixels, scale_c)
     if after["dice_mean"] < before["dice_mean"]:
         result, after = base, before
     with atomic_path(out) as tmp:
@@ -265,6 +308,7 @@ def tune_runs(
         "after": after,
         "threshold": list(result.threshold),
         "min_pixels": list(result.min_pixels),
+        "scale_c": result.scale_c,
         "images": int(stats.truth.shape[0]),
         "folds": len(groups),
         "out": str(out),

@@ -190,3 +190,149 @@ def test_score_of_stats_matches_hand_computation() -> None:
     assert scores["dice_1"] == pytest.approx(2 * 6 / (10 + 8))
     assert tune_module.score(stats, [0.5], [11])["dice_1"] == 0.0  # emptied: 10 < 11
     assert tune_module.score(stats, [0.9], [0])["dice_1"] == 0.0  # nothing above 0.9
+
+
+def test_ensemble_file_drives_predict(run: Path, tiny_data: Path, tmp_path: Path) -> None:
+    pp = tmp_path / "pp.yml"
+    pp.write_text("threshold: 0.4\nmin_pixels: [0, 0, 0, 0]\n")
+    spec = tmp_path / "ensemble.yml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "models": [
+                    {"run": str(run), "epoch": 1, "weight": 1.0},
+                    {"checkpoint": str(run / "checkpoints" / "last.pth"), "weight": 3.0},
+                ],
+                "tta": "vflip",
+                "averaging": "weighted",
+                "postprocess": str(pp),
+            }
+        )
+    )
+    out = tmp_path / "sub.csv"
+    assert (
+        cli(
+            "predict",
+            "-c",
+            str(spec),
+            "--images",
+            str(tiny_data / "test_images"),
+            "--out",
+            str(out),
+            "--format",
+            "wide",
+            "--workers",
+            "0",
+        )
+        == 0
+    )
+    assert len(pd.read_csv(out)) == 4 * 4
+
+
+@pytest.fixture
+def bad_inputs(run: Path, tmp_path: Path) -> dict[str, Path]:
+    """Broken inputs for predict: each one a user mistake."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "x.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "short.yml").write_text("threshold: [0.5, 0.5]\n")
+    (tmp_path / "gate.yml").write_text("gate: 0.5\n")
+    headless = tmp_path / "headless.pth"  # the same run without its classification head
+    state = torch.load(run / "checkpoints" / "last.pth", weights_only=True)
+    state["config"]["model"]["class_head"]["enabled"] = False
+    state["model"] = {k: v for k, v in state["model"].items() if "classification" not in k}
+    torch.save(state, headless)
+    return {
+        "empty": tmp_path / "empty",
+        "broken": tmp_path / "broken",
+        "short": tmp_path / "short.yml",
+        "gate": tmp_path / "gate.yml",
+        "headless": headless,
+    }
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing epoch", "no checkpoint for epoch 7; kept epochs: 1, 2"),
+        ("short list", "threshold: expected 4 values"),
+        ("empty folder", "no images (.jpg, .jpeg, .png) in this folder"),
+        ("unreadable image", "not a readable image"),
+        ("gate without head", "no model has a classification head"),
+    ],
+)
+def test_predict_errors_are_one_line(
+    run: Path, tiny_data: Path, tmp_path: Path, capsys, bad_inputs: dict, case: str, message: str
+) -> None:
+    images, model = tiny_data / "test_images", ["-r", str(run)]
+    extra: list[str] = []
+    if case == "missing epoch":
+        extra = ["-e", "7"]
+    elif case == "short list":
+        extra = ["--postprocess", str(bad_inputs["short"])]
+    elif case == "empty folder":
+        images = bad_inputs["empty"]
+    elif case == "unreadable image":
+        images = bad_inputs["broken"]
+    else:
+        model = ["-r", str(bad_inputs["headless"])]
+        extra = ["--postprocess", str(bad_inputs["gate"])]
+    out = tmp_path / "s.csv"
+    code = cli(
+        "predict", *model, *extra, "--images", str(images), "--out", str(out), "--workers", "1"
+    )
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_incompatible_checkpoints_are_refused(run: Path, tmp_path: Path, capsys) -> None:
+    other = tmp_path / "other.pth"
+    state = torch.load(run / "checkpoints" / "last.pth", weights_only=True)
+    state["config"]["data"]["normalize"]["mean"] = 0.5
+    torch.save(state, other)
+    assert cli("evaluate", "-r", str(run), "-r", str(other)) != 0  # evaluate takes one run
+    assert (
+        cli(
+            "predict",
+            "-r",
+            str(run),
+            "-r",
+            str(other),
+            "--images",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "s.csv"),
+        )
+        != 0
+    )
+    assert "data.normalize differs" in capsys.readouterr().err
+    damaged = tmp_path / "damaged.pth"
+    damaged.write_bytes(b"\x00" * 10)
+    assert (
+        cli(
+            "predict",
+            "-r",
+            str(damaged),
+            "--images",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "s.csv"),
+        )
+        != 0
+    )
+    assert "not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_classifier_scaling_in_stats() -> None:
+    # scale_c = 5, t0 = 0.1: presence 1 keeps t = 0.1, presence 0 raises it to 0.5
+    levels = np.zeros((2, 1, 2, 2), np.uint8)
+    levels[:, 0, 0, 0] = 80  # probability ~0.31 in one pixel of each image
+    truth = levels > 0
+    stats = tune_module.pair_stats(levels, truth, False, presence=np.array([[1.0], [0.0]]))
+    # image 0: 0.31 > 0.1 -> found (dice 1); image 1: 0.31 < 0.5 -> missed (dice 0)
+    assert tune_module.score(stats, [0.1], [0], scale_c=5.0)["dice_1"] == pytest.approx(0.5)
+    assert tune_module.score(stats, [0.1], [0])["dice_1"] == pytest.approx(1.0)
+    thresholds, sizes, scale_c = tune_module.search(stats)
+    assert tune_module.score(stats, thresholds, sizes, scale_c)["dice_1"] == pytest.approx(1.0)
