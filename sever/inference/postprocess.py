@@ -176,12 +176,13 @@ def threshold(probs: np.ndarray, t: float | Sequence[float] | np.ndarray = 0.5) 
 
 
 def one_class_per_pixel(probs: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Keep only the most probable of the classes predicted at each pixel.
+    """A pixel may only belong to its most probable class.
 
-    Where a pixel is predicted for several classes, the one with the highest probability
-    keeps it; on a tie the lowest class index does (`np.argmax` order). Classes that are
-    not predicted at the pixel take no part, even if more probable. Pixels predicted for
-    one class or none are unchanged.
+    Each predicted pixel is kept for a class only where that class has the highest
+    probability of all classes there (the argmax over C; on a tie the lowest class index,
+    `np.argmax` order), whether or not the winner is itself predicted at that pixel. This
+    does not depend on the thresholds, which is what lets `sever tune` search each class's
+    threshold exactly.
 
     Args:
         probs: `(C, H, W)` or `(N, C, H, W)` probabilities.
@@ -455,16 +456,18 @@ def _threshold(probs: np.ndarray, t: float | Sequence[float] | np.ndarray) -> np
 
 
 def _keep_most_probable(probs: np.ndarray, masks: np.ndarray) -> None:
-    """One class per pixel, in place; only pixels predicted for two or more are touched."""
+    """One class per pixel, in place."""
+    # Comparing with the per-pixel maximum is several times faster than an argmax over C;
+    # only exact ties (rare with floats) then need the argmax's lowest-index rule.
+    is_max = probs >= probs.max(axis=1, keepdims=True)
+    masks &= is_max
     classes = probs.shape[1]
-    counts = np.add.reduce(masks.view(np.uint8), axis=1, dtype=np.min_scalar_type(classes))
-    n, h, w = np.nonzero(counts > 1)
-    if n.size == 0:
-        return
-    # Index arrays split by a slice put the pixel axis first: (K, C).
-    contested = np.where(masks[n, :, h, w], probs[n, :, h, w], -np.inf)
-    winner = contested.argmax(axis=1)
-    masks[n, :, h, w] = np.arange(classes) == winner[:, None]
+    tied = np.add.reduce(is_max.view(np.uint8), axis=1, dtype=np.min_scalar_type(classes)) > 1
+    n, h, w = np.nonzero(tied & np.logical_or.reduce(masks, axis=1))
+    if n.size:
+        # Index arrays split by a slice put the pixel axis first: (K, C).
+        winner = probs[n, :, h, w].argmax(axis=1)
+        masks[n, :, h, w] &= np.arange(classes) == winner[:, None]
 
 
 def _remove_small(masks: np.ndarray, sizes: np.ndarray, counts: np.ndarray) -> None:

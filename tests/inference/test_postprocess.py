@@ -168,12 +168,12 @@ OCP_MASKS = rows("11100", "11101", "00000")
 
 
 def test_one_class_per_pixel_by_hand():
-    # px 0: 0.9 > 0.8, class 0 keeps it. px 1: class 1 (0.7) beats class 0 (0.6); class 2
-    # (0.8) is not predicted there, so takes no part. px 2: a 0.7 tie goes to the lowest
-    # index, class 0. px 3: nothing predicted. px 4: only class 1 is predicted, so it keeps
-    # the pixel although class 0 is more probable.
+    # px 0: 0.9 > 0.8, class 0 keeps it. px 1: class 2 (0.8) is the most probable, so
+    # neither predicted class keeps it, although class 2 is not predicted there. px 2: a
+    # 0.7 tie goes to the lowest index, class 0. px 3: nothing predicted. px 4: class 0
+    # (0.9) is more probable than class 1, so class 1 loses the pixel.
     out = one_class_per_pixel(OCP_PROBS, OCP_MASKS)
-    np.testing.assert_array_equal(out, rows("10100", "01001", "00000"))
+    np.testing.assert_array_equal(out, rows("10100", "00000", "00000"))
     assert out.dtype == bool
 
 
@@ -181,15 +181,16 @@ def test_one_class_per_pixel_leaves_inputs_alone_and_handles_batches():
     masks = OCP_MASKS.copy()
     batch = one_class_per_pixel(np.stack([OCP_PROBS, OCP_PROBS[::-1]]), np.stack([masks] * 2))
     np.testing.assert_array_equal(masks, OCP_MASKS)
-    np.testing.assert_array_equal(batch[0], rows("10100", "01001", "00000"))
-    # image 1 has the class maps reversed: class 0 (0.1, 0.8, 0.1) against class 1 (0.8,
-    # 0.7, 0.7) on px 0-2 now wins only px 1; px 4 is still class 1's alone
-    np.testing.assert_array_equal(batch[1], rows("01000", "10101", "00000"))
+    np.testing.assert_array_equal(batch[0], rows("10100", "00000", "00000"))
+    # image 1 has the class maps reversed (class 0: 0.1 0.8 0.1 0.1 0.1; class 1: 0.8 0.7
+    # 0.7 0.9 0.3; class 2: 0.9 0.6 0.7 0.2 0.9): class 0 wins px 1, class 1 wins the
+    # 0.7 tie with class 2 on px 2, class 2 takes px 0 and px 4 from both
+    np.testing.assert_array_equal(batch[1], rows("01000", "00100", "00000"))
 
 
 def test_one_class_per_pixel_without_overlap_changes_nothing():
     masks = rows("1100", "0011")
-    probs = np.full(masks.shape, 0.9, np.float32)
+    probs = np.where(masks, 0.9, 0.1).astype(np.float32)  # each pixel's own class wins
     np.testing.assert_array_equal(one_class_per_pixel(probs, masks), masks)
 
 

@@ -160,7 +160,7 @@ def test_tune_improves_or_keeps_and_writes_yaml(run: Path, tmp_path: Path, capsy
         == 0
     )
     report = json.loads(capsys.readouterr().out)
-    assert report["dice_mean"] == pytest.approx(result["after"]["dice_mean"], abs=0.02)
+    assert report["dice_mean"] == pytest.approx(result["after"]["dice_mean"], abs=2e-3)
     # a second tune reads the cached probabilities instead of predicting again
     assert list((run / "cache").glob("probs-*/complete"))
 

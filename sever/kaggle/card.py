@@ -1,0 +1,218 @@
+"""The README.md model card of a staged folder: what the model is, how well it validated,
+and the notebook cells that run it offline on Kaggle.
+
+Plain string building from the staged folder's facts; no angle brackets, since Kaggle
+sanitises model descriptions as HTML.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sever.kaggle.staging import Staged
+
+COMPETITION_INPUT = "/kaggle/input/severstal-steel-defect-detection"
+METRICS = [
+    ("val_dice_mean", "Dice"),
+    ("val_dice_1", "class 1"),
+    ("val_dice_2", "class 2"),
+    ("val_dice_3", "class 3"),
+    ("val_dice_4", "class 4"),
+    ("val_dice_positive", "defect pairs"),
+    ("val_empty_baseline", "empty baseline"),
+    ("val_loss", "val loss"),
+]
+CHANNELS = {
+    "r": "the R channel of the JPEG",
+    "g": "the G channel",
+    "b": "the B channel",
+    "sum": "the sum of R, G and B",
+}
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def fmt_size(hw) -> str:
+    return "x".join(str(v) for v in hw) if isinstance(hw, list | tuple) else str(hw)
+
+
+def summary_table(staged: Staged) -> list[str]:
+    config = staged.config
+    model, data, trainer = config.get("model", {}), config.get("data", {}), config["trainer"]
+    head = model.get("class_head", {}) or {}
+    normalize = data.get("normalize") or {}
+    channel = model.get("input_channel", "?")
+    versions = ", ".join(f"{k} {v}" for k, v in staged.versions.items()) or "unknown"
+    rows = [
+        ("architecture", model.get("arch", "?")),
+        (
+            "encoder",
+            f"{model.get('encoder', '?')} (initial weights: {model.get('encoder_weights')})",
+        ),
+        ("input channel", f"{channel}: one grey channel from {CHANNELS.get(channel, channel)}"),
+        ("classes", model.get("classes", 4)),
+        ("classification head", "yes" if head.get("enabled") else "no"),
+        ("normalisation", f"mean {normalize.get('mean')}, std {normalize.get('std')}"),
+        ("image size / crop", f"{fmt_size(data.get('image_size'))} / {fmt_size(data.get('crop'))}"),
+        ("validation", validation_split(data)),
+        ("epochs configured", trainer.get("epochs")),
+        ("monitored", trainer.get("monitor")),
+        (
+            "validation threshold",
+            f"{trainer.get('threshold')}, min_pixels {trainer.get('min_pixels')}",
+        ),
+        ("trained with", versions),
+    ]
+    return ["| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
+
+
+def validation_split(data: dict) -> str:
+    if data.get("folds"):
+        return f"fold {data.get('fold') or 0} of {data['folds']}"
+    return f"holdout {data.get('val_fraction')} (stratified by class set)"
+
+
+def checkpoint_table(staged: Staged) -> list[str]:
+    keys = [k for k, _ in METRICS if any(k in c.metrics for c in staged.checkpoints)]
+    labels = dict(METRICS)
+    head = ["file", "epoch", "validated at", *[labels[k] for k in keys], "size"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in staged.checkpoints:
+        cells = [
+            f"`{c.name}`",
+            str(c.epoch),
+            f"epoch {c.validated_at}" if c.validated_at else "-",
+            *[f"{c.metrics[k]:.4f}" if k in c.metrics else "-" for k in keys],
+            megabytes(c.size),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def predict_cells(staged: Staged, input_dir: str) -> list[str]:
+    """The notebook cells: install offline, then predict with the CLI or from Python."""
+    first = staged.checkpoints[0].name
+    pp = " --postprocess " + f"{input_dir}/postprocess-tuned.yml" if has_tuned(staged) else ""
+    install = (
+        [
+            "Install sever (and the wheels beside it) without the internet:",
+            "",
+            "```",
+            f"!pip install --no-index --no-deps {input_dir}/*.whl",
+            "```",
+            "",
+        ]
+        if staged.wheels
+        else [
+            "This upload has no wheels (stage with `--with-package` to add them); attach a "
+            "dataset that holds the sever wheel and `pip install --no-index --no-deps` it.",
+            "",
+        ]
+    )
+    return [
+        *install,
+        "Predict the test images into a submission (the format follows the competition's "
+        "sample_submission.csv):",
+        "",
+        "```",
+        f"!sever predict -r {input_dir}/{first} --tta hflip{pp} \\",
+        f"    --images {COMPETITION_INPUT}/test_images --out submission.csv",
+        "```",
+        "",
+        "Or from Python, for your own ensembling or post-processing:",
+        "",
+        "```python",
+        "from pathlib import Path",
+        "import torch",
+        "from sever.inference.ensemble import load_postprocess",
+        "from sever.inference.models import load_member",
+        "from sever.inference.predict import predict_folder",
+        "",
+        'device = torch.device("cuda" if torch.cuda.is_available() else "cpu")',
+        f'member = load_member(Path("{input_dir}/{first}"), device)',
+        f"postprocess = load_postprocess({pp_argument(staged, input_dir)})",
+        "predict_folder([member], Path(",
+        f'    "{COMPETITION_INPUT}/test_images"), Path("submission.csv"),',
+        '    postprocess, tta="hflip", batch_size=8)',
+        "```",
+        "",
+        "`sever.inference.postprocess` has the pure-numpy steps (`threshold`, "
+        "`remove_small_components`, `min_pixels`, `postprocess_batch`, ...) for "
+        "probabilities you compute yourself.",
+    ]
+
+
+def has_tuned(staged: Staged) -> bool:
+    return (staged.run / "postprocess-tuned.yml").is_file()
+
+
+def pp_argument(staged: Staged, input_dir: str) -> str:
+    return f'Path("{input_dir}/postprocess-tuned.yml")' if has_tuned(staged) else "None"
+
+
+def model_card(staged: Staged, files: list[str]) -> str:
+    """README.md for the staged folder; `files` are the names it holds."""
+    run = staged.run
+    target = staged.target
+    where = (
+        f"Kaggle dataset `{target.owner}/{target.slug}`"
+        if target.kind == "dataset"
+        else f"Kaggle model `{target.owner}/{target.slug}`, PyTorch variation `{target.variation}`"
+    )
+    weights = (
+        [
+            "The checkpoints are **weights only**: optimiser, scheduler, scaler and RNG state "
+            "were removed. They predict exactly like the originals but cannot resume training.",
+            "",
+        ]
+        if staged.weights_only
+        else []
+    )
+    model_note = (
+        [
+            f"In a notebook the files are under `{target.input_dir}` "
+            "(the last number is the model version you attach).",
+            "",
+        ]
+        if target.kind == "model"
+        else []
+    )
+    return "\n".join(
+        [
+            f"# sever {run.parent.name} {run.name}",
+            "",
+            "Steel-defect segmentation for Kaggle's *Severstal: Steel Defect Detection*, "
+            f"trained with sever (run `{run.parent.name}/{run.name}`), published as {where}.",
+            "",
+            *summary_table(staged),
+            "",
+            "## Checkpoints",
+            "",
+            "Validation scores are Kaggle's mean Dice over every (image, class) pair of the "
+            "run's validation split, at the trainer's threshold and min_pixels, from the last "
+            "validation at or before each checkpoint's epoch.",
+            "",
+            *checkpoint_table(staged),
+            "",
+            *weights,
+            "## Predict in an offline Kaggle notebook",
+            "",
+            "Attach this upload and the competition's data, turn the internet off.",
+            "",
+            *model_note,
+            *predict_cells(staged, target.input_dir),
+            "",
+            "## Files",
+            "",
+            *[f"- `{name}`" for name in files + ["README.md"]],
+            "",
+        ]
+    )
+
+
+def instance_usage(staged: Staged) -> str:
+    """The model instance's usage text; Kaggle replaces ${PATH} with the files' folder."""
+    return "\n".join(predict_cells(staged, "${PATH}")) + "\n"
