@@ -293,6 +293,16 @@ def test_an_access_token_works_too(run: Path, kaggle, capsys, monkeypatch) -> No
     assert TOKEN not in out + err
 
 
+def test_a_refused_token_is_one_line(run: Path, kaggle, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("KAGGLE_USERNAME")
+    monkeypatch.delenv("KAGGLE_KEY")
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "expired-token-0123456789")
+    code, out, err = sever(capsys, "upload", "-r", run)
+    assert code == 1
+    assert "did not accept the credentials from KAGGLE_API_TOKEN" in error_line(err)
+    assert "expired-token-0123456789" not in out + err
+
+
 @pytest.mark.parametrize(
     "failure, expected",
     [

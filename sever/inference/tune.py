@@ -77,6 +77,7 @@ def pair_stats(
     truth: np.ndarray,
     one_class_per_pixel: bool,
     presence: np.ndarray | None = None,
+    winner: np.ndarray | None = None,
 ) -> PairStats:
     """Counts for a batch.
 
@@ -85,11 +86,14 @@ def pair_stats(
         truth: (N, C, H, W) true masks.
         one_class_per_pixel: only the most probable class may claim a pixel (the winner
             does not depend on the thresholds, so this is exact).
+        presence: (N, C) classification-head probabilities, or None.
+        winner: (N, H, W) each pixel's most probable class, taken from the unquantised
+            probabilities (quantising creates ties); default: the argmax of `levels`.
     """
     n, c = levels.shape[:2]
     if one_class_per_pixel:
-        winner = levels.argmax(axis=1)[:, None] == np.arange(c)[None, :, None, None]
-        levels = np.where(winner, levels, 0)
+        winner = levels.argmax(axis=1) if winner is None else winner
+        levels = np.where(winner[:, None] == np.arange(c)[None, :, None, None], levels, 0)
     offsets = (np.arange(n * c) * LEVELS).reshape(n, c, 1, 1)
     index = (levels.astype(np.int64) + offsets).ravel()
     counts = np.bincount(index, minlength=n * c * LEVELS).reshape(n, c, LEVELS)
@@ -197,8 +201,8 @@ def predict_stats(
         if batches is None:
             batches = predicted(members, run, tta, averaging, batch_size, workers, folder)
         parts += [
-            pair_stats(levels, truth, one_class_per_pixel, presence)
-            for levels, truth, presence in batches
+            pair_stats(b["levels"], b["truth"], one_class_per_pixel, b.get("presence"), b["winner"])
+            for b in batches
         ]
     return PairStats.concat(parts)
 
@@ -226,31 +230,34 @@ def predicted(
 
     batches = predict_batches(members, images_only(), tta, averaging)
     for index, (_, probs, presence) in enumerate(batches):
-        levels, truth = quantize(probs), truths.pop(0)
-        save_batch(folder / f"batch-{index:05d}.npz", levels, truth, presence)
-        yield levels, truth, presence
+        batch = {
+            "levels": quantize(probs),
+            "truth": truths.pop(0),
+            "winner": probs.argmax(axis=1).astype(np.uint8),
+        }
+        if presence is not None:
+            batch["presence"] = presence
+        save_batch(folder / f"batch-{index:05d}.npz", batch)
+        yield batch
     (folder / "complete").touch()
 
 
-def save_batch(path: Path, levels: np.ndarray, truth: np.ndarray, presence) -> None:
+def save_batch(path: Path, batch: dict) -> None:
     """Compressed: most pixels sit near probability 0, so levels shrink many times over."""
-    heads = {} if presence is None else {"presence": presence}
+    truth = batch["truth"]
+    packed = {**batch, "truth": np.packbits(truth, axis=-1), "width": truth.shape[-1]}
     with path.open("wb") as handle:
-        np.savez_compressed(
-            handle,
-            levels=levels,
-            truth=np.packbits(truth, axis=-1),
-            width=truth.shape[-1],
-            **heads,
-        )
+        np.savez_compressed(handle, **packed)
 
 
 def cached(folder: Path):
+    """The batches `predicted` saved, as dicts of levels, truth, winner (and presence)."""
     for path in sorted(folder.glob("batch-*.npz")):
         with np.load(path) as data:
-            width = int(data["width"])
-            truth = np.unpackbits(data["truth"], axis=-1, count=width).astype(bool)
-            yield data["levels"], truth, data["presence"] if "presence" in data else None
+            batch = {key: data[key] for key in data.files if key != "width"}
+            batch["truth"] = np.unpackbits(batch["truth"], axis=-1, count=int(data["width"]))
+            batch["truth"] = batch["truth"].astype(bool)
+            yield batch
 
 
 def group_by_split(members: list) -> list[tuple[list, Path]]:

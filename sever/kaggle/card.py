@@ -92,33 +92,42 @@ def checkpoint_table(staged: Staged) -> list[str]:
     return lines
 
 
-def predict_cells(staged: Staged, input_dir: str) -> list[str]:
-    """The notebook cells: install offline, then predict with the CLI or from Python."""
-    first = staged.checkpoints[0].name
-    pp = " --postprocess " + f"{input_dir}/postprocess-tuned.yml" if has_tuned(staged) else ""
-    install = (
-        [
-            "Install sever (and the wheels beside it) without the internet:",
-            "",
-            "```",
-            f"!pip install --no-index --no-deps {input_dir}/*.whl",
-            "```",
-            "",
-        ]
-        if staged.wheels
-        else [
+def install_lines(staged: Staged, input_dir: str) -> list[str]:
+    if not staged.wheels:
+        return [
             "This upload has no wheels (stage with `--with-package` to add them); attach a "
             "dataset that holds the sever wheel and `pip install --no-index --no-deps` it.",
             "",
         ]
-    )
+    lines = [
+        "Install sever (and the wheels beside it) without the internet:",
+        "",
+        "```",
+        f"!pip install --no-index --no-deps {input_dir}/*.whl",
+        "```",
+        "",
+    ]
+    if not any(w.startswith("segmentation_models_pytorch") for w in staged.wheels):
+        lines += [
+            "sever also needs segmentation-models-pytorch, which Kaggle's image lacks: "
+            "stage with `--with-deps` to add its wheel here, or attach one.",
+            "",
+        ]
+    return lines
+
+
+def predict_cells(staged: Staged, input_dir: str) -> list[str]:
+    """The notebook cells: install offline, then predict with the CLI or from Python."""
+    first = staged.checkpoints[0].name
+    tuned = [f"    --postprocess {input_dir}/postprocess-tuned.yml \\"] if has_tuned(staged) else []
     return [
-        *install,
+        *install_lines(staged, input_dir),
         "Predict the test images into a submission (the format follows the competition's "
         "sample_submission.csv):",
         "",
         "```",
-        f"!sever predict -r {input_dir}/{first} --tta hflip{pp} \\",
+        f"!sever predict -r {input_dir}/{first} --tta hflip \\",
+        *tuned,
         f"    --images {COMPETITION_INPUT}/test_images --out submission.csv",
         "```",
         "",

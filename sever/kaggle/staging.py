@@ -185,17 +185,17 @@ def make_target(
     uploading a run again adds a version to it. A model groups the runs of one experiment
     name: each run is a PyTorch variation, and uploading it again adds a version.
     """
-    name, stamp = run.parent.name, run.name
+    name, stamp = run.parent.name, slugify(run.name)
     if handle:
         owner, slug, variation = parse_handle(handle, kind)
         title = slug.replace("-", " ")[:50]
-    else:
-        room = 50 - len(f"sever--{slugify(stamp)}")
+    elif kind == "dataset":
+        room = 50 - len(f"sever--{stamp}")
         slug = slugify(f"sever-{slugify(name)[:room]}-{stamp}")
-        if kind == "model":
-            slug = slugify(f"sever-{name}")[:50].strip("-")
-        title = f"sever {name} {stamp}"[:50] if kind == "dataset" else f"sever {name}"[:50]
-        variation = None
+        title, variation = f"sever {name} {run.name}"[:50], None
+    else:
+        slug = slugify(slugify(f"sever-{name}")[:50])
+        title, variation = f"sever {name}"[:50], None
     if kind == "model":
         variation = variation or slugify(f"run-{stamp}")
     return Target(kind, owner or UNKNOWN_OWNER, slug, title, variation, public)
