@@ -117,7 +117,9 @@ def levels_for(stats: PairStats, c: int, t0: np.ndarray, scale_c: float | None) 
         if stats.presence is None:
             raise ConfigError("scale_c needs class presence: no model has a classification head")
         t = t * scale_c - t * (scale_c - 1) * stats.presence[:, c, None]
-    return np.clip(np.floor(t * 255 + 1e-9), 0, LEVELS - 1).astype(np.int64)
+    # Levels are rint(p * 255), so `p > t` is `level > k` for k = floor(t * 255 - 0.5),
+    # exactly so for the thresholds search returns, (k + 0.5) / 255.
+    return np.clip(np.floor(t * 255 - 0.5 + 1e-9), 0, LEVELS - 1).astype(np.int64)
 
 
 def dice_sums(stats: PairStats, c: int, levels: np.ndarray, min_pixels: int) -> np.ndarray:
@@ -151,7 +153,7 @@ def search(stats: PairStats, min_grid=MIN_PIXELS_GRID) -> tuple[list, list, floa
     (searched only when presence is known; None = no scaling). Within one scaling factor
     each class is searched on its own, since the metric is a sum over classes. Thresholds
     run from 0.05 to 0.95."""
-    t0 = np.arange(13, 243) / 255  # 0.05 .. 0.95
+    t0 = (np.arange(13, 243) + 0.5) / 255  # 0.05 .. 0.95, between quantisation levels
     best = (-1.0, None, None, None)
     for scale_c in SCALE_GRID if stats.presence is not None else (None,):
         total, thresholds, sizes = 0.0, [], []
@@ -160,7 +162,7 @@ def search(stats: PairStats, min_grid=MIN_PIXELS_GRID) -> tuple[list, list, floa
             table = np.stack([dice_sums(stats, c, levels, m) for m in min_grid])  # (M, K)
             m_index, k_index = np.unravel_index(np.argmax(table), table.shape)
             total += table[m_index, k_index]
-            thresholds.append(round(float(t0[k_index]), 4))
+            thresholds.append(round(float(t0[k_index]), 6))
             sizes.append(int(min_grid[m_index]))
         if total > best[0] + 1e-9:
             best = (total, thresholds, sizes, scale_c)
