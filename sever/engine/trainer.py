@@ -24,7 +24,7 @@ from sever.engine.logs import Board, MetricsLog
 from sever.engine.parts import Parts, build_parts, describe
 from sever.engine.runs import create_run_dir, run_dir_of
 from sever.engine.saver import CheckpointSaver
-from sever.errors import SeverError
+from sever.errors import CheckpointError, SeverError
 from sever.logsetup import add_file_log, remove_handler
 
 log = logging.getLogger(__name__)
@@ -181,6 +181,12 @@ def checkpoint(config: Config, parts: Parts, progress: Progress, saver: Checkpoi
 
 
 def restore(state: dict, parts: Parts, saver: CheckpointSaver, progress: Progress) -> None:
+    missing = [k for k in ("optimizer", "scheduler", "saver", "rng", "step") if k not in state]
+    if missing:
+        raise CheckpointError(
+            f"cannot resume from a weights-only checkpoint (no {', '.join(missing)}); resume "
+            "from the run's own checkpoints/last.pth"
+        )
     parts.model.load_state_dict(state["model"])
     if parts.ema is not None and state.get("ema"):
         parts.ema.load_state_dict(state["ema"])

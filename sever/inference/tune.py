@@ -119,7 +119,8 @@ def levels_for(stats: PairStats, c: int, t0: np.ndarray, scale_c: float | None) 
         t = t * scale_c - t * (scale_c - 1) * stats.presence[:, c, None]
     # Levels are rint(p * 255), so `p > t` is `level > k` for k = floor(t * 255 - 0.5),
     # exactly so for the thresholds search returns, (k + 0.5) / 255.
-    return np.clip(np.floor(t * 255 - 0.5 + 1e-9), 0, LEVELS - 1).astype(np.int64)
+    # (The 1e-3 absorbs the rounding of thresholds written to YAML with 6 decimals.)
+    return np.clip(np.floor(t * 255 - 0.5 + 1e-3), 0, LEVELS - 1).astype(np.int64)
 
 
 def dice_sums(stats: PairStats, c: int, levels: np.ndarray, min_pixels: int) -> np.ndarray:

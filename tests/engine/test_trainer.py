@@ -169,3 +169,12 @@ def test_resume_from_a_damaged_checkpoint_is_one_line(tmp_path: Path, capsys) ->
     assert "not a readable checkpoint" in err
     with pytest.raises(CheckpointError):
         load_checkpoint(bad)
+
+
+def test_resume_from_a_weights_only_checkpoint_is_refused(tiny_config, tmp_path: Path) -> None:
+    run = train(tiny_config("trainer.epochs=1", "trainer.steps_per_epoch=1"))
+    state = torch.load(run / "checkpoints" / "last.pth", weights_only=True)
+    slim = run / "checkpoints" / "slim.pth"
+    torch.save({k: state[k] for k in ("model", "config", "epoch", "format")}, slim)
+    with pytest.raises(CheckpointError, match="cannot resume from a weights-only checkpoint"):
+        train(tiny_config("trainer.epochs=2"), resume=slim)
