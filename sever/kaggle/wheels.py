@@ -15,7 +15,7 @@ import importlib.util
 import json
 import re
 import zipfile
-from importlib.metadata import Distribution, PackageNotFoundError, distribution
+from importlib.metadata import Distribution, PackageNotFoundError, distribution, distributions
 from pathlib import Path
 
 from sever.errors import SeverError
@@ -98,16 +98,28 @@ def record_line(arcname: str, data: bytes) -> str:
     return f"{arcname},sha256={digest},{len(data)}"
 
 
+def installed(name: str) -> Distribution:
+    """The installed .dist-info of `name`. Run from a source checkout, importlib would find
+    the checkout's .egg-info first (the working directory is on sys.path), which holds no
+    wheel metadata."""
+    found = [
+        d for d in distributions(name=name) if str(getattr(d, "_path", "")).endswith(".dist-info")
+    ]
+    if not found:
+        try:
+            return distribution(name)
+        except PackageNotFoundError:
+            raise SeverError(f"{name} is not installed here, so no wheel can be built") from None
+    return found[0]
+
+
 def build_wheel(name: str, out_dir: Path) -> Path:
     """Write `<name>-<version>-py3-none-any.whl` into `out_dir` from the installed copy.
 
     Raises:
         SeverError: `name` is not installed, or not pure Python.
     """
-    try:
-        dist = distribution(name)
-    except PackageNotFoundError:
-        raise SeverError(f"{name} is not installed here, so no wheel can be built") from None
+    dist = installed(name)
     project, version = normalise(dist.metadata["Name"]), dist.version
     info = f"{project}-{version}.dist-info"
     entries = [(arc, path.read_bytes()) for arc, path in source_files(dist)]
