@@ -75,13 +75,38 @@ def config(configs: tuple[Path, ...], overrides: tuple[str, ...]) -> None:
     type=click.Path(path_type=Path),
     help="Continue a run: its directory or one of its checkpoints.",
 )
-def train(configs: tuple[Path, ...], overrides: tuple[str, ...], resume: Path | None) -> None:
-    """Train a segmentation model; the last line printed is `run: <run directory>`."""
+@click.option(
+    "--folds",
+    metavar="SPEC",
+    help="Train these folds of data.folds one after another: all, 0-4, 0,2,3 or 3.",
+)
+@click.option(
+    "--gpus",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Train on N GPUs with DistributedDataParallel (starts torchrun for you).",
+)
+def train(
+    configs: tuple[Path, ...],
+    overrides: tuple[str, ...],
+    resume: Path | None,
+    folds: str | None,
+    gpus: int,
+) -> None:
+    """Train a segmentation model; the last line printed is `run: <run directory>`.
+
+    With --folds, `run:` names the k-fold parent holding fold<k>/ runs and ensemble.yml.
+    """
     from sever.config import config_from_dict, load_config
     from sever.engine.checkpoint import load_checkpoint, resolve_checkpoint
     from sever.engine.trainer import train as run_training
 
     checkpoint = None
+    if resume and folds:
+        raise click.UsageError(
+            "--folds starts new runs; resume one fold on its own: --resume PARENT/foldK"
+        )
     if resume:
         if configs:
             raise SeverError(
@@ -95,8 +120,71 @@ def train(configs: tuple[Path, ...], overrides: tuple[str, ...], resume: Path | 
         config = load_config(list(configs), list(overrides))
     else:
         raise click.UsageError("give -c EXPERIMENT.yml, or --resume RUN")
-    run = run_training(config, checkpoint)
-    click.echo(f"run: {run}")
+    if gpus > 1:
+        relaunch_with_torchrun(gpus)
+    if folds:
+        from sever.engine.kfold import parse_folds, train_folds
+
+        run = train_folds(config, parse_folds(folds, config.data.folds))
+    else:
+        run = run_training(config, checkpoint)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for all
+        click.echo(f"run: {run}")
+
+
+def relaunch_with_torchrun(gpus: int) -> None:
+    """`sever train --gpus N ...` is `torchrun --standalone --nproc_per_node=N -m sever
+    train ...`: start it, wait, and exit with its status."""
+    import subprocess
+
+    if "WORLD_SIZE" in os.environ:
+        raise click.UsageError("--gpus starts torchrun itself; under torchrun, drop it")
+    args = sys.argv[1:]
+    i = args.index("--gpus")
+    args = args[:i] + args[i + 2 :]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--standalone", f"--nproc_per_node={gpus}", "-m", "sever", *args]
+    sys.exit(subprocess.call(command))
+
+
+@cli.command()
+@config_option
+@override_option
+@click.option(
+    "--steps",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Timed batches per measurement (after 2 warm-up batches).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Where to write the JSON report (default: bench-<name>.json here).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def bench(
+    configs: tuple[Path, ...],
+    overrides: tuple[str, ...],
+    steps: int,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Measure loading, compute and full-step speed, memory and MFU of a training config."""
+    import json
+
+    from sever.config import load_config
+    from sever.engine.bench import format_table, run_bench, write_report
+
+    config = load_config(list(configs), list(overrides))
+    report = run_bench(config, steps)
+    out = out or Path(f"bench-{config.name}.json")
+    write_report(report, out)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(format_table(report))
+    click.echo(f"wrote {out}")
 
 
 @cli.command()

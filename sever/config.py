@@ -216,6 +216,7 @@ class TrainerConfig(Section):
     clip_grad: Annotated[float, Field(gt=0)] | None = None
     ema: Annotated[float, Field(gt=0, lt=1)] | None = None
     compile: bool = False
+    sync_bn: bool = False
     cudnn_benchmark: bool = True
     steps_per_epoch: Annotated[int, Field(ge=1)] | None = None
     val_every: Annotated[int, Field(ge=1)] = 1

@@ -11,7 +11,7 @@ from sever.config import Config
 from sever.data.augment import build_transform
 from sever.data.checks import check_dataset
 from sever.data.dataset import SteelDataset
-from sever.data.sampling import SAMPLERS
+from sever.data.sampling import SAMPLERS, ShardSampler
 from sever.data.tables import Labels, read_labels
 from sever.errors import DataError
 
@@ -48,8 +48,11 @@ def load_labels(config: Config) -> Labels:
     return read_labels(data.dir / "train.csv", data.dir / "train_images", data.image_size)
 
 
-def build_loaders(config: Config, labels: Labels, split: pd.DataFrame, cuda: bool) -> Loaders:
-    """Training loader (augmented crops, epoch-seeded sampler) and validation loader (full size)."""
+def build_loaders(
+    config: Config, labels: Labels, split: pd.DataFrame, cuda: bool, rank: int = 0, world: int = 1
+) -> Loaders:
+    """Training loader (augmented crops, epoch-seeded sampler) and validation loader (full
+    size); under DDP each of `world` processes gets its shard of both."""
     data, trainer = config.data, config.trainer
     rles = labels.rles()
     train_ids = split.loc[split["split"] == "train", "ImageId"].tolist()
@@ -70,6 +73,7 @@ def build_loaders(config: Config, labels: Labels, split: pd.DataFrame, cuda: boo
     )
     class_sets = split.set_index("ImageId").loc[train_ids, "classes"]
     sampler = SAMPLERS[data.sampler](class_sets, data.balance_share, config.seed)
+    sampler.shard(rank, world)
     common = {
         "num_workers": data.workers,
         "pin_memory": cuda,
@@ -79,5 +83,8 @@ def build_loaders(config: Config, labels: Labels, split: pd.DataFrame, cuda: boo
     train = DataLoader(
         train_set, trainer.batch_size, sampler=sampler, drop_last=True, **common
     )
-    val = DataLoader(val_set, trainer.val_batch_size or trainer.batch_size, **common)
+    val_sampler = ShardSampler(len(val_set), rank, world) if world > 1 else None
+    val = DataLoader(
+        val_set, trainer.val_batch_size or trainer.batch_size, sampler=val_sampler, **common
+    )
     return Loaders(train, val)

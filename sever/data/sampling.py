@@ -25,15 +25,22 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.size = size
         self.seed = seed
         self.epoch = 0
+        self.rank, self.world = 0, 1
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def shard(self, rank: int, world: int) -> None:
+        """Under DDP: every process draws the same epoch order and takes every world-th
+        item from position `rank`, the order padded (by repeating its start) to a multiple
+        of the world size, as torch's DistributedSampler does."""
+        self.rank, self.world = rank, world
 
     def rng(self) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch])
 
     def __len__(self) -> int:
-        return self.size
+        return -(-self.size // self.world)
 
     def order(self, rng: np.random.Generator) -> np.ndarray:
         """This epoch's dataset indices."""
@@ -43,7 +50,11 @@ class EpochSampler(Sampler[tuple[int, int]]):
         rng = self.rng()
         indices = self.order(rng)
         seeds = rng.integers(2**31, size=len(indices))
-        return iter(zip(indices.tolist(), seeds.tolist()))
+        if self.world > 1:
+            padded = len(self) * self.world
+            indices, seeds = np.resize(indices, padded), np.resize(seeds, padded)
+            indices, seeds = indices[self.rank :: self.world], seeds[self.rank :: self.world]
+        return iter(zip(indices.tolist(), seeds.tolist(), strict=True))
 
 
 class ShuffleSampler(EpochSampler):
@@ -88,3 +99,17 @@ def class_balanced(class_sets: pd.Series, share: float, seed: int) -> EpochSampl
 SAMPLERS: Registry[Callable[[pd.Series, float, int], EpochSampler]] = Registry(
     "sampler", {"random": shuffle, "class-balanced": class_balanced}
 )
+
+
+class ShardSampler(Sampler[int]):
+    """Validation under DDP: process `rank` takes items rank, rank + world, ... (no padding,
+    so every image is scored exactly once over all processes)."""
+
+    def __init__(self, size: int, rank: int, world: int) -> None:
+        self.indices = list(range(rank, size, world))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)

@@ -11,6 +11,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from sever.config import Config
+from sever.engine.distributed import World
 from sever.errors import ConfigError
 from sever.model.build import build_model
 from sever.model.losses import SegmentationLoss
@@ -35,10 +36,12 @@ class Parts:
     scaler: torch.amp.GradScaler | None
     ema: AveragedModel | None
     channels_last: bool
+    world: World = World()
 
     def eval_model(self) -> nn.Module:
-        """The weights to validate and save as the run's result: the EMA ones when kept."""
-        return self.ema.module if self.ema is not None else self.forward
+        """The weights to validate: the EMA ones when kept. Uncompiled and without the DDP
+        wrapper, whose forward would expect the same number of calls on every process."""
+        return self.ema.module if self.ema is not None else self.model
 
 
 def pick_device(name: str) -> torch.device:
@@ -64,10 +67,13 @@ def pick_amp(mode: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[mode]
 
 
-def build_parts(config: Config, steps_per_epoch: int) -> Parts:
-    """Build every part on its device. The caller seeds torch first (initial weights)."""
+def build_parts(config: Config, steps_per_epoch: int, world: World = World()) -> Parts:
+    """Build every part on its device. The caller seeds torch first (initial weights), the
+    same on every process, so DDP replicas start equal."""
     trainer = config.trainer
     device = pick_device(trainer.device)
+    if world.distributed and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
     amp_dtype = pick_amp(trainer.amp, device)
     if device.type == "cpu":
         # Tiny values late in a cosine schedule turn denormal and slow CPU maths down ~5x.
@@ -76,7 +82,10 @@ def build_parts(config: Config, steps_per_epoch: int) -> Parts:
         torch.backends.cudnn.benchmark = trainer.cudnn_benchmark
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    model = build_model(config.model).to(device)
+    model = build_model(config.model)
+    if world.distributed and trainer.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
     if trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config.optimizer)
@@ -89,7 +98,7 @@ def build_parts(config: Config, steps_per_epoch: int) -> Parts:
         device=device,
         amp_dtype=amp_dtype,
         model=model,
-        forward=maybe_compile(model, trainer.compile),
+        forward=wrap_ddp(maybe_compile(model, trainer.compile), device, world),
         loss=SegmentationLoss(config.loss, config.model.class_head).to(device),
         optimizer=optimizer,
         scheduler=scheduler,
@@ -97,7 +106,19 @@ def build_parts(config: Config, steps_per_epoch: int) -> Parts:
         scaler=scaler,
         ema=ema,
         channels_last=trainer.channels_last,
+        world=world,
     )
+
+
+def wrap_ddp(model: nn.Module, device: torch.device, world: World) -> nn.Module:
+    """DistributedDataParallel under torchrun. Some SMP encoders keep layers the decoder
+    never uses (EfficientNet's conv_head), hence find_unused_parameters."""
+    if not world.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
 
 def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:

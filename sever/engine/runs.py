@@ -10,22 +10,38 @@ from sever.errors import CheckpointError
 from sever.fileio import atomic_path
 
 
-def create_run_dir(config: Config) -> Path:
-    """A new directory for this run; a clash (two runs in one second) gets a suffix."""
-    parent = config.trainer.save_dir / config.name
-    parent.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%m%d-%H%M%S")
-    for attempt in range(1000):
-        run = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
+def create_run_dir(config: Config, folder: Path | None = None) -> Path:
+    """A new directory for this run; a clash (two runs in one second) gets a suffix.
+
+    Args:
+        folder: create exactly this directory instead (a k-fold parent's `fold3/`, say);
+            its parent must exist and it must not.
+    """
+    if folder is not None:
         try:
-            run.mkdir()
+            folder.mkdir()
         except FileExistsError:
-            continue
-        (run / "checkpoints").mkdir()
-        with atomic_path(run / "config.yml") as tmp:
-            tmp.write_text(dump_config(config))
-        return run
-    raise CheckpointError(f"{parent}: could not create a new run directory")
+            raise CheckpointError(
+                f"{folder}: already exists; runs never reuse a directory"
+            ) from None
+        run = folder
+    else:
+        parent = config.trainer.save_dir / config.name
+        parent.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%m%d-%H%M%S")
+        for attempt in range(1000):
+            run = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
+            try:
+                run.mkdir()
+            except FileExistsError:
+                continue
+            break
+        else:
+            raise CheckpointError(f"{parent}: could not create a new run directory")
+    (run / "checkpoints").mkdir()
+    with atomic_path(run / "config.yml") as tmp:
+        tmp.write_text(dump_config(config))
+    return run
 
 
 def run_dir_of(checkpoint: Path) -> Path:

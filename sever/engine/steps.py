@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from sever.config import Config, TrainerConfig
+from sever.engine.distributed import World, all_max, all_sum, sync_buffers
 from sever.engine.logs import Board
 from sever.engine.parts import Parts
 from sever.model.build import split_outputs
@@ -68,10 +69,11 @@ def train_one_epoch(
             optimizer_step(parts, trainer)
             progress.step += 1
             if progress.step % trainer.log_every == 0 or i + 1 == batches:
-                check_finite(first_bad, epoch, run)
+                check_finite(first_bad, epoch, run, parts.world)
                 report_step(parts, terms, progress.step, board, bar, epoch, i + 1, batches)
-    check_finite(first_bad, epoch, run)
-    return {f"train_{name}": (value / batches).item() for name, value in sums.items()}
+    check_finite(first_bad, epoch, run, parts.world)
+    total = batches * parts.world.size
+    return {f"train_{n}": (all_sum(v, parts.world) / total).item() for n, v in sums.items()}
 
 
 def backward(parts: Parts, loss: torch.Tensor) -> None:
@@ -98,10 +100,11 @@ def optimizer_step(parts: Parts, trainer: TrainerConfig) -> None:
         parts.ema.update_parameters(parts.model)
 
 
-def check_finite(first_bad: torch.Tensor, epoch: int, run: Path) -> None:
+def check_finite(first_bad: torch.Tensor, epoch: int, run: Path, world: World) -> None:
     from sever.engine.trainer import TrainingStopped
 
-    step = int(first_bad.item())
+    # Every process must stop together: a non-finite loss on any rank stops all.
+    step = int(all_max(first_bad.clone(), world).item())
     if step >= 0:
         last = run / "checkpoints" / "last.pth"
         kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint yet"
@@ -139,6 +142,7 @@ def progress_bar(iterable, total: int, desc: str) -> tqdm:
 def validate(config: Config, parts: Parts, loader: DataLoader, epoch: int, board: Board) -> dict:
     """Full-size validation: mean loss terms and the Kaggle Dice, as `val_<name>`."""
     model = parts.eval_model()
+    sync_buffers(model, parts.world)
     model.eval()
     meter = DiceMeter(config.model.classes)
     sums: dict[str, float] = defaultdict(float)
@@ -155,6 +159,12 @@ def validate(config: Config, parts: Parts, loader: DataLoader, epoch: int, board
         )
         meter.update(pred, masks)
         shown = show_images(config, board, images, masks, pred, ids, epoch, shown)
+    world = parts.world
+    meter = DiceMeter.from_state(all_sum(meter.state(), world))
+    if world.distributed:  # the exact mean over all pairs, not a mean of the ranks' means
+        names = sorted(sums)
+        totals = all_sum(torch.tensor([sums[n] for n in names], dtype=torch.float64), world)
+        sums = dict(zip(names, totals.tolist(), strict=True))
     scores = meter.compute()
     board.scalars(
         {**{k: v / len(loader.dataset) for k, v in sums.items()}, **scores}, epoch, "val/"

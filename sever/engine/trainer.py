@@ -20,8 +20,9 @@ from sever.data.loaders import Loaders, build_loaders, load_labels
 from sever.data.splits import make_split, read_split, write_split
 from sever.engine import steps
 from sever.engine.checkpoint import FORMAT_VERSION, load_checkpoint, rng_state, set_rng_state
+from sever.engine.distributed import World, barrier, close_world, init_world, share
 from sever.engine.logs import Board, MetricsLog
-from sever.engine.parts import Parts, build_parts, describe
+from sever.engine.parts import Parts, build_parts, describe, pick_device
 from sever.engine.runs import create_run_dir, run_dir_of
 from sever.engine.saver import CheckpointSaver
 from sever.errors import CheckpointError, SeverError
@@ -45,21 +46,47 @@ class Progress:
 
 
 def train(config: Config, resume: Path | None = None) -> Path:
-    """Train `config`, or continue the run that `resume` (a checkpoint) belongs to.
+    """Train `config`, or continue the run that `resume` (a checkpoint) belongs to. Under
+    torchrun every process calls this; rank 0 alone writes the run directory.
 
     Returns:
         The run directory.
     """
-    state = load_checkpoint(resume) if resume else None
-    run = run_dir_of(resume) if resume else create_run_dir(config)
-    handler = add_file_log(run / "train.log")
+    world = init_world(pick_device(config.trainer.device).type)
     try:
-        return fit(config, run, state)
+        state = load_checkpoint(resume) if resume else None
+        check_world_size(state, world, resume)
+        run = run_dir_of(resume) if resume else None
+        if run is None and world.main:
+            run = create_run_dir(config)
+        run = share(run, world)
+        handler = add_file_log(run / "train.log") if world.main else quiet()
+        try:
+            return fit(config, run, state, world)
+        finally:
+            if handler is not None:
+                remove_handler(handler)
+            logging.getLogger("sever").setLevel(logging.DEBUG)
     finally:
-        remove_handler(handler)
+        close_world(world)
 
 
-def fit(config: Config, run: Path, state: dict | None) -> Path:
+def quiet() -> None:
+    """Ranks other than 0 keep to warnings, so each message appears once."""
+    logging.getLogger("sever").setLevel(logging.WARNING)
+
+
+def check_world_size(state: dict | None, world: World, resume: Path | None) -> None:
+    saved = (state or {}).get("world_size", 1)
+    if state is not None and saved != world.size:
+        raise CheckpointError(
+            f"{resume}: trained with {saved} process(es), resumed with {world.size}; resume "
+            f"with the same number (torchrun --nproc_per_node={saved}) so the batches and "
+            "schedule continue exactly"
+        )
+
+
+def fit(config: Config, run: Path, state: dict | None, world: World = World()) -> Path:
     labels = load_labels(config)
     split = (
         read_split(run / "split.csv")
@@ -72,10 +99,13 @@ def fit(config: Config, run: Path, state: dict | None) -> Path:
             config.seed,
         )
     )
-    write_split(split, run / "split.csv")
-    torch.manual_seed(config.seed)  # the initial weights
-    loaders = build_loaders(config, labels, split, torch.cuda.is_available())
-    parts = build_parts(config, steps.optimizer_steps(len(loaders.train), config.trainer))
+    if world.main:
+        write_split(split, run / "split.csv")
+    torch.manual_seed(config.seed)  # the initial weights, the same on every process
+    loaders = build_loaders(
+        config, labels, split, torch.cuda.is_available(), world.rank, world.size
+    )
+    parts = build_parts(config, steps.optimizer_steps(len(loaders.train), config.trainer), world)
     progress = Progress()
     trainer = config.trainer
     saver = CheckpointSaver(
@@ -85,19 +115,22 @@ def fit(config: Config, run: Path, state: dict | None) -> Path:
         restore(state, parts, saver, progress)
     metrics = MetricsLog(run / "metrics.csv", steps.metric_columns(config))
     metrics.resume(progress.epoch)
-    board = Board(run, trainer.tensorboard, purge_step=progress.step if state else None)
+    board = Board(
+        run, trainer.tensorboard and world.main, purge_step=progress.step if state else None
+    )
     log.info(
-        "run %s: %d training / %d validation images on %s",
+        "run %s: %d training / %d validation images on %s%s",
         run,
         len(loaders.train.dataset),
         len(loaders.val.dataset),
         describe(parts),
+        f" x {world.size} processes" if world.distributed else "",
     )
     try:
         loop(config, run, parts, loaders, progress, saver, metrics, board)
         summarise(config, run, saver, progress, board)
     except KeyboardInterrupt:
-        if not (run / "checkpoints" / "last.pth").is_file():
+        if world.main and not (run / "checkpoints" / "last.pth").is_file():
             saver.write(checkpoint(config, parts, progress, saver), progress.epoch)
         log.warning(
             "interrupted after epoch %d; resume with: sever train --resume %s", progress.epoch, run
@@ -138,8 +171,10 @@ def loop(
         progress.epoch = epoch
         row |= steps.learning_rates(parts.optimizer)
         row |= {"epoch": epoch, "seconds": round(time.time() - started, 2)}
-        metrics.append(row)
-        saver.write(checkpoint(config, parts, progress, saver), epoch)
+        if parts.world.main:
+            metrics.append(row)
+            saver.write(checkpoint(config, parts, progress, saver), epoch)
+        barrier(parts.world)  # nobody runs ahead of (or resumes from) an unwritten checkpoint
         log.info(steps.epoch_line(row, trainer.monitor_metric, improved))
         if trainer.early_stop and progress.bad_validations >= trainer.early_stop:
             log.info(
@@ -171,6 +206,7 @@ def checkpoint(config: Config, parts: Parts, progress: Progress, saver: Checkpoi
         "metrics": {k: float(v) for k, v in progress.last_val.items()},
         "saver": saver.state_dict(),
         "rng": rng_state(),
+        "world_size": parts.world.size,
         "config": config_dict(config),
         "versions": {
             "sever": __version__,

@@ -1,0 +1,153 @@
+"""K-fold training: every fold of `data.folds` in turn, under one parent directory.
+
+    saved/<name>/<MMDD-HHMMSS>-kfold/
+      fold0/ fold1/ ...    ordinary run directories (data.fold set to the fold)
+      ensemble.yml         each fold's model_best.pth, for `sever predict -c`
+
+Every fold trains with the same seed, so `make_split` deals the same folds each time and
+fold k's validation images are exactly fold k: the folds' validation sets are disjoint and
+cover every image, which is what lets `sever tune` score them out-of-fold.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import time
+from pathlib import Path
+
+import yaml
+
+from sever.config import Config
+from sever.engine.checkpoint import resolve_checkpoint
+from sever.engine.runs import create_run_dir
+from sever.engine.trainer import fit
+from sever.errors import CheckpointError, ConfigError
+from sever.fileio import atomic_path
+from sever.logsetup import add_file_log, remove_handler
+
+log = logging.getLogger(__name__)
+
+SPEC_FORMS = "'all', a fold (3), a range (0-4) or a list (0,2,3)"
+
+
+def parse_folds(spec: str, folds: int | None) -> list[int]:
+    """The folds that `--folds SPEC` names, ascending: 'all', '3', '0-4', '0,2,3' (or a mix
+    such as '0-1,3').
+
+    Args:
+        folds: k, the config's data.folds (None when unset).
+
+    Raises:
+        ConfigError: data.folds unset, a malformed spec, a fold out of range or named twice.
+    """
+    text = spec.strip()
+    if folds is None:
+        raise ConfigError(
+            f"--folds {spec}: data.folds is not set; set it in the config or with -o data.folds=5"
+        )
+    if text == "all":
+        return list(range(folds))
+    chosen: list[int] = []
+    for item in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", item)
+        if not match:
+            raise ConfigError(f"--folds {spec}: expected {SPEC_FORMS}")
+        first = int(match[1])
+        last = int(match[2]) if match[2] is not None else first
+        if last < first:
+            raise ConfigError(f"--folds {spec}: range {first}-{last} runs backwards")
+        if last >= folds:
+            raise ConfigError(
+                f"--folds {spec}: fold {max(first, folds)} is out of range for "
+                f"data.folds={folds} (folds 0-{folds - 1})"
+            )
+        chosen += range(first, last + 1)
+    repeated = sorted({f for f in chosen if chosen.count(f) > 1})
+    if repeated:
+        raise ConfigError(f"--folds {spec}: fold {repeated[0]} is named twice")
+    return sorted(chosen)
+
+
+def train_folds(config: Config, folds: list[int]) -> Path:
+    """Train `config` once per fold (fold f validates), then write `ensemble.yml`.
+
+    A failing fold stops the loop with its error; the folds before it stay as they are,
+    and no ensemble.yml is written.
+
+    Returns:
+        The parent directory holding `fold<f>/` and `ensemble.yml`.
+    """
+    if not folds:
+        raise ConfigError("no folds to train (give --folds all, 0-4, 0,2,3 or 3)")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Each process would create its own parent: run the folds one by one instead.
+        raise ConfigError(
+            "--folds does not run under torchrun; train each fold with "
+            "-o data.fold=K (no --folds) and tune the runs together"
+        )
+    parent = create_parent(config)
+    runs = []
+    for fold in folds:
+        fold_config = config.model_copy(deep=True)
+        fold_config.data.fold = fold  # validated on assignment
+        run = create_run_dir(fold_config, parent / f"fold{fold}")
+        log.info("fold %d (%d of %d): %s", fold, len(runs) + 1, len(folds), run)
+        handler = add_file_log(run / "train.log")
+        try:
+            fit(fold_config, run, None)
+        except BaseException:
+            done = ", ".join(r.name for r in runs) or "none"
+            log.error(
+                "k-fold stopped in fold %d; completed folds (%s) stay in %s", fold, done, parent
+            )
+            raise
+        finally:
+            remove_handler(handler)
+        runs.append(run)
+    write_ensemble(parent, runs)
+    return parent
+
+
+def create_parent(config: Config) -> Path:
+    """A new `save_dir/<name>/<MMDD-HHMMSS>-kfold/`; a clash gets a number before `-kfold`."""
+    base = config.trainer.save_dir / config.name
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%m%d-%H%M%S")
+    for attempt in range(1000):
+        parent = base / (f"{stamp}-kfold" if attempt == 0 else f"{stamp}-{attempt}-kfold")
+        try:
+            parent.mkdir()
+        except FileExistsError:
+            continue
+        return parent
+    raise CheckpointError(f"{base}: could not create a new k-fold directory")
+
+
+def write_ensemble(parent: Path, runs: list[Path]) -> Path:
+    """`parent/ensemble.yml`: each run's best checkpoint, weight 1, mean, no TTA.
+
+    Paths are written as the runs are named (relative to the working directory when
+    trainer.save_dir is), like every other path `sever predict` reads.
+    """
+    spec = {
+        "models": [
+            {"checkpoint": str(resolve_checkpoint(run, "best")), "weight": 1.0} for run in runs
+        ],
+        "tta": "none",
+        "averaging": "mean",
+    }
+    q = shlex.quote
+    path, tuned = parent / "ensemble.yml", parent / "postprocess-tuned.yml"
+    header = (
+        f"# K-fold ensemble of {parent}: the best checkpoint of each fold.\n"
+        f"# Tune out-of-fold: sever tune {' '.join(f'-r {q(str(r))}' for r in runs)} "
+        f"--out {q(str(tuned))}\n"
+        f"#   then add the line `postprocess: {tuned}` below.\n"
+        f"# Predict: sever predict -c {q(str(path))} --images DIR --out submission.csv\n"
+    )
+    with atomic_path(path) as tmp:
+        tmp.write_text(header + yaml.safe_dump(spec, sort_keys=False))
+    return path

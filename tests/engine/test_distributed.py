@@ -1,0 +1,66 @@
+"""DDP through torchrun, 2 processes on the CPU (gloo): one run directory, and validation
+metrics equal to a single-process evaluation of the saved checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sever.cli import main
+from sever.data.sampling import ShardSampler, ShuffleSampler
+
+pytestmark = pytest.mark.slow
+
+
+def test_shards_cover_the_epoch_once() -> None:
+    whole = ShuffleSampler(10, seed=1)
+    halves = [ShuffleSampler(10, seed=1) for _ in range(3)]
+    for rank, sampler in enumerate(halves):
+        sampler.shard(rank, 3)
+    items = [list(s) for s in halves]
+    assert [len(i) for i in items] == [4, 4, 4]  # 10 padded to 12
+    merged = [pair for group in zip(*items, strict=True) for pair in group]
+    assert merged[:10] == list(whole)  # the same order, dealt round-robin
+    assert merged[10:] == list(whole)[:2]  # padding repeats the start
+    assert sorted(i for s in (ShardSampler(7, r, 2) for r in range(2)) for i in s) == list(range(7))
+
+
+def test_two_processes_train_one_run(tiny_yaml: Path, tmp_path: Path, capsys) -> None:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        str(torchrun),
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "sever",
+        "train",
+        "-c",
+        str(tiny_yaml),
+        "-o",
+        "trainer.epochs=2",
+        "-o",
+        "trainer.batch_size=2",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("run: ")]
+    assert len(lines) == 1  # only rank 0 reports
+    run = Path(lines[0][5:])
+    assert [p.name for p in run.parent.iterdir()] == [run.name]  # exactly one run directory
+    rows = pd.read_csv(run / "metrics.csv")
+    assert rows["epoch"].tolist() == [1, 2]
+    main(["evaluate", "-r", str(run), "--last", "--json", "--workers", "0"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["dice_mean"] == pytest.approx(rows["val_dice_mean"].iloc[-1], abs=1e-6)
+    assert report["empty_baseline"] == pytest.approx(rows["val_empty_baseline"].iloc[-1])
+    # a different world size cannot resume the run
+    with pytest.raises(SystemExit):
+        main(["train", "--resume", str(run), "-o", "trainer.epochs=3"])
+    assert "trained with 2 process(es), resumed with 1" in capsys.readouterr().err
