@@ -64,3 +64,28 @@ def test_two_processes_train_one_run(tiny_yaml: Path, tmp_path: Path, capsys) ->
     with pytest.raises(SystemExit):
         main(["train", "--resume", str(run), "-o", "trainer.epochs=3"])
     assert "trained with 2 process(es), resumed with 1" in capsys.readouterr().err
+
+
+def test_gpus_flag_starts_torchrun(tiny_yaml: Path, monkeypatch) -> None:
+    import subprocess as sp
+
+    calls = []
+    monkeypatch.setattr(sp, "call", lambda command: calls.append(command) or 0)
+    argv = ["sever", "train", "-c", str(tiny_yaml), "--gpus", "4", "-o", "trainer.epochs=1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as done:
+        main(argv[1:])
+    assert done.value.code == 0
+    (command,) = calls
+    assert Path(command[0]).name == "torchrun"
+    assert command[1:] == [
+        "--standalone",
+        "--nproc_per_node=4",
+        "-m",
+        "sever",
+        "train",
+        "-c",
+        str(tiny_yaml),
+        "-o",
+        "trainer.epochs=1",
+    ]
