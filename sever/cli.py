@@ -446,6 +446,83 @@ def predict(
     click.echo(f"wrote {out}")
 
 
+@cli.command("pseudo-label")
+@model_options
+@click.option(
+    "-c",
+    "--config",
+    "ensemble",
+    type=click.Path(path_type=Path),
+    help="Ensemble YAML: models with weights, TTA, averaging, post-processing.",
+)
+@click.option(
+    "--images",
+    "images_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder of unlabelled images.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Pseudo-label CSV (long); also writes <stem>-images.txt and <stem>-summary.json.",
+)
+@click.option("--hi", default=0.95, show_default=True, type=float, help="Present above this.")
+@click.option("--lo", default=0.05, show_default=True, type=float, help="Absent below this.")
+@click.option(
+    "--averaging",
+    type=click.Choice(["mean", "rms", "weighted"]),
+    help="Ensemble averaging (default: mean, or the ensemble file's).",
+)
+@click.option(
+    "--postprocess",
+    "pp_path",
+    type=click.Path(path_type=Path),
+    help="Post-processing YAML (default: the ensemble file's, else the defaults).",
+)
+def pseudo_label(
+    runs,
+    epochs,
+    which,
+    device,
+    batch_size,
+    workers,
+    tta,
+    ensemble,
+    images_dir,
+    out,
+    hi,
+    lo,
+    averaging,
+    pp_path,
+) -> None:
+    """Keep the images the ensemble is sure about as pseudo-labels (train.csv format)."""
+    from sever.inference.ensemble import load_postprocess
+    from sever.inference.pseudo import check_cutoffs, pseudo_label, resolve_sources, sibling
+
+    check_cutoffs(hi, lo)
+    src = resolve_sources(ensemble, list(runs), list(epochs), tta, averaging, pp_path)
+    members = load_members(src.runs, src.epochs, which, device, src.weights)
+    summary = pseudo_label(
+        members,
+        images_dir,
+        out,
+        load_postprocess(src.postprocess),
+        hi,
+        lo,
+        src.tta,
+        src.averaging,
+        batch_size,
+        workers,
+    )
+    click.echo(f"images: {summary['images_seen']} seen, {summary['images_kept']} kept")
+    for c, counts in summary["classes"].items():
+        click.echo(f"class {c}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for path in (out, sibling(out, "images.txt"), sibling(out, "summary.json")):
+        click.echo(f"wrote {path}")
+
+
 @cli.command()
 @model_options
 @click.option(

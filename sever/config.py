@@ -56,6 +56,34 @@ class NormalizeConfig(Section):
     std: Annotated[float, Field(gt=0)] = 0.0383
 
 
+class PseudoConfig(Section):
+    """Pseudo-labelled images mixed into every training batch (see README, Training).
+
+    `csv` holds their labels (either format; long: defect rows only); the pseudo set is
+    the CSV's ImageIds plus, if it exists, the ids listed one per line in the sibling file
+    `<csv stem>-images.txt` (the defect-free ones, which have no row).
+    """
+
+    csv: Path
+    images: Path
+    fraction: Annotated[float, Field(gt=0, lt=1)] = 0.125
+    sample_rate: Annotated[float, Field(gt=0, le=1)] = 0.6
+
+    @field_validator("csv")
+    @classmethod
+    def _csv(cls, path: Path) -> Path:
+        if not path.is_file():
+            raise ValueError(f"file not found: {path}")
+        return path
+
+    @field_validator("images")
+    @classmethod
+    def _images(cls, path: Path) -> Path:
+        if not path.is_dir():
+            raise ValueError(f"folder not found: {path}")
+        return path
+
+
 class DataConfig(Section):
     dir: Path = Path("data/synthetic")
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
@@ -69,6 +97,7 @@ class DataConfig(Section):
     balance_share: Annotated[float, Field(gt=0, lt=1)] = 0.5
     workers: Annotated[int, Field(ge=0)] = 2
     check: bool = True
+    pseudo: PseudoConfig | None = None
 
     @field_validator("crop", "image_size")
     @classmethod

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
+from pathlib import Path
 
+import albumentations as A
 import pandas as pd
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader
 
 from sever.config import Config
 from sever.data.augment import build_transform
 from sever.data.checks import check_dataset
 from sever.data.dataset import SteelDataset
-from sever.data.sampling import SAMPLERS, ShardSampler
+from sever.data.sampling import SAMPLERS, PseudoBatchSampler, ShardSampler
 from sever.data.tables import Labels, read_labels
 from sever.errors import DataError
 
@@ -64,15 +67,37 @@ def build_loaders(
         )
     images = data.dir / "train_images"
     train_set = SteelDataset(
-        images, train_ids, rles, build_transform(data.augment, data.crop, data.normalize, True),
+        images,
+        train_ids,
+        rles,
+        build_transform(data.augment, data.crop, data.normalize, True),
         config.model.classes,
     )
     val_set = SteelDataset(
-        images, val_ids, rles, build_transform("none", None, data.normalize, False),
+        images,
+        val_ids,
+        rles,
+        build_transform("none", None, data.normalize, False),
         config.model.classes,
     )
     class_sets = split.set_index("ImageId").loc[train_ids, "classes"]
     sampler = SAMPLERS[data.sampler](class_sets, data.balance_share, config.seed)
+    if data.pseudo is not None:
+        pseudo_set = pseudo_dataset(
+            config, train_set.transform, {*labels.images, *split["ImageId"]}
+        )
+        try:
+            sampler = PseudoBatchSampler(
+                sampler,
+                len(pseudo_set),
+                trainer.batch_size,
+                data.pseudo.fraction,
+                data.pseudo.sample_rate,
+                config.seed,
+            )
+        except ValueError as exc:
+            raise DataError(f"{data.pseudo.csv}: {exc}") from None
+        train_set = SeededConcat([train_set, pseudo_set])
     sampler.shard(rank, world)
     common = {
         "num_workers": data.workers,
@@ -80,11 +105,53 @@ def build_loaders(
         "persistent_workers": data.workers > 0,
         "prefetch_factor": 4 if data.workers > 0 else None,
     }
-    train = DataLoader(
-        train_set, trainer.batch_size, sampler=sampler, drop_last=True, **common
-    )
+    # a flat sampler even with pseudo-labels: the trainer calls loader.sampler.set_epoch,
+    # and PseudoBatchSampler lays its items out batch after batch for this batch size
+    train = DataLoader(train_set, trainer.batch_size, sampler=sampler, drop_last=True, **common)
     val_sampler = ShardSampler(len(val_set), rank, world) if world > 1 else None
     val = DataLoader(
         val_set, trainer.val_batch_size or trainer.batch_size, sampler=val_sampler, **common
     )
     return Loaders(train, val)
+
+
+def pseudo_ids(csv: Path, listed: list[str]) -> list[str]:
+    """The pseudo set: the CSV's ImageIds plus those in `<csv stem>-images.txt` if it
+    exists (defect-free pseudo images have no row in a long CSV)."""
+    ids = set(listed)
+    list_file = csv.with_name(f"{csv.stem}-images.txt")
+    if list_file.is_file():
+        ids |= {line.strip() for line in list_file.read_text().splitlines() if line.strip()}
+    return sorted(ids)
+
+
+def pseudo_dataset(config: Config, transform: A.Compose, labelled_ids: set[str]) -> SteelDataset:
+    """The pseudo-labelled images of `config.data.pseudo`, augmented like training images.
+
+    Raises:
+        DataError: an image is missing, or is also a training/validation image.
+    """
+    pseudo = config.data.pseudo
+    labels = read_labels(pseudo.csv, None, config.data.image_size)
+    ids = pseudo_ids(pseudo.csv, labels.images)
+    for image_id in ids:
+        if image_id in labelled_ids:
+            raise DataError(
+                f"{pseudo.csv}: pseudo-labelled image {image_id} is also in the training "
+                f"data ({config.data.dir}); pseudo images must be unlabelled ones"
+            )
+        if not (pseudo.images / image_id).is_file():
+            raise DataError(
+                f"{pseudo.images}/{image_id}: pseudo-labelled image not found (data.pseudo.images)"
+            )
+    return SteelDataset(pseudo.images, ids, labels.rles(), transform, config.model.classes)
+
+
+class SeededConcat(ConcatDataset):
+    """ConcatDataset whose items may be (index, augmentation seed), as samplers give."""
+
+    def __getitem__(self, key: int | tuple[int, int]):
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        part = bisect.bisect_right(self.cumulative_sizes, index)
+        local = index - (self.cumulative_sizes[part - 1] if part else 0)
+        return self.datasets[part][(local, seed) if seed is not None else local]

@@ -101,6 +101,104 @@ SAMPLERS: Registry[Callable[[pd.Series, float, int], EpochSampler]] = Registry(
 )
 
 
+def pseudo_per_batch(fraction: float, batch_size: int) -> int:
+    """Pseudo-labelled samples in every batch: round(fraction x batch size), at least 1
+    when fraction > 0."""
+    k = round(fraction * batch_size)
+    return max(k, 1) if fraction > 0 else 0
+
+
+class PseudoBatchSampler(Sampler[tuple[int, int]]):
+    """Every batch: `batch_size - k` labelled items, then k pseudo-labelled ones.
+
+    Items are (index, augmentation seed) over ConcatDataset([labelled, pseudo]): pseudo
+    indices are offset by `n_labelled`. The sampler is flat (its items laid out batch after
+    batch), so a DataLoader with `batch_size` and `drop_last=True` cuts exactly these
+    batches; `batches()` gives them as lists.
+
+    Per epoch, from (seed, epoch) alone:
+      - labelled: the order of `labelled` (the configured sampler) for this epoch, cut into
+        floor(n_labelled / (batch_size - k)) batches; its tail that fills no batch is
+        dropped, as with drop_last.
+      - pseudo: round(sample_rate x n_pseudo) images (at least 1) drawn without
+        replacement in random order, taken k per batch in that order; if the batches need
+        more than were drawn, the drawn images are used again in the same order (cycled),
+        and if they need fewer, the rest of the draw is unused. Every slot gets its own
+        augmentation seed, so a repeated image is augmented differently.
+
+    Under DDP (`shard`), every process builds the same epoch and takes batches rank,
+    rank + world, ..., the batch list padded to a multiple of world by repeating its
+    first batches.
+    """
+
+    def __init__(
+        self,
+        labelled: EpochSampler,
+        n_pseudo: int,
+        batch_size: int,
+        fraction: float,
+        sample_rate: float,
+        seed: int,
+    ) -> None:
+        self.labelled = labelled
+        self.n_labelled = labelled.size
+        self.n_pseudo = n_pseudo
+        self.batch_size = batch_size
+        self.k = pseudo_per_batch(fraction, batch_size)
+        if not 0 < self.k < batch_size:
+            raise ValueError(
+                f"data.pseudo.fraction {fraction} gives {self.k} pseudo-labelled images in a "
+                f"batch of {batch_size}; expected between 1 and {batch_size - 1}"
+            )
+        if n_pseudo < 1:
+            raise ValueError("the pseudo-labelled set is empty")
+        self.n_batches = self.n_labelled // (batch_size - self.k)
+        if self.n_batches < 1:
+            raise ValueError(
+                f"{self.n_labelled} labelled images fill no batch of {batch_size - self.k}"
+            )
+        self.n_drawn = max(1, round(sample_rate * n_pseudo))
+        self.seed = seed
+        self.epoch = 0
+        self.rank, self.world = 0, 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.labelled.set_epoch(epoch)
+
+    def shard(self, rank: int, world: int) -> None:
+        self.rank, self.world = rank, world
+
+    def batches_per_shard(self) -> int:
+        return -(-self.n_batches // self.world)
+
+    def __len__(self) -> int:
+        return self.batches_per_shard() * self.batch_size
+
+    def batches(self) -> list[list[tuple[int, int]]]:
+        """This epoch's batches (all of them, before sharding)."""
+        n_lab = self.batch_size - self.k
+        labelled = list(iter(self.labelled))[: self.n_batches * n_lab]
+        # a stream of its own, apart from the labelled sampler's (seed, epoch)
+        rng = np.random.default_rng([self.seed, self.epoch, 1])
+        drawn = rng.choice(self.n_pseudo, self.n_drawn, replace=False)
+        slots = self.n_batches * self.k
+        pseudo = np.resize(drawn, slots) + self.n_labelled
+        seeds = rng.integers(2**31, size=slots)
+        pseudo_items = list(zip(pseudo.tolist(), seeds.tolist(), strict=True))
+        return [
+            labelled[b * n_lab : (b + 1) * n_lab] + pseudo_items[b * self.k : (b + 1) * self.k]
+            for b in range(self.n_batches)
+        ]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        batches = self.batches()
+        if self.world > 1:
+            padded = self.batches_per_shard() * self.world
+            batches = [batches[i % len(batches)] for i in range(padded)][self.rank :: self.world]
+        return iter([item for batch in batches for item in batch])
+
+
 class ShardSampler(Sampler[int]):
     """Validation under DDP: process `rank` takes items rank, rank + world, ... (no padding,
     so every image is scored exactly once over all processes)."""

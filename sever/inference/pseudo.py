@@ -1,0 +1,217 @@
+"""Pseudo-labels: keep the unlabelled images the ensemble is sure about, in train.csv form.
+
+An image is kept only when, for every class, the ensemble is confident either way and its
+post-processed mask agrees:
+
+- presence probability p of class c: the classification heads' presence when the models
+  have heads, otherwise the largest pixel probability of c in the image;
+- p > hi: judged present, and its post-processed mask must be non-empty;
+- p < lo: judged absent, and its post-processed mask must be empty;
+- lo <= p <= hi: uncertain. A mask that contradicts the judgement: disagreeing.
+
+One uncertain or disagreeing class drops the whole image. The core (`presence_probability`,
+`judge`, `kept`, `tally`) is pure numpy; `pseudo_label` runs the ensemble and writes files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sever.data import rle
+from sever.data.tables import LONG, write_labels
+from sever.errors import CheckpointError, ConfigError
+from sever.fileio import atomic_path
+from sever.inference.ensemble import load_ensemble
+from sever.inference.models import Member, checkpoint_path
+from sever.inference.postprocess import PostProcess, postprocess_batch
+from sever.inference.predict import image_loader, predict_batches, progress
+
+# Verdict codes of `judge`, indexes into VERDICTS.
+PRESENT, ABSENT, UNCERTAIN, DISAGREE = range(4)
+VERDICTS = ("present", "absent", "uncertain", "disagree")
+
+
+def check_cutoffs(hi: float, lo: float) -> None:
+    """Raise ConfigError unless 0 <= lo <= hi <= 1 (hi == lo leaves nothing uncertain)."""
+    for name, value in (("--hi", hi), ("--lo", lo)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name} {value}: expected a probability in [0, 1]")
+    if hi < lo:
+        raise ConfigError(
+            f"--hi {hi} is below --lo {lo}: expected lo <= hi, e.g. --hi 0.95 --lo 0.05"
+        )
+
+
+def presence_probability(probs: np.ndarray, heads: np.ndarray | None = None) -> np.ndarray:
+    """Per-image, per-class presence probability (N, C).
+
+    Args:
+        probs: (N, C, H, W) pixel probabilities.
+        heads: (N, C) classification-head presence, used as is when given; without heads,
+            the largest pixel probability of each class in each image.
+    """
+    if heads is not None:
+        return np.asarray(heads, dtype=np.float32)
+    return np.asarray(probs).max(axis=(2, 3))
+
+
+def judge(presence: np.ndarray, masks: np.ndarray, hi: float, lo: float) -> np.ndarray:
+    """Verdict codes (N, C): PRESENT, ABSENT, UNCERTAIN or DISAGREE.
+
+    Args:
+        presence: (N, C) presence probabilities.
+        masks: (N, C, H, W) bool post-processed masks.
+        hi: above it a class is judged present (its mask must be non-empty).
+        lo: below it a class is judged absent (its mask must be empty).
+    """
+    presence = np.asarray(presence)
+    non_empty = np.asarray(masks).any(axis=(2, 3))
+    if presence.shape != non_empty.shape:
+        raise ValueError(f"presence {presence.shape} does not match masks {masks.shape[:2]}")
+    verdicts = np.full(presence.shape, UNCERTAIN, dtype=np.int8)
+    present, absent = presence > hi, presence < lo
+    verdicts[present] = np.where(non_empty[present], PRESENT, DISAGREE)
+    verdicts[absent] = np.where(non_empty[absent], DISAGREE, ABSENT)
+    return verdicts
+
+
+def kept(verdicts: np.ndarray) -> np.ndarray:
+    """(N,) bool: images whose every class is confidently present or absent, and agrees."""
+    return np.isin(verdicts, (PRESENT, ABSENT)).all(axis=1)
+
+
+def tally(verdicts: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Per-class counts (C, 5): present kept, absent kept, uncertain, disagree, and
+    dropped because of another class; each row sums to the number of images."""
+    v, k = np.asarray(verdicts), np.asarray(keep)[:, None]
+    return np.stack(
+        [
+            ((v == PRESENT) & k).sum(0),
+            ((v == ABSENT) & k).sum(0),
+            (v == UNCERTAIN).sum(0),
+            (v == DISAGREE).sum(0),
+            (np.isin(v, (PRESENT, ABSENT)) & ~k).sum(0),
+        ],
+        axis=1,
+    )
+
+
+COUNTS = ("present_kept", "absent_kept", "uncertain", "disagree", "dropped_other")
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What to run, resolved from -r/-e/--best or an ensemble file (as `predict` does)."""
+
+    runs: list[Path]
+    epochs: list[int]
+    weights: list[float] | None
+    tta: str
+    averaging: str
+    postprocess: Path | dict | None
+
+
+def resolve_sources(
+    ensemble: Path | None,
+    runs: list[Path],
+    epochs: list[int],
+    tta: str,
+    averaging: str | None,
+    pp_path: Path | None,
+) -> Sources:
+    """The ensemble file's models, TTA, averaging and post-processing; command-line
+    --tta/--averaging/--postprocess win over the file's."""
+    if ensemble is None:
+        if not runs:
+            raise ConfigError("give -r RUN (repeatable) or -c ENSEMBLE.yml")
+        return Sources(list(runs), list(epochs), None, tta, averaging or "mean", pp_path)
+    if runs:
+        raise ConfigError("give either -c ENSEMBLE.yml or -r RUN, not both")
+    spec = load_ensemble(ensemble)
+    paths = [
+        m.checkpoint or checkpoint_path(m.run, m.epoch, "last" if m.last else "best")
+        for m in spec.models
+    ]
+    return Sources(
+        paths,
+        [],
+        [m.weight for m in spec.models],
+        spec.tta if tta == "none" else tta,
+        averaging or spec.averaging,
+        pp_path or spec.postprocess,
+    )
+
+
+def sibling(out: Path, suffix: str) -> Path:
+    """`<out stem>-<suffix>` beside out: pseudo.csv -> pseudo-images.txt."""
+    return out.with_name(f"{out.stem}-{suffix}")
+
+
+def pseudo_label(
+    members: list[Member],
+    images_dir: Path,
+    out: Path,
+    postprocess: PostProcess,
+    hi: float = 0.95,
+    lo: float = 0.05,
+    tta: str = "none",
+    averaging: str = "mean",
+    batch_size: int = 4,
+    workers: int = 2,
+) -> dict:
+    """Pseudo-label a folder; write the kept images' defects, their ids and a summary.
+
+    Writes, each atomically: `out` (long ImageId,ClassId,EncodedPixels, defect rows only),
+    `<out stem>-images.txt` (every kept ImageId, defect-free ones included, one a line)
+    and `<out stem>-summary.json` (the returned summary).
+    """
+    check_cutoffs(hi, lo)
+    heads = any(m.has_class_head for m in members)
+    if (postprocess.gate or postprocess.scale_c) and not heads:
+        raise CheckpointError(
+            "the post-processing gates or scales by class presence, but no "
+            "model has a classification head (model.class_head.enabled)"
+        )
+    loader = image_loader(images_dir, members[0], batch_size, workers)
+    device = next(members[0].model.parameters()).device
+    amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    rows: list[tuple[str, int, str]] = []
+    kept_ids: list[str] = []
+    counts, seen = 0, 0
+    for ids, probs, presence in progress(
+        predict_batches(members, loader, tta, averaging, amp), len(loader)
+    ):
+        masks = postprocess_batch(probs, postprocess, presence)
+        verdicts = judge(presence_probability(probs, presence), masks, hi, lo)
+        keep = kept(verdicts)
+        counts = counts + tally(verdicts, keep)
+        seen += len(ids)
+        for image_id, image_masks in zip(np.asarray(ids)[keep], masks[keep], strict=True):
+            kept_ids.append(str(image_id))
+            rows += [
+                (str(image_id), c + 1, rle.encode(m)) for c, m in enumerate(image_masks) if m.any()
+            ]
+    summary = {
+        "images_seen": seen,
+        "images_kept": len(kept_ids),
+        "images_dropped": seen - len(kept_ids),
+        "hi": hi,
+        "lo": lo,
+        "presence": "classification heads" if heads else "max pixel probability",
+        "classes": {
+            str(c + 1): dict(zip(COUNTS, map(int, row), strict=True))
+            for c, row in enumerate(counts)
+        },
+    }
+    write_labels(pd.DataFrame(rows, columns=list(LONG)), kept_ids, out, "long")
+    with atomic_path(sibling(out, "images.txt")) as tmp:
+        tmp.write_text("".join(f"{i}\n" for i in kept_ids))
+    with atomic_path(sibling(out, "summary.json")) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
