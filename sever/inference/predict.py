@@ -130,6 +130,7 @@ def predict_folder(
             "the post-processing gates or scales by class presence, but no "
             "model has a classification head (model.class_head.enabled)"
         )
+    out.parent.mkdir(parents=True, exist_ok=True)  # before the work, not after it
     loader = image_loader(images_dir, members[0], batch_size, workers)
     device = next(members[0].model.parameters()).device
     amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None

@@ -336,3 +336,22 @@ def test_classifier_scaling_in_stats() -> None:
     assert tune_module.score(stats, [0.1], [0])["dice_1"] == pytest.approx(1.0)
     thresholds, sizes, scale_c = tune_module.search(stats)
     assert tune_module.score(stats, thresholds, sizes, scale_c)["dice_1"] == pytest.approx(1.0)
+
+
+def test_predict_creates_the_output_folder(run: Path, tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "new" / "folder" / "sub.csv"
+    assert (
+        cli(
+            "predict",
+            "-r",
+            str(run),
+            "--images",
+            str(tiny_data / "test_images"),
+            "--out",
+            str(out),
+            "--workers",
+            "0",
+        )
+        == 0
+    )
+    assert out.is_file()
