@@ -12,7 +12,6 @@ cover every image, which is what lets `sever tune` score them out-of-fold.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shlex
 import time
@@ -22,11 +21,11 @@ import yaml
 
 from sever.config import Config
 from sever.engine.checkpoint import resolve_checkpoint
-from sever.engine.runs import create_run_dir
-from sever.engine.trainer import fit
+from sever.engine.distributed import barrier, close_world, init_world, share
+from sever.engine.parts import pick_device
+from sever.engine.trainer import train
 from sever.errors import CheckpointError, ConfigError
 from sever.fileio import atomic_path
-from sever.logsetup import add_file_log, remove_handler
 
 log = logging.getLogger(__name__)
 
@@ -82,33 +81,36 @@ def train_folds(config: Config, folds: list[int]) -> Path:
     """
     if not folds:
         raise ConfigError("no folds to train (give --folds all, 0-4, 0,2,3 or 3)")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Each process would create its own parent: run the folds one by one instead.
-        raise ConfigError(
-            "--folds does not run under torchrun; train each fold with "
-            "-o data.fold=K (no --folds) and tune the runs together"
-        )
-    parent = create_parent(config)
-    runs = []
-    for fold in folds:
-        fold_config = config.model_copy(deep=True)
-        fold_config.data.fold = fold  # validated on assignment
-        run = create_run_dir(fold_config, parent / f"fold{fold}")
-        log.info("fold %d (%d of %d): %s", fold, len(runs) + 1, len(folds), run)
-        handler = add_file_log(run / "train.log")
-        try:
-            fit(fold_config, run, None)
-        except BaseException:
-            done = ", ".join(r.name for r in runs) or "none"
-            log.error(
-                "k-fold stopped in fold %d; completed folds (%s) stay in %s", fold, done, parent
-            )
-            raise
-        finally:
-            remove_handler(handler)
-        runs.append(run)
-    write_ensemble(parent, runs)
+    # Under torchrun, every process trains every fold; rank 0 alone writes.
+    world = init_world(pick_device(config.trainer.device).type)
+    try:
+        parent = share(create_parent(config) if world.main else None, world)
+        runs = [train_fold(config, fold, folds, parent, world) for fold in folds]
+        if world.main:
+            write_ensemble(parent, runs)
+        barrier(world)
+    finally:
+        close_world(world)
     return parent
+
+
+def train_fold(config: Config, fold: int, folds: list[int], parent: Path, world) -> Path:
+    fold_config = config.model_copy(deep=True)
+    fold_config.data.fold = fold  # validated on assignment
+    if world.main:
+        log.info(
+            "fold %d (%d of %d): %s",
+            fold,
+            folds.index(fold) + 1,
+            len(folds),
+            parent / f"fold{fold}",
+        )
+    try:
+        return train(fold_config, run_dir=parent / f"fold{fold}")
+    except BaseException:
+        done = ", ".join(f"fold{f}" for f in folds[: folds.index(fold)]) or "none"
+        log.error("k-fold stopped in fold %d; completed folds (%s) stay in %s", fold, done, parent)
+        raise
 
 
 def create_parent(config: Config) -> Path:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from sever.config import Config, config_dict
 from sever.data.loaders import Loaders, build_loaders, load_labels
@@ -45,20 +46,25 @@ class Progress:
     last_val: dict = field(default_factory=dict)
 
 
-def train(config: Config, resume: Path | None = None) -> Path:
+def train(config: Config, resume: Path | None = None, run_dir: Path | None = None) -> Path:
     """Train `config`, or continue the run that `resume` (a checkpoint) belongs to. Under
     torchrun every process calls this; rank 0 alone writes the run directory.
+
+    Args:
+        run_dir: the new run's directory (k-fold names its folds); default
+            `save_dir/<name>/<MMDD-HHMMSS>`.
 
     Returns:
         The run directory.
     """
+    owned = not dist.is_initialized()  # a caller (k-fold) may hold the process group
     world = init_world(pick_device(config.trainer.device).type)
     try:
         state = load_checkpoint(resume) if resume else None
         check_world_size(state, world, resume)
         run = run_dir_of(resume) if resume else None
         if run is None and world.main:
-            run = create_run_dir(config)
+            run = create_run_dir(config, run_dir)
         run = share(run, world)
         handler = add_file_log(run / "train.log") if world.main else quiet()
         try:
@@ -68,7 +74,8 @@ def train(config: Config, resume: Path | None = None) -> Path:
                 remove_handler(handler)
             logging.getLogger("sever").setLevel(logging.DEBUG)
     finally:
-        close_world(world)
+        if owned:
+            close_world(world)
 
 
 def quiet() -> None:

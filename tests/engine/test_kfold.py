@@ -68,22 +68,24 @@ def test_parse_folds_errors(spec: str, folds: int | None, message: str) -> None:
     assert "\n" not in str(error.value)
 
 
-def fake_fit(fail_on: int | None = None):
+def fake_train(fail_on: int | None = None):
     """Stands in for the trainer: writes a best checkpoint, or fails on one fold."""
+    from sever.engine.runs import create_run_dir
 
-    def fit(config, run: Path, state) -> Path:
+    def train(config, resume=None, run_dir: Path | None = None) -> Path:
+        run = create_run_dir(config, run_dir)
         if config.data.fold == fail_on:
             raise DataError("fold data went missing")
         (run / "checkpoints" / "model_best.pth").write_bytes(b"")
         return run
 
-    return fit
+    return train
 
 
 def test_a_failing_fold_stops_and_keeps_the_folds_before(
     tiny_yaml: Path, monkeypatch, capsys
 ) -> None:
-    monkeypatch.setattr(kfold, "fit", fake_fit(fail_on=1))
+    monkeypatch.setattr(kfold, "train", fake_train(fail_on=1))
     code = cli("train", "-c", str(tiny_yaml), "-o", "data.folds=3", "--folds", "all")
     assert code == 1
     err = capsys.readouterr().err
@@ -96,7 +98,7 @@ def test_a_failing_fold_stops_and_keeps_the_folds_before(
 
 
 def test_parents_are_never_reused(tiny_config, monkeypatch) -> None:
-    monkeypatch.setattr(kfold, "fit", fake_fit())
+    monkeypatch.setattr(kfold, "train", fake_train())
     config = tiny_config("data.folds=2")
     first, second = train_folds(config, [1]), train_folds(config, [1])
     assert first != second and first.parent == second.parent == config.trainer.save_dir / "tiny"
@@ -116,11 +118,44 @@ def test_folds_out_of_range_or_with_resume_fail_before_any_directory(tiny_yaml: 
     assert not (tiny_yaml.parent / "saved").exists()
 
 
-def test_refuses_to_run_under_torchrun(tiny_config, monkeypatch) -> None:
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ConfigError, match="--folds does not run under torchrun"):
-        train_folds(tiny_config("data.folds=2"), [0, 1])
-    assert not tiny_config().trainer.save_dir.exists()
+@pytest.mark.slow
+def test_kfold_under_torchrun(tiny_yaml: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [
+        str(torchrun),
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "sever",
+        "train",
+        "-c",
+        str(tiny_yaml),
+        "-o",
+        "data.folds=2",
+        "-o",
+        "trainer.epochs=1",
+        "-o",
+        "trainer.steps_per_epoch=1",
+        "-o",
+        "trainer.batch_size=2",
+        "--folds",
+        "all",
+    ]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (parent,) = (tiny_yaml.parent / "saved" / "tiny").iterdir()  # one parent for all ranks
+    assert sorted(p.name for p in parent.iterdir()) == ["ensemble.yml", "fold0", "fold1"]
+    assert load_ensemble(parent / "ensemble.yml").models[1].checkpoint.is_file()
 
 
 @pytest.mark.slow
