@@ -309,6 +309,33 @@ def model_options(func):
     return func
 
 
+def ensemble_options(func):
+    """-c ENSEMBLE.yml, --averaging, --postprocess: for predict and pseudo-label."""
+    options = [
+        click.option(
+            "-c",
+            "--config",
+            "ensemble",
+            type=click.Path(path_type=Path),
+            help="Ensemble YAML: models with weights, TTA, averaging, post-processing.",
+        ),
+        click.option(
+            "--averaging",
+            type=click.Choice(["mean", "rms", "weighted"]),
+            help="Ensemble averaging (default: mean, or the ensemble file's).",
+        ),
+        click.option(
+            "--postprocess",
+            "pp_path",
+            type=click.Path(path_type=Path),
+            help="Post-processing YAML (default: the ensemble file's, else the defaults).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def load_members(runs, epochs, which, device: str, weights=None) -> list:
     from sever.engine.parts import pick_device
     from sever.inference.models import check_compatible, load_member, select_checkpoints
@@ -355,13 +382,7 @@ def evaluate(runs, epochs, which, device, batch_size, workers, tta, pp_path, as_
 
 @cli.command()
 @model_options
-@click.option(
-    "-c",
-    "--config",
-    "ensemble",
-    type=click.Path(path_type=Path),
-    help="Ensemble YAML: models with weights, TTA, averaging, post-processing.",
-)
+@ensemble_options
 @click.option(
     "--images",
     "images_dir",
@@ -376,17 +397,6 @@ def evaluate(runs, epochs, which, device, batch_size, workers, tta, pp_path, as_
     default="auto",
     show_default=True,
     type=click.Choice(["auto", "wide", "long"]),
-)
-@click.option(
-    "--averaging",
-    type=click.Choice(["mean", "rms", "weighted"]),
-    help="Ensemble averaging (default: mean, or the ensemble file's).",
-)
-@click.option(
-    "--postprocess",
-    "pp_path",
-    type=click.Path(path_type=Path),
-    help="Post-processing YAML (default: the ensemble file's, else the defaults).",
 )
 @click.option(
     "--overlays",
@@ -410,34 +420,19 @@ def predict(
     overlays,
 ) -> None:
     """Predict a folder of images into a Kaggle submission."""
-    from sever.inference.ensemble import load_ensemble, load_postprocess
-    from sever.inference.models import checkpoint_path
+    from sever.inference.ensemble import load_postprocess, resolve_sources
     from sever.inference.predict import predict_folder
 
-    weights, pp_source = None, pp_path
-    if ensemble:
-        if runs:
-            raise click.UsageError("give either -c ENSEMBLE.yml or -r RUN, not both")
-        spec = load_ensemble(ensemble)
-        runs = [
-            m.checkpoint or checkpoint_path(m.run, m.epoch, "last" if m.last else "best")
-            for m in spec.models
-        ]
-        weights, epochs = [m.weight for m in spec.models], ()
-        tta = spec.tta if tta == "none" else tta
-        averaging = averaging or spec.averaging
-        pp_source = pp_path or spec.postprocess
-    if not runs:
-        raise click.UsageError("give -r RUN (repeatable) or -c ENSEMBLE.yml")
-    members = load_members(runs, epochs, which, device, weights)
+    src = resolve_sources(ensemble, list(runs), list(epochs), tta, averaging, pp_path)
+    members = load_members(src.runs, src.epochs, which, device, src.weights)
     summary = predict_folder(
         members,
         images_dir,
         out,
-        load_postprocess(pp_source),
+        load_postprocess(src.postprocess),
         fmt,
-        tta,
-        averaging or "mean",
+        src.tta,
+        src.averaging,
         batch_size,
         workers,
         overlays,
@@ -448,13 +443,7 @@ def predict(
 
 @cli.command("pseudo-label")
 @model_options
-@click.option(
-    "-c",
-    "--config",
-    "ensemble",
-    type=click.Path(path_type=Path),
-    help="Ensemble YAML: models with weights, TTA, averaging, post-processing.",
-)
+@ensemble_options
 @click.option(
     "--images",
     "images_dir",
@@ -470,17 +459,6 @@ def predict(
 )
 @click.option("--hi", default=0.95, show_default=True, type=float, help="Present above this.")
 @click.option("--lo", default=0.05, show_default=True, type=float, help="Absent below this.")
-@click.option(
-    "--averaging",
-    type=click.Choice(["mean", "rms", "weighted"]),
-    help="Ensemble averaging (default: mean, or the ensemble file's).",
-)
-@click.option(
-    "--postprocess",
-    "pp_path",
-    type=click.Path(path_type=Path),
-    help="Post-processing YAML (default: the ensemble file's, else the defaults).",
-)
 def pseudo_label(
     runs,
     epochs,
@@ -498,8 +476,8 @@ def pseudo_label(
     pp_path,
 ) -> None:
     """Keep the images the ensemble is sure about as pseudo-labels (train.csv format)."""
-    from sever.inference.ensemble import load_postprocess
-    from sever.inference.pseudo import check_cutoffs, pseudo_label, resolve_sources, sibling
+    from sever.inference.ensemble import load_postprocess, resolve_sources
+    from sever.inference.pseudo import check_cutoffs, pseudo_label, sibling
 
     check_cutoffs(hi, lo)
     src = resolve_sources(ensemble, list(runs), list(epochs), tta, averaging, pp_path)

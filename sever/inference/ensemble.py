@@ -12,6 +12,7 @@ postprocess: tuned.yml    # a file written by `sever tune`, or the mapping itsel
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from sever.config_errors import describe_error
 from sever.errors import ConfigError
+from sever.inference.models import checkpoint_path
 from sever.inference.postprocess import PostProcess
 
 
@@ -79,3 +81,46 @@ def load_postprocess(source: Path | dict | None) -> PostProcess:
         return PostProcess.from_dict(source)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{name}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What to run, from -r/-e/--best or an ensemble file (predict, pseudo-label)."""
+
+    runs: list[Path]
+    epochs: list[int]
+    weights: list[float] | None
+    tta: str
+    averaging: str
+    postprocess: Path | dict | None
+
+
+def resolve_sources(
+    ensemble: Path | None,
+    runs: list[Path],
+    epochs: list[int],
+    tta: str,
+    averaging: str | None,
+    pp_path: Path | None,
+) -> Sources:
+    """The ensemble file's models, TTA, averaging and post-processing; command-line
+    --tta/--averaging/--postprocess win over the file's."""
+    if ensemble is None:
+        if not runs:
+            raise ConfigError("give -r RUN (repeatable) or -c ENSEMBLE.yml")
+        return Sources(list(runs), list(epochs), None, tta, averaging or "mean", pp_path)
+    if runs:
+        raise ConfigError("give either -c ENSEMBLE.yml or -r RUN, not both")
+    spec = load_ensemble(ensemble)
+    paths = [
+        m.checkpoint or checkpoint_path(m.run, m.epoch, "last" if m.last else "best")
+        for m in spec.models
+    ]
+    return Sources(
+        paths,
+        [],
+        [m.weight for m in spec.models],
+        spec.tta if tta == "none" else tta,
+        averaging or spec.averaging,
+        pp_path or spec.postprocess,
+    )

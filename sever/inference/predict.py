@@ -108,6 +108,21 @@ def predict_batches(
         yield list(ids), probs.astype(np.float32), np.mean(heads, axis=0) if heads else None
 
 
+def check_heads(members: list[Member], postprocess: PostProcess) -> None:
+    """Gating and threshold scaling need presence: some member must have a class head."""
+    if (postprocess.gate or postprocess.scale_c) and not any(m.has_class_head for m in members):
+        raise CheckpointError(
+            "the post-processing gates or scales by class presence, but no "
+            "model has a classification head (model.class_head.enabled)"
+        )
+
+
+def autocast_dtype(members: list[Member]) -> torch.dtype | None:
+    """bf16 autocast on GPUs that support it; full precision elsewhere."""
+    device = next(members[0].model.parameters()).device
+    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+
+
 def predict_folder(
     members: list[Member],
     images_dir: Path,
@@ -125,15 +140,10 @@ def predict_folder(
     With fmt 'auto', a sample_submission.csv beside the folder is the template.
     Returns a summary: images, and images with a defect per class.
     """
-    if (postprocess.gate or postprocess.scale_c) and not any(m.has_class_head for m in members):
-        raise CheckpointError(
-            "the post-processing gates or scales by class presence, but no "
-            "model has a classification head (model.class_head.enabled)"
-        )
+    check_heads(members, postprocess)
     out.parent.mkdir(parents=True, exist_ok=True)  # before the work, not after it
     loader = image_loader(images_dir, members[0], batch_size, workers)
-    device = next(members[0].model.parameters()).device
-    amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    amp = autocast_dtype(members)
     rles: dict[str, dict[int, str]] = {}
     for ids, probs, presence in progress(
         predict_batches(members, loader, tta, averaging, amp), len(loader)

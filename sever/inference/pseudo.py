@@ -16,21 +16,24 @@ One uncertain or disagreeing class drops the whole image. The core (`presence_pr
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from sever.data import rle
 from sever.data.tables import LONG, write_labels
-from sever.errors import CheckpointError, ConfigError
+from sever.errors import ConfigError
 from sever.fileio import atomic_path
-from sever.inference.ensemble import load_ensemble
-from sever.inference.models import Member, checkpoint_path
+from sever.inference.models import Member
 from sever.inference.postprocess import PostProcess, postprocess_batch
-from sever.inference.predict import image_loader, predict_batches, progress
+from sever.inference.predict import (
+    autocast_dtype,
+    check_heads,
+    image_loader,
+    predict_batches,
+    progress,
+)
 
 # Verdict codes of `judge`, indexes into VERDICTS.
 PRESENT, ABSENT, UNCERTAIN, DISAGREE = range(4)
@@ -105,49 +108,6 @@ def tally(verdicts: np.ndarray, keep: np.ndarray) -> np.ndarray:
 COUNTS = ("present_kept", "absent_kept", "uncertain", "disagree", "dropped_other")
 
 
-@dataclass(frozen=True)
-class Sources:
-    """What to run, resolved from -r/-e/--best or an ensemble file (as `predict` does)."""
-
-    runs: list[Path]
-    epochs: list[int]
-    weights: list[float] | None
-    tta: str
-    averaging: str
-    postprocess: Path | dict | None
-
-
-def resolve_sources(
-    ensemble: Path | None,
-    runs: list[Path],
-    epochs: list[int],
-    tta: str,
-    averaging: str | None,
-    pp_path: Path | None,
-) -> Sources:
-    """The ensemble file's models, TTA, averaging and post-processing; command-line
-    --tta/--averaging/--postprocess win over the file's."""
-    if ensemble is None:
-        if not runs:
-            raise ConfigError("give -r RUN (repeatable) or -c ENSEMBLE.yml")
-        return Sources(list(runs), list(epochs), None, tta, averaging or "mean", pp_path)
-    if runs:
-        raise ConfigError("give either -c ENSEMBLE.yml or -r RUN, not both")
-    spec = load_ensemble(ensemble)
-    paths = [
-        m.checkpoint or checkpoint_path(m.run, m.epoch, "last" if m.last else "best")
-        for m in spec.models
-    ]
-    return Sources(
-        paths,
-        [],
-        [m.weight for m in spec.models],
-        spec.tta if tta == "none" else tta,
-        averaging or spec.averaging,
-        pp_path or spec.postprocess,
-    )
-
-
 def sibling(out: Path, suffix: str) -> Path:
     """`<out stem>-<suffix>` beside out: pseudo.csv -> pseudo-images.txt."""
     return out.with_name(f"{out.stem}-{suffix}")
@@ -172,16 +132,11 @@ def pseudo_label(
     and `<out stem>-summary.json` (the returned summary).
     """
     check_cutoffs(hi, lo)
+    check_heads(members, postprocess)
     heads = any(m.has_class_head for m in members)
-    if (postprocess.gate or postprocess.scale_c) and not heads:
-        raise CheckpointError(
-            "the post-processing gates or scales by class presence, but no "
-            "model has a classification head (model.class_head.enabled)"
-        )
     out.parent.mkdir(parents=True, exist_ok=True)  # before the work, not after it
     loader = image_loader(images_dir, members[0], batch_size, workers)
-    device = next(members[0].model.parameters()).device
-    amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    amp = autocast_dtype(members)
     rows: list[tuple[str, int, str]] = []
     kept_ids: list[str] = []
     counts, seen = 0, 0
