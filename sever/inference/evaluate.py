@@ -63,6 +63,14 @@ class PresenceMeter:
         return out
 
 
+def masks_aside(loader: DataLoader, truths: list[np.ndarray]):
+    """(images, ids) for predict_batches from a labelled loader, appending each batch's
+    masks (N, C, H, W) to `truths` as it goes, so one pass reads every image once."""
+    for images, masks, ids in loader:
+        truths.append(masks.numpy())
+        yield images, ids
+
+
 def evaluate(
     run: Path,
     member: Member,
@@ -77,16 +85,10 @@ def evaluate(
     postprocess = postprocess or training_postprocess(member)
     dataset = validation_set(run, member)
     loader = DataLoader(dataset, batch_size, num_workers=workers)
-    truths: list[torch.Tensor] = []
-
-    def images_only():  # predict_batches takes (images, ids); keep each batch's masks aside
-        for images, masks, ids in loader:
-            truths.append(masks)
-            yield images, ids
-
+    truths: list[np.ndarray] = []
     dice, presence = DiceMeter(member.config.model.classes), PresenceMeter(4)
-    for _, probs, heads in predict_batches([member], images_only(), tta):
-        pred, truth = postprocess_batch(probs, postprocess, heads), truths.pop(0).numpy()
+    for _, probs, heads in predict_batches([member], masks_aside(loader, truths), tta):
+        pred, truth = postprocess_batch(probs, postprocess, heads), truths.pop(0)
         dice.update(torch.from_numpy(pred), torch.from_numpy(truth))
         presence.update(pred.astype(bool), truth.astype(bool))
     return {

@@ -218,24 +218,18 @@ def predicted(
 
     from torch.utils.data import DataLoader
 
-    from sever.inference.evaluate import validation_set
+    from sever.inference.evaluate import masks_aside, validation_set
     from sever.inference.predict import predict_batches
 
     shutil.rmtree(folder, ignore_errors=True)  # an incomplete cache from an interrupted run
     folder.mkdir(parents=True)
     loader = DataLoader(validation_set(run, members[0]), batch_size, num_workers=workers)
     truths: list[np.ndarray] = []
-
-    def images_only():
-        for images, masks, ids in loader:
-            truths.append(masks.numpy().astype(bool))
-            yield images, ids
-
-    batches = predict_batches(members, images_only(), tta, averaging)
+    batches = predict_batches(members, masks_aside(loader, truths), tta, averaging)
     for index, (_, probs, presence) in enumerate(batches):
         batch = {
             "levels": quantize(probs),
-            "truth": truths.pop(0),
+            "truth": truths.pop(0).astype(bool),
             "winner": probs.argmax(axis=1).astype(np.uint8),
         }
         if presence is not None:
