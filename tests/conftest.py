@@ -78,3 +78,14 @@ def scripted_validation(monkeypatch):
         monkeypatch.setattr(steps, "validate", fake)
 
     return script
+
+
+def cli(*args: object) -> int:
+    """Run `sever ARGS...` in-process; the exit status (main exits only on errors)."""
+    from sever.cli import main
+
+    try:
+        main([str(a) for a in args])
+    except SystemExit as done:
+        return done.code or 0
+    return 0

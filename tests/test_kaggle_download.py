@@ -10,9 +10,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import cli
 from kaggle_stub import KEY, serve_kaggle, without_credentials
-
-from sever.cli import main
 
 COMPETITION = "severstal-steel-defect-detection"
 REPO = Path(__file__).resolve().parents[1]
@@ -43,11 +42,7 @@ def kaggle(offline: Path, monkeypatch, competition_zip: bytes):
 
 
 def sever(capsys, *args) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
+    code = cli(*args)
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import cli
 from kaggle_stub import KEY, TOKEN, serve_kaggle, without_credentials
 
-from sever.cli import main
 from sever.config import load_config
 from sever.engine.trainer import train
 from sever.inference.models import load_member
@@ -47,11 +47,7 @@ def kaggle(offline: Path, monkeypatch):
 
 
 def sever(capsys, *args) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
+    code = cli(*args)
     out, err = capsys.readouterr()
     return code, out, err
 

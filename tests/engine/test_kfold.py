@@ -9,21 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import cli
 
-from sever.cli import main
 from sever.config import load_config
 from sever.engine import kfold
 from sever.engine.kfold import parse_folds, train_folds
 from sever.errors import ConfigError, DataError
 from sever.inference.ensemble import load_ensemble
-
-
-def cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as done:
-        return done.code or 0
-    return 0
 
 
 @pytest.mark.parametrize(

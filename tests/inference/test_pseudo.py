@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import cli
 
-from sever.cli import main
 from sever.config import load_config
 from sever.data.tables import read_table
 from sever.engine.trainer import train
@@ -142,14 +142,6 @@ def headless(run: Path) -> Path:
     state["model"] = {k: v for k, v in state["model"].items() if "classification" not in k}
     torch.save(state, path)
     return path
-
-
-def cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as done:
-        return done.code or 0
-    return 0
 
 
 def ensemble_file(folder: Path, checkpoint: Path) -> Path:

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import cli
 
-from sever.cli import main
 from sever.config import load_config
 from sever.engine.trainer import train
 from sever.inference import tune as tune_module
@@ -34,14 +34,6 @@ def run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         path, ["trainer.epochs=2", "trainer.save_top_k=2", "model.class_head.enabled=true"]
     )
     return train(config)
-
-
-def cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as done:
-        return done.code or 0
-    return 0
 
 
 def test_evaluate_reproduces_the_trainer_validation(run: Path, capsys) -> None:
