@@ -521,7 +521,10 @@ def pseudo_label(
 def tune(
     runs, epochs, which, device, batch_size, workers, tta, averaging, pp_path, out, as_json
 ) -> None:
-    """Tune per-class thresholds and minimum sizes on the validation split."""
+    """Tune per-class thresholds, minimum sizes and presence gates on the validation split.
+
+    Give a classifier run (task: classify) beside the segmenters, or use models with a
+    class head, to also tune the presence gate and the threshold scaling."""
     from sever.inference.ensemble import load_postprocess
     from sever.inference.tune import tune_runs
 
@@ -535,13 +538,21 @@ def tune(
 
         click.echo(json.dumps(result))
         return
-    click.echo(f"{'':>10}{'before':>9}{'after':>9}  threshold  min_pixels")
+    click.echo(f"{'':>10}{'before':>9}{'after':>9}  threshold  min_pixels  gate")
+    gate = result["gate"] or [0.0] * 4
     for key in ["dice_mean"] + [f"dice_{c}" for c in range(1, 5)]:
         extra = ""
         if key != "dice_mean":
             c = int(key[-1]) - 1
-            extra = f"  {result['threshold'][c]:9.3f}  {result['min_pixels'][c]:10d}"
+            extra = (
+                f"  {result['threshold'][c]:9.3f}  {result['min_pixels'][c]:10d}  {gate[c]:4.2f}"
+            )
         click.echo(f"{key:>10}{result['before'][key]:9.4f}{result['after'][key]:9.4f}{extra}")
+    if "without_presence" in result:
+        click.echo(
+            f"classifier scaling c: {result['scale_c']}; tuned without presence (no gate, no "
+            f"scaling): dice_mean {result['without_presence']['dice_mean']:.4f}"
+        )
     click.echo(f"wrote {out}")
 
 

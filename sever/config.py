@@ -133,10 +133,16 @@ class DataConfig(Section):
 
 
 class ClassHeadConfig(Section):
-    """SMP's aux classification head: per-class presence, trained with a weighted BCE."""
+    """A per-class presence head, trained with BCE (pos_weight per class, optional).
+
+    With `task: segment` it is SMP's aux head beside the masks (`enabled`, its loss
+    `weight`); with `task: classify` it is the whole model's head on the pooled encoder,
+    always on, its BCE the only loss (`enabled` and `weight` do not apply).
+    """
 
     enabled: bool = False
     dropout: Fraction = 0.2
+    pooling: Literal["avg", "max"] = "avg"
     weight: Annotated[float, Field(ge=0)] = 0.2
     pos_weight: PerClass | None = None
 
@@ -221,6 +227,9 @@ class SchedulerConfig(Section):
         return registered("sever.model.optim", "SCHEDULERS", name)
 
 
+PRESENCE_METRICS = tuple(
+    f"val_{kind}_{c}" for kind in ("f1", "precision", "recall") for c in ("mean", 1, 2, 3, 4)
+)
 MONITORABLE = (
     "val_dice_mean",
     "val_dice_1",
@@ -230,6 +239,7 @@ MONITORABLE = (
     "val_dice_positive",
     "val_loss",
     "train_loss",
+    *PRESENCE_METRICS,
 )
 
 
@@ -291,13 +301,35 @@ class Config(Section):
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     seed: int = 42
-    task: Literal["segment"] = "segment"
+    # segment: masks (and optionally a presence head); classify: per-class presence only,
+    # an encoder with a pooled head, for gating or scaling a segmenter's masks.
+    task: Literal["segment", "classify"] = "segment"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     trainer: TrainerConfig = TrainerConfig()
+
+    @model_validator(mode="after")
+    def _monitor_fits_task(self) -> Config:
+        """A classifier has no Dice: it monitors mean F1 unless told otherwise."""
+        trainer = self.trainer
+        if self.task == "classify" and "monitor" not in trainer.model_fields_set:
+            trainer.monitor = "max val_f1_mean"
+        metric = trainer.monitor_metric
+        if self.task == "classify" and "dice" in metric:
+            raise ValueError(
+                f"trainer.monitor: a classifier (task: classify) has no {metric}; "
+                "monitor val_f1_mean (the default), val_loss or another val_f1/precision/recall"
+            )
+        heads = self.task == "classify" or self.model.class_head.enabled
+        if metric in PRESENCE_METRICS and not heads:
+            raise ValueError(
+                f"trainer.monitor: {metric} needs class presence; set model.class_head.enabled "
+                "or task: classify"
+            )
+        return self
 
 
 # ---------------------------------------------------------------- loading

@@ -62,6 +62,20 @@ def test_extends_cycle_is_an_error(tmp_path: Path) -> None:
         load_config(a)
 
 
+def test_a_classifier_monitors_mean_f1_by_default(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path / "c.yml", "name: c\ntask: classify\n"))
+    assert config.trainer.monitor == "max val_f1_mean"
+    assert load_config(write(tmp_path / "s.yml", "name: s\n")).trainer.monitor == (
+        "max val_dice_mean"
+    )
+    chosen = load_config(tmp_path / "c.yml", ["trainer.monitor=min val_loss"])
+    assert chosen.trainer.monitor == "min val_loss"
+    head = load_config(
+        tmp_path / "s.yml", ["model.class_head.enabled=true", "trainer.monitor=max val_f1_2"]
+    )
+    assert head.trainer.monitor_metric == "val_f1_2"
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -97,6 +111,15 @@ def test_extends_cycle_is_an_error(tmp_path: Path) -> None:
         ("name: x\ndata:\n  augment: heavy\n", "unknown augmentation recipe 'heavy'"),
         ("name: x\nscheduler:\n  type: cosine\n", "scheduler.type: unknown scheduler 'cosine'"),
         ("name: x\ntrainer:\n  monitor: max dice\n", "trainer.monitor: expected 'max METRIC'"),
+        ("name: x\ntask: detect\n", "x.yml: task: expected one of 'segment' or 'classify'"),
+        (
+            "name: x\ntask: classify\ntrainer:\n  monitor: max val_dice_mean\n",
+            "x.yml: trainer.monitor: a classifier (task: classify) has no val_dice_mean",
+        ),
+        (
+            "name: x\ntrainer:\n  monitor: max val_f1_mean\n",
+            "x.yml: trainer.monitor: val_f1_mean needs class presence",
+        ),
         ("name: x\nloss:\n  bce: 0\n  dice: 0\n", "loss: expected at least one loss term"),
         ("name: x\nloss:\n  lovasz_hinge: 1\n", "unknown key 'loss.lovasz_hinge' (did you mean"),
         ("trainer:\n  epochs: 3\n", "x.yml: name: missing required key"),

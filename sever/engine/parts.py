@@ -14,7 +14,7 @@ from sever.config import Config
 from sever.engine.distributed import World
 from sever.errors import ConfigError
 from sever.model.build import build_model
-from sever.model.losses import SegmentationLoss
+from sever.model.losses import build_loss
 from sever.model.optim import build_optimizer, build_scheduler, steps_per_iteration
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class Parts:
     amp_dtype: torch.dtype | None
     model: nn.Module
     forward: nn.Module
-    loss: SegmentationLoss
+    loss: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: object
     per_iteration: bool
@@ -82,7 +82,7 @@ def build_parts(config: Config, steps_per_epoch: int, world: World = World()) ->
         torch.backends.cudnn.benchmark = trainer.cudnn_benchmark
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    model = build_model(config.model)
+    model = build_model(config.model, config.task)
     if world.distributed and trainer.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
@@ -99,7 +99,7 @@ def build_parts(config: Config, steps_per_epoch: int, world: World = World()) ->
         amp_dtype=amp_dtype,
         model=model,
         forward=wrap_ddp(maybe_compile(model, trainer.compile), device, world),
-        loss=SegmentationLoss(config.loss, config.model.class_head).to(device),
+        loss=build_loss(config).to(device),
         optimizer=optimizer,
         scheduler=scheduler,
         per_iteration=steps_per_iteration(scheduler),

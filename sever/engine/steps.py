@@ -17,7 +17,7 @@ from sever.engine.distributed import World, all_max, all_sum, sync_buffers
 from sever.engine.logs import Board
 from sever.engine.parts import Parts
 from sever.model.build import split_outputs
-from sever.model.metrics import DiceMeter, binarize
+from sever.model.metrics import DiceMeter, PresenceMeter, binarize
 from sever.visualize import denormalize, truth_and_prediction
 
 log = logging.getLogger(__name__)
@@ -140,11 +140,13 @@ def progress_bar(iterable, total: int, desc: str) -> tqdm:
 
 @torch.no_grad()
 def validate(config: Config, parts: Parts, loader: DataLoader, epoch: int, board: Board) -> dict:
-    """Full-size validation: mean loss terms and the Kaggle Dice, as `val_<name>`."""
+    """Full-size validation, as `val_<name>`: mean loss terms, the Kaggle Dice of the masks,
+    and the image-level precision, recall and F1 of the presence head (if any)."""
     model = parts.eval_model()
     sync_buffers(model, parts.world)
     model.eval()
-    meter = DiceMeter(config.model.classes)
+    classes, threshold = config.model.classes, config.trainer.threshold
+    dice, presence = DiceMeter(classes), PresenceMeter(classes)
     sums: dict[str, float] = defaultdict(float)
     shown = 0
     for images, masks, ids in progress_bar(loader, len(loader), f"validate {epoch}"):
@@ -154,24 +156,30 @@ def validate(config: Config, parts: Parts, loader: DataLoader, epoch: int, board
         terms = parts.loss(mask_logits, masks, class_logits)
         for name, value in terms.items():
             sums[name] += value.item() * len(images)
-        pred = binarize(
-            torch.sigmoid(mask_logits.float()), config.trainer.threshold, config.trainer.min_pixels
-        )
-        meter.update(pred, masks)
-        shown = show_images(config, board, images, masks, pred, ids, epoch, shown)
-    world = parts.world
-    meter = DiceMeter.from_state(all_sum(meter.state(), world))
-    if world.distributed:  # the exact mean over all pairs, not a mean of the ranks' means
-        names = sorted(sums)
-        totals = all_sum(torch.tensor([sums[n] for n in names], dtype=torch.float64), world)
-        sums = dict(zip(names, totals.tolist(), strict=True))
-    scores = meter.compute()
-    board.scalars(
-        {**{k: v / len(loader.dataset) for k, v in sums.items()}, **scores}, epoch, "val/"
-    )
-    return {f"val_{k}": v / len(loader.dataset) for k, v in sums.items()} | {
-        f"val_{k}": v for k, v in scores.items()
-    }
+        if mask_logits is not None:
+            probs = torch.sigmoid(mask_logits.float())
+            pred = binarize(probs, threshold, config.trainer.min_pixels)
+            dice.update(pred, masks)
+            shown = show_images(config, board, images, masks, pred, ids, epoch, shown)
+        if class_logits is not None:
+            presence.update(torch.sigmoid(class_logits.float()) > threshold, masks.amax((2, 3)))
+    sums = reduce_sums(sums, parts.world)
+    scores = {k: v / len(loader.dataset) for k, v in sums.items()}
+    if config.task == "segment":
+        scores |= DiceMeter.from_state(all_sum(dice.state(), parts.world)).compute()
+    if config.task == "classify" or config.model.class_head.enabled:
+        scores |= PresenceMeter.from_state(all_sum(presence.state(), parts.world)).compute()
+    board.scalars(scores, epoch, "val/")
+    return {f"val_{k}": v for k, v in scores.items()}
+
+
+def reduce_sums(sums: dict[str, float], world: World) -> dict[str, float]:
+    """The sums over every process: the exact mean over all images, not a mean of means."""
+    if not world.distributed:
+        return dict(sums)
+    names = sorted(sums)
+    totals = all_sum(torch.tensor([sums[n] for n in names], dtype=torch.float64), world)
+    return dict(zip(names, totals.tolist(), strict=True))
 
 
 def show_images(
@@ -195,31 +203,30 @@ def learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
 
 def metric_columns(config: Config) -> list[str]:
     """The fixed header of metrics.csv for this config."""
-    terms = [name for name, weight in config.loss.model_dump().items() if weight > 0]
-    if config.model.class_head.enabled:
-        terms.append("cls")
-    classes = [f"val_dice_{c}" for c in range(1, config.model.classes + 1)]
-    return [
-        "epoch",
-        "train_loss",
-        *(f"train_{t}" for t in terms),
-        "val_loss",
-        *(f"val_{t}" for t in terms),
-        "val_dice_mean",
-        *classes,
-        "val_dice_positive",
-        "val_empty_baseline",
-        "lr_encoder",
-        "lr_decoder",
-        "seconds",
-    ]
+    if config.task == "classify":
+        terms = ["cls"]
+    else:
+        terms = [name for name, weight in config.loss.model_dump().items() if weight > 0]
+        terms += ["cls"] if config.model.class_head.enabled else []
+    columns = ["epoch", "train_loss", *(f"train_{t}" for t in terms)]
+    columns += ["val_loss", *(f"val_{t}" for t in terms)]
+    classes = range(1, config.model.classes + 1)
+    if config.task == "segment":
+        columns += ["val_dice_mean", *(f"val_dice_{c}" for c in classes)]
+        columns += ["val_dice_positive", "val_empty_baseline"]
+    if config.task == "classify" or config.model.class_head.enabled:
+        columns.append("val_f1_mean")
+        columns += [f"val_{kind}_{c}" for c in classes for kind in ("f1", "precision", "recall")]
+    return [*columns, "lr_encoder", "lr_decoder", "seconds"]
 
 
 def epoch_line(row: dict, monitor: str, improved: bool) -> str:
     parts = [f"epoch {row['epoch']}", f"train_loss {row['train_loss']:.4f}"]
     if "val_loss" in row:
-        parts += [f"val_loss {row['val_loss']:.4f}", f"val_dice_mean {row['val_dice_mean']:.4f}"]
-        if monitor in row and monitor not in ("val_loss", "val_dice_mean"):
+        parts.append(f"val_loss {row['val_loss']:.4f}")
+        headline = "val_dice_mean" if "val_dice_mean" in row else "val_f1_mean"
+        parts.append(f"{headline} {row[headline]:.4f}")
+        if monitor in row and monitor not in ("val_loss", headline):
             parts.append(f"{monitor} {row[monitor]:.4f}")
         parts.append("(best)" if improved else "")
     parts.append(f"{row['seconds']:.0f}s")
@@ -230,7 +237,8 @@ def hparams(config: Config) -> dict:
     """A flat summary of the config for TensorBoard's HPARAMS tab."""
     c = config
     return {
-        "arch": c.model.arch,
+        "task": c.task,
+        "arch": c.model.arch if c.task == "segment" else "classifier",
         "encoder": c.model.encoder,
         "input_channel": c.model.input_channel,
         "crop": str(c.data.crop),

@@ -249,16 +249,24 @@ def summarise(
     config: Config, run: Path, saver: CheckpointSaver, progress: Progress, board: Board
 ) -> None:
     val = progress.last_val
-    if val:
+    value = saver.best if saver.best is not None else math.nan
+    best = f"best {config.trainer.monitor_metric} {value:.4f} at epoch {saver.best_epoch}"
+    if val and "val_dice_mean" in val:
         log.info(
             "last validation: dice_mean %.4f (all-empty baseline %.4f), dice on defect pairs "
-            "%.4f; best %s %.4f at epoch %s",
+            "%.4f; %s",
             val["val_dice_mean"],
             val["val_empty_baseline"],
             val["val_dice_positive"],
-            config.trainer.monitor_metric,
-            saver.best if saver.best is not None else math.nan,
-            saver.best_epoch,
+            best,
+        )
+    elif val:
+        f1 = ", ".join(f"{val[f'val_f1_{c}']:.3f}" for c in range(1, config.model.classes + 1))
+        log.info(
+            "last validation: presence F1 mean %.4f (per class %s); %s",
+            val["val_f1_mean"],
+            f1,
+            best,
         )
     board.hparams(steps.hparams(config), {"hparam/best": saver.best or math.nan})
     log.info("TensorBoard: tensorboard --logdir %s", config.trainer.save_dir)

@@ -17,7 +17,7 @@ from sever.fileio import atomic_path
 from sever.inference.models import Member
 from sever.inference.postprocess import PostProcess, postprocess_batch
 from sever.inference.predict import predict_batches
-from sever.model.metrics import DiceMeter
+from sever.model.metrics import DiceMeter, PresenceMeter
 
 
 def validation_set(run: Path, member: Member) -> SteelDataset:
@@ -43,26 +43,6 @@ def training_postprocess(member: Member) -> PostProcess:
     )
 
 
-class PresenceMeter:
-    """Image-level precision and recall per class: is the class present at all?"""
-
-    def __init__(self, classes: int) -> None:
-        self.counts = np.zeros((3, classes), np.int64)  # true pos, false pos, false neg
-
-    def update(self, pred: np.ndarray, truth: np.ndarray) -> None:
-        """pred, truth: (N, C, H, W) masks."""
-        p, t = pred.any(axis=(2, 3)), truth.any(axis=(2, 3))
-        self.counts += np.stack([(p & t).sum(0), (p & ~t).sum(0), (~p & t).sum(0)])
-
-    def compute(self) -> dict[str, float]:
-        tp, fp, fn = self.counts.astype(float)
-        out = {}
-        for c in range(len(tp)):
-            out[f"precision_{c + 1}"] = tp[c] / (tp[c] + fp[c]) if tp[c] + fp[c] else float("nan")
-            out[f"recall_{c + 1}"] = tp[c] / (tp[c] + fn[c]) if tp[c] + fn[c] else float("nan")
-        return out
-
-
 def masks_aside(loader: DataLoader, truths: list[np.ndarray]):
     """(images, ids) for predict_batches from a labelled loader, appending each batch's
     masks (N, C, H, W) to `truths` as it goes, so one pass reads every image once."""
@@ -80,23 +60,31 @@ def evaluate(
     tta: str = "none",
 ) -> dict:
     """Kaggle Dice, per class, on pairs with a defect, the all-empty baseline, and
-    per-class image-level precision and recall, for `member` on its run's validation split.
+    per-class image-level precision, recall and F1, for `member` on its run's validation
+    split. A classifier gets the image-level scores of its presence probabilities alone.
     """
+    classifier = member.task == "classify"
     postprocess = postprocess or training_postprocess(member)
     dataset = validation_set(run, member)
     loader = DataLoader(dataset, batch_size, num_workers=workers)
     truths: list[np.ndarray] = []
-    dice, presence = DiceMeter(member.config.model.classes), PresenceMeter(4)
+    classes = member.config.model.classes
+    dice, presence = DiceMeter(classes), PresenceMeter(classes)
     for _, probs, heads in predict_batches([member], masks_aside(loader, truths), tta):
-        pred, truth = postprocess_batch(probs, postprocess, heads), truths.pop(0)
-        dice.update(torch.from_numpy(pred), torch.from_numpy(truth))
-        presence.update(pred.astype(bool), truth.astype(bool))
+        truth = torch.from_numpy(truths.pop(0))
+        if classifier:
+            threshold = member.config.trainer.threshold
+            presence.update(torch.from_numpy(heads > threshold), truth.amax((2, 3)))
+            continue
+        pred = torch.from_numpy(postprocess_batch(probs, postprocess, heads))
+        dice.update(pred, truth)
+        presence.update(pred.flatten(2).any(2), truth.amax((2, 3)))
+    scores = presence.compute() if classifier else dice.compute() | presence.compute()
     return {
-        **dice.compute(),
-        **presence.compute(),
+        **scores,
         "images": len(dataset),
         "checkpoint": str(member.path),
-        "postprocess": postprocess.to_dict(),
+        "postprocess": None if classifier else postprocess.to_dict(),
         "tta": tta,
     }
 

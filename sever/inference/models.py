@@ -16,13 +16,23 @@ from sever.model.build import build_model
 
 @dataclass
 class Member:
-    """One model of an ensemble: the network (eval mode), its config and its weight."""
+    """One model of an ensemble: the network (eval mode), its config and its weight.
+
+    A segmenter (task "segment") gives masks and, with a class head, presence; a
+    classifier (task "classify") gives presence alone."""
 
     path: Path
     model: nn.Module
     config: Config
     weight: float = 1.0
-    has_class_head: bool = False
+
+    @property
+    def task(self) -> str:
+        return self.config.task
+
+    @property
+    def has_class_head(self) -> bool:
+        return self.task == "classify" or self.config.model.class_head.enabled
 
 
 def checkpoint_path(run: Path, epoch: int | None = None, which: str = "best") -> Path:
@@ -51,7 +61,7 @@ def load_member(path: Path, device: torch.device, weight: float = 1.0) -> Member
     stored = dict(state["config"])
     stored["model"] = {**stored["model"], "encoder_weights": None}  # weights come from here
     config = config_from_dict(stored, f"{path} (config)")
-    model = build_model(config.model)
+    model = build_model(config.model, config.task)
     weights = state["model"]
     if state.get("ema"):
         weights = {
@@ -65,7 +75,7 @@ def load_member(path: Path, device: torch.device, weight: float = 1.0) -> Member
             f"{path}: weights do not fit the config saved with them ({first})"
         ) from None
     model.to(device).eval()
-    return Member(path, model, config, weight, config.model.class_head.enabled)
+    return Member(path, model, config, weight)
 
 
 def check_compatible(members: list[Member]) -> None:

@@ -73,16 +73,19 @@ def image_loader(
 @torch.no_grad()
 def member_probs(
     member: Member, images: torch.Tensor, views: list[Flip], amp_dtype: torch.dtype | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One model's TTA-averaged probabilities (N, C, H, W) and class presence (N, C)."""
-    probs, presence = 0.0, None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """One model's TTA-averaged probabilities (N, C, H, W) and class presence (N, C); a
+    classifier has no masks (None), a segmenter without a class head no presence (None)."""
+    probs, presence = None, None
     for view in views:
         with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             masks, classes = split_outputs(member.model(view(images)))
-        probs = probs + view(torch.sigmoid(masks.float()))
+        if masks is not None:
+            probs = view(torch.sigmoid(masks.float())) + (0 if probs is None else probs)
         if classes is not None:
             presence = torch.sigmoid(classes.float()) + (0 if presence is None else presence)
-    return probs / len(views), None if presence is None else presence / len(views)
+    n = len(views)
+    return (None if probs is None else probs / n), (None if presence is None else presence / n)
 
 
 def predict_batches(
@@ -91,29 +94,42 @@ def predict_batches(
     tta: str = "none",
     averaging: str = "mean",
     amp_dtype: torch.dtype | None = None,
-) -> Iterator[tuple[list[str], np.ndarray, np.ndarray | None]]:
+) -> Iterator[tuple[list[str], np.ndarray | None, np.ndarray | None]]:
     """Yield (image ids, probabilities (N, C, H, W) float32, presence (N, C) or None).
 
-    Presence is the mean of the members' classification heads (None if none has one).
+    Probabilities average the segmenters' masks (None if every member is a classifier);
+    presence is the mean over every member with one: the segmenters' classification heads
+    and the standalone classifiers (None if no member has one).
     """
     views = TTA[tta]
     device = next(members[0].model.parameters()).device
-    weights = [m.weight for m in members]
+    weights = [m.weight for m in members if m.task == "segment"]
     for images, ids in loader:
         images = images.to(device, non_blocking=True)
         outputs = [member_probs(m, images, views, amp_dtype) for m in members]
-        stacked = np.stack([p.cpu().numpy() for p, _ in outputs])
-        probs = average(stacked, averaging, weights if averaging == "weighted" else None)
+        masks = [p.cpu().numpy() for p, _ in outputs if p is not None]
+        probs = None
+        if masks:
+            probs = average(
+                np.stack(masks), averaging, weights if averaging == "weighted" else None
+            )
+            probs = probs.astype(np.float32)
         heads = [c.cpu().numpy() for _, c in outputs if c is not None]
-        yield list(ids), probs.astype(np.float32), np.mean(heads, axis=0) if heads else None
+        yield list(ids), probs, np.mean(heads, axis=0) if heads else None
 
 
-def check_heads(members: list[Member], postprocess: PostProcess) -> None:
-    """Gating and threshold scaling need presence: some member must have a class head."""
+def check_members(members: list[Member], postprocess: PostProcess) -> None:
+    """Masks need a segmenter; gating and threshold scaling need presence: a segmenter's
+    class head or a standalone classifier."""
+    if not any(m.task == "segment" for m in members):
+        raise CheckpointError(
+            "every model given is a classifier (task: classify); add a segmentation model "
+            "(-r RUN) for the masks, the classifier then gates or scales them"
+        )
     if (postprocess.gate or postprocess.scale_c) and not any(m.has_class_head for m in members):
         raise CheckpointError(
-            "the post-processing gates or scales by class presence, but no "
-            "model has a classification head (model.class_head.enabled)"
+            "the post-processing gates or scales by class presence, but no model gives it: "
+            "add a classifier run (task: classify) or use a model with model.class_head.enabled"
         )
 
 
@@ -140,7 +156,7 @@ def predict_folder(
     With fmt 'auto', a sample_submission.csv beside the folder is the template.
     Returns a summary: images, and images with a defect per class.
     """
-    check_heads(members, postprocess)
+    check_members(members, postprocess)
     out.parent.mkdir(parents=True, exist_ok=True)  # before the work, not after it
     loader = image_loader(images_dir, members[0], batch_size, workers)
     amp = autocast_dtype(members)

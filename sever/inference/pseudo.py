@@ -29,7 +29,7 @@ from sever.inference.models import Member
 from sever.inference.postprocess import PostProcess, postprocess_batch
 from sever.inference.predict import (
     autocast_dtype,
-    check_heads,
+    check_members,
     image_loader,
     predict_batches,
     progress,
@@ -132,7 +132,7 @@ def pseudo_label(
     and `<out stem>-summary.json` (the returned summary).
     """
     check_cutoffs(hi, lo)
-    check_heads(members, postprocess)
+    check_members(members, postprocess)
     heads = any(m.has_class_head for m in members)
     out.parent.mkdir(parents=True, exist_ok=True)  # before the work, not after it
     loader = image_loader(images_dir, members[0], batch_size, workers)
@@ -159,7 +159,7 @@ def pseudo_label(
         "images_dropped": seen - len(kept_ids),
         "hi": hi,
         "lo": lo,
-        "presence": "classification heads" if heads else "max pixel probability",
+        "presence": "classifiers and class heads" if heads else "max pixel probability",
         "classes": {
             str(c + 1): dict(zip(COUNTS, map(int, row), strict=True))
             for c, row in enumerate(counts)

@@ -123,51 +123,87 @@ def levels_for(stats: PairStats, c: int, t0: np.ndarray, scale_c: float | None) 
     return np.clip(np.floor(t * 255 - 0.5 + 1e-3), 0, LEVELS - 1).astype(np.int64)
 
 
-def dice_sums(stats: PairStats, c: int, levels: np.ndarray, min_pixels: int) -> np.ndarray:
-    """Dice of class c summed over images, for each column of per-image levels (N, K): (K,)."""
+def dice_sums(
+    stats: PairStats, c: int, levels: np.ndarray, min_pixels: int, gate: float = 0.0
+) -> np.ndarray:
+    """Dice of class c summed over images, for each column of per-image levels (N, K): (K,).
+
+    An image whose class is emptied (fewer than `min_pixels` predicted, or a presence
+    probability under `gate`) scores 1 if its truth is empty, else 0."""
     pred = np.take_along_axis(stats.above[:, c, :], levels, axis=1).astype(np.float64)
     inter = np.take_along_axis(stats.hits[:, c, :], levels, axis=1).astype(np.float64)
     truth = stats.truth[:, c, None].astype(np.float64)
     emptied = pred < min_pixels
+    if gate > 0:
+        emptied = emptied | (stats.presence[:, c, None] < gate)
     pred, inter = np.where(emptied, 0, pred), np.where(emptied, 0, inter)
     total = pred + truth
     return np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1)).sum(axis=0)
 
 
-def score(stats: PairStats, thresholds, min_pixels, scale_c: float | None = None) -> dict:
-    """Kaggle mean Dice and per class for per-class thresholds and minimum sizes."""
+def score(
+    stats: PairStats, thresholds, min_pixels, scale_c: float | None = None, gate=None
+) -> dict:
+    """Kaggle mean Dice and per class for per-class thresholds, minimum sizes, scaling
+    factor and presence gates (None: no gating)."""
     n, classes = stats.truth.shape
+    gate = (0.0,) * classes if gate is None else gate
+    if any(gate) and stats.presence is None:
+        raise ConfigError("gate needs class presence: no model has a classification head")
     per_class = []
     for c in range(classes):
         levels = levels_for(stats, c, np.array([thresholds[c]]), scale_c)
-        per_class.append(dice_sums(stats, c, levels, min_pixels[c])[0] / n)
+        per_class.append(dice_sums(stats, c, levels, min_pixels[c], gate[c])[0] / n)
     out = {"dice_mean": float(np.mean(per_class))}
     out |= {f"dice_{c + 1}": float(v) for c, v in enumerate(per_class)}
     return out
 
 
 SCALE_GRID = (None, 1.5, 2.0, 3.0, 5.0, 8.0)
+GATE_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def search(stats: PairStats, min_grid=MIN_PIXELS_GRID) -> tuple[list, list, float | None]:
-    """Best threshold and minimum size per class, and the best classifier scaling factor
-    (searched only when presence is known; None = no scaling). Within one scaling factor
-    each class is searched on its own, since the metric is a sum over classes. Thresholds
-    run from 0.05 to 0.95."""
+@dataclass(frozen=True)
+class Choice:
+    """What `search` picked: per-class thresholds, minimum sizes and presence gates (0 =
+    none), and the classifier scaling factor (None = none)."""
+
+    thresholds: list[float]
+    min_pixels: list[int]
+    gate: list[float]
+    scale_c: float | None
+
+    @property
+    def gate_or_none(self) -> tuple[float, ...] | None:
+        return tuple(self.gate) if any(self.gate) else None
+
+
+def search(stats: PairStats, min_grid=MIN_PIXELS_GRID, presence: bool = True) -> Choice:
+    """The best threshold, minimum size and presence gate per class, and the best classifier
+    scaling factor. Gates and scaling are searched only when presence is known (and
+    `presence` is True). Within one scaling factor each class is searched on its own,
+    since the metric is a sum over classes. Thresholds run from 0.05 to 0.95."""
     t0 = (np.arange(13, 243) + 0.5) / 255  # 0.05 .. 0.95, between quantisation levels
-    best = (-1.0, None, None, None)
-    for scale_c in SCALE_GRID if stats.presence is not None else (None,):
-        total, thresholds, sizes = 0.0, [], []
+    use = presence and stats.presence is not None
+    best_total, best = -1.0, None
+    for scale_c in SCALE_GRID if use else (None,):
+        total, choice = 0.0, Choice([], [], [], scale_c)
         for c in range(stats.truth.shape[1]):
             levels = levels_for(stats, c, t0, scale_c)
-            table = np.stack([dice_sums(stats, c, levels, m) for m in min_grid])  # (M, K)
-            m_index, k_index = np.unravel_index(np.argmax(table), table.shape)
-            total += table[m_index, k_index]
-            thresholds.append(round(float(t0[k_index]), 6))
-            sizes.append(int(min_grid[m_index]))
-        if total > best[0] + 1e-9:
-            best = (total, thresholds, sizes, scale_c)
-    return best[1], best[2], best[3]
+            table = np.stack(
+                [
+                    [dice_sums(stats, c, levels, m, g) for m in min_grid]
+                    for g in (GATE_GRID if use else (0.0,))
+                ]
+            )  # (G, M, K)
+            g, m, k = np.unravel_index(np.argmax(table), table.shape)
+            total += table[g, m, k]
+            choice.thresholds.append(round(float(t0[k]), 6))
+            choice.min_pixels.append(int(min_grid[m]))
+            choice.gate.append(float(GATE_GRID[g]))
+        if total > best_total + 1e-9:
+            best_total, best = total, choice
+    return best
 
 
 def cache_key(checkpoints: list[Path], tta: str, averaging: str, weights: list[float]) -> str:
@@ -177,9 +213,15 @@ def cache_key(checkpoints: list[Path], tta: str, averaging: str, weights: list[f
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def tuned(base, thresholds: list[float], min_pixels: list[int], scale_c: float | None):
-    """The base PostProcess with the tuned thresholds, minimum sizes and scaling."""
-    return replace(base, threshold=tuple(thresholds), min_pixels=tuple(min_pixels), scale_c=scale_c)
+def tuned(base, choice: Choice):
+    """The base PostProcess with the tuned thresholds, minimum sizes, gates and scaling."""
+    return replace(
+        base,
+        threshold=tuple(choice.thresholds),
+        min_pixels=tuple(choice.min_pixels),
+        gate=choice.gate_or_none,
+        scale_c=choice.scale_c,
+    )
 
 
 def predict_stats(
@@ -269,6 +311,12 @@ def group_by_split(members: list) -> list[tuple[list, Path]]:
         key = frozenset(split.loc[split["split"] == "val", "ImageId"])
         groups.setdefault(key, ([], run))[0].append(member)
     keys = list(groups)
+    for group, run in groups.values():
+        if not any(m.task == "segment" for m in group):
+            raise CheckpointError(
+                f"{run}: no segmentation model validates on this run's images; a classifier "
+                "must share its segmenters' split (same seed, data.folds and data.fold)"
+            )
     for i, a in enumerate(keys):
         for b in keys[i + 1 :]:
             if a & b:
@@ -284,9 +332,12 @@ def tune_runs(
 ) -> dict:
     """Tune `base`'s thresholds and minimum sizes on the members' validation images and
     write the result as YAML to `out`. Never returns worse than `base` on these images."""
-    if base.gate is not None or any(base.min_component):
+    from sever.inference.predict import check_members
+
+    check_members(members, base)
+    if any(base.min_component):
         raise ConfigError(
-            "tune searches thresholds, min_pixels and scale_c: remove gate and min_component "
+            "tune searches thresholds, min_pixels, gate and scale_c: remove min_component "
             "from the starting post-processing"
         )
     groups = group_by_split(members)
@@ -299,21 +350,26 @@ def tune_runs(
         batch_size,
         workers,
     )
-    before = score(stats, base.threshold, base.min_pixels, base.scale_c)
-    thresholds, min_pixels, scale_c = search(stats)
-    after = score(stats, thresholds, min_pixels, scale_c)
-    result = tuned(base, thresholds, min_pixels, scale_c)
+    before = score(stats, base.threshold, base.min_pixels, base.scale_c, base.gate)
+    choice = search(stats)
+    after = score(stats, choice.thresholds, choice.min_pixels, choice.scale_c, choice.gate)
+    result = tuned(base, choice)
     if after["dice_mean"] < before["dice_mean"]:
         result, after = base, before
     with atomic_path(out) as tmp:
         tmp.write_text(yaml.safe_dump(result.to_dict(), sort_keys=False))
-    return {
+    report = {
         "before": before,
         "after": after,
         "threshold": list(result.threshold),
         "min_pixels": list(result.min_pixels),
+        "gate": None if result.gate is None else list(result.gate),
         "scale_c": result.scale_c,
         "images": int(stats.truth.shape[0]),
         "folds": len(groups),
         "out": str(out),
     }
+    if stats.presence is not None:  # what the presence (gate, scaling) adds, measured
+        alone = search(stats, presence=False)
+        report["without_presence"] = score(stats, alone.thresholds, alone.min_pixels)
+    return report

@@ -21,6 +21,7 @@ METRICS = [
     ("val_dice_4", "class 4"),
     ("val_dice_positive", "defect pairs"),
     ("val_empty_baseline", "empty baseline"),
+    ("val_f1_mean", "presence F1"),
     ("val_loss", "val loss"),
 ]
 CHANNELS = {
@@ -39,6 +40,12 @@ def fmt_size(hw) -> str:
     return "x".join(str(v) for v in hw) if isinstance(hw, list | tuple) else str(hw)
 
 
+def architecture(config: dict) -> str:
+    if config.get("task") == "classify":
+        return "classifier: the encoder, pooled, with a per-class presence head"
+    return config.get("model", {}).get("arch", "?")
+
+
 def summary_table(staged: Staged) -> list[str]:
     config = staged.config
     model, data, trainer = config.get("model", {}), config.get("data", {}), config["trainer"]
@@ -47,7 +54,7 @@ def summary_table(staged: Staged) -> list[str]:
     channel = model.get("input_channel", "?")
     versions = ", ".join(f"{k} {v}" for k, v in staged.versions.items()) or "unknown"
     rows = [
-        ("architecture", model.get("arch", "?")),
+        ("architecture", architecture(config)),
         (
             "encoder",
             f"{model.get('encoder', '?')} (initial weights: {model.get('encoder_weights')})",

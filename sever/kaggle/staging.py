@@ -215,7 +215,7 @@ def validated_at(run: Path, epoch: int) -> int | None:
     if not path.is_file():
         return None
     with path.open(newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if r.get("val_dice_mean")]
+        rows = [r for r in csv.DictReader(handle) if r.get("val_loss")]
     epochs = [int(r["epoch"]) for r in rows if int(r["epoch"]) <= epoch]
     return max(epochs) if epochs else None
 

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from sever.errors import CheckpointError, ConfigError
+from sever.model.classifier import Classifier
 from sever.registry import Registry, unknown_name
 
 if TYPE_CHECKING:
@@ -49,11 +50,12 @@ def check_encoder(name: str) -> str:
     raise ValueError(unknown_name("encoder", name, valid) + " (or tu-<any timm model>)")
 
 
-def build_model(cfg: ModelConfig) -> nn.Module:
+def build_model(cfg: ModelConfig, task: str = "segment") -> nn.Module:
     """The SMP model for `cfg`: input (N, 1, H, W) -> mask logits (N, C, H, W).
 
-    With `cfg.class_head.enabled` the model returns (mask logits, class logits (N, C));
-    `split_outputs` takes either form.
+    With `cfg.class_head.enabled` the model returns (mask logits, class logits (N, C)); a
+    classifier (`task` "classify") returns class logits (N, C) alone. `split_outputs`
+    takes every form.
 
     Raises:
         ConfigError: smp rejects the architecture / encoder / weights combination.
@@ -61,38 +63,50 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     """
     weights = cfg.encoder_weights
     local = weights not in (None, "imagenet")
-    model = create(cfg, None if local else weights)
+    model = create(cfg, None if local else weights, task)
     if local:
         load_encoder_weights(model.encoder, Path(weights), cfg.encoder)
     use_one_channel(first_conv(model.encoder, cfg.encoder), cfg.input_channel)
-    if cfg.dropout > 0 and cfg.arch not in NATIVE_DROPOUT:
+    if task == "segment" and cfg.dropout > 0 and cfg.arch not in NATIVE_DROPOUT:
         add_head_dropout(model, cfg.dropout)
     return model
 
 
-def create(cfg: ModelConfig, weights: str | None) -> nn.Module:
-    """The 3-channel SMP model, with `weights` None or "imagenet" (downloaded by SMP)."""
-    kwargs = {NATIVE_DROPOUT[cfg.arch]: cfg.dropout} if cfg.arch in NATIVE_DROPOUT else {}
-    if cfg.class_head.enabled:
-        kwargs["aux_params"] = dict(
-            classes=cfg.classes, dropout=cfg.class_head.dropout, activation=None, pooling="avg"
-        )
+def create(cfg: ModelConfig, weights: str | None, task: str = "segment") -> nn.Module:
+    """The 3-channel model, with `weights` None or "imagenet" (downloaded by SMP)."""
     # timm encoders take a flag (their weights tag is part of the name), not "imagenet"
     timm_flag = weights is not None and cfg.encoder.startswith("tu-")
     try:
-        return ARCHITECTURES[cfg.arch](
-            encoder_name=cfg.encoder,
-            encoder_weights=True if timm_flag else weights,
-            in_channels=3,
-            classes=cfg.classes,
-            activation=None,
-            **kwargs,
-        )
+        if task == "classify":
+            head = cfg.class_head
+            return Classifier(cfg.encoder, weights, cfg.classes, head.pooling, head.dropout)
+        return segmenter(cfg, True if timm_flag else weights)
     except OSError as exc:  # what huggingface_hub and timm raise when offline
         raise CheckpointError(download_hint(cfg.encoder, exc)) from None
     except (ValueError, KeyError) as exc:  # smp's word on a combination it cannot build
         reason = exc.args[0] if exc.args else exc
-        raise ConfigError(f"model: {cfg.arch} with encoder {cfg.encoder}: {reason}") from None
+        what = "classifier" if task == "classify" else cfg.arch
+        raise ConfigError(f"model: {what} with encoder {cfg.encoder}: {reason}") from None
+
+
+def segmenter(cfg: ModelConfig, weights: str | bool | None) -> nn.Module:
+    """SMP's `cfg.arch` with 4 mask logits, dropout and the optional presence head."""
+    kwargs = {NATIVE_DROPOUT[cfg.arch]: cfg.dropout} if cfg.arch in NATIVE_DROPOUT else {}
+    if cfg.class_head.enabled:
+        kwargs["aux_params"] = dict(
+            classes=cfg.classes,
+            dropout=cfg.class_head.dropout,
+            activation=None,
+            pooling=cfg.class_head.pooling,
+        )
+    return ARCHITECTURES[cfg.arch](
+        encoder_name=cfg.encoder,
+        encoder_weights=weights,
+        in_channels=3,
+        classes=cfg.classes,
+        activation=None,
+        **kwargs,
+    )
 
 
 def download_hint(encoder: str, exc: Exception) -> str:
@@ -192,11 +206,16 @@ def add_head_dropout(model: nn.Module, p: float) -> None:
     model.segmentation_head = nn.Sequential(OrderedDict(layers))
 
 
-def split_outputs(output: Tensor | tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor | None]:
-    """(mask logits (N, C, H, W), class logits (N, C) or None) from either model output."""
+def split_outputs(
+    output: Tensor | tuple[Tensor, Tensor],
+) -> tuple[Tensor | None, Tensor | None]:
+    """(mask logits (N, C, H, W) or None, class logits (N, C) or None) from any model's
+    output: masks alone, (masks, class logits), or a classifier's class logits alone."""
     if isinstance(output, (tuple, list)):
         masks, labels = output
         return masks, labels
+    if output.ndim == 2:
+        return None, output
     return output, None
 
 

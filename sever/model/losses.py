@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from sever.registry import Registry
 
 if TYPE_CHECKING:
-    from sever.config import ClassHeadConfig, LossConfig
+    from sever.config import ClassHeadConfig, Config, LossConfig
 
 # Factories of loss modules, each called as loss(mask_logits, masks) -> scalar.
 # SMP's Dice is soft Dice per class over the whole batch, and a class with no true pixel
@@ -75,6 +75,36 @@ class SegmentationLoss(nn.Module):
         return out
 
     def class_loss(self, class_logits: Tensor, masks: Tensor) -> Tensor:
-        """BCE of the class logits (N, C) against per-class presence in `masks` (N, C, H, W)."""
-        present = masks.amax(dim=(2, 3))
-        return F.binary_cross_entropy_with_logits(class_logits, present, pos_weight=self.pos_weight)
+        return presence_bce(class_logits, masks, self.pos_weight)
+
+
+class PresenceLoss(nn.Module):
+    """A classifier's loss (`task: classify`): the presence BCE alone, as 'cls' and 'loss'.
+
+    Args:
+        pos_weight: per-class weight of the positive term (rare classes up), or None.
+    """
+
+    def __init__(self, pos_weight: tuple[float, ...] | None) -> None:
+        super().__init__()
+        self.register_buffer(
+            "pos_weight", None if pos_weight is None else torch.tensor(pos_weight), persistent=False
+        )
+
+    def forward(self, mask_logits: None, masks: Tensor, class_logits: Tensor) -> dict[str, Tensor]:
+        with torch.autocast(device_type=class_logits.device.type, enabled=False):
+            value = presence_bce(class_logits.float(), masks.float(), self.pos_weight)
+        return {"cls": value, "loss": value}
+
+
+def presence_bce(class_logits: Tensor, masks: Tensor, pos_weight: Tensor | None) -> Tensor:
+    """BCE of class logits (N, C) against per-class presence in `masks` (N, C, H, W)."""
+    present = masks.amax(dim=(2, 3))
+    return F.binary_cross_entropy_with_logits(class_logits, present, pos_weight=pos_weight)
+
+
+def build_loss(config: Config) -> nn.Module:
+    """The loss of the config's task: masks (+ presence head) or presence alone."""
+    if config.task == "classify":
+        return PresenceLoss(config.model.class_head.pos_weight)
+    return SegmentationLoss(config.loss, config.model.class_head)

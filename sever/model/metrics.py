@@ -116,3 +116,47 @@ class DiceMeter:
         scores["dice_positive"] = positive_dice.sum() / positives.sum()
         scores["empty_baseline"] = 1 - positives.sum() / pairs.sum()
         return {name: float(value) for name, value in scores.items()}
+
+
+class PresenceMeter:
+    """Image-level precision, recall and F1 per class: is the class present at all?
+
+    Keeps counts (true positives, false positives, false negatives per class), so the
+    result is exact over any batching; a distributed trainer all-reduces `state()`.
+    F1 is 2TP / (2TP + FP + FN), the Dice of the image-level sets: 1 for a class that is
+    neither present nor predicted anywhere. Precision and recall are nan when undefined.
+
+    Args:
+        classes: the number of classes C.
+    """
+
+    def __init__(self, classes: int = 4) -> None:
+        self.counts = torch.zeros(3, classes, dtype=torch.int64)
+
+    def update(self, pred: Tensor, truth: Tensor) -> None:
+        """Add a batch: predicted and true presence, both (N, C) bool (or 0/1)."""
+        p, t = as_bool(pred), as_bool(truth)
+        batch = torch.stack([(p & t).sum(0), (p & ~t).sum(0), (~p & t).sum(0)])
+        self.counts = self.counts.to(batch.device) + batch
+
+    def state(self) -> Tensor:
+        """The raw counts (3, C), a copy safe to all-reduce."""
+        return self.counts.clone()
+
+    @classmethod
+    def from_state(cls, state: Tensor) -> PresenceMeter:
+        meter = cls(state.shape[1])
+        meter.counts = state.clone()
+        return meter
+
+    def compute(self) -> dict[str, float]:
+        """'f1_mean', and 'f1_c', 'precision_c', 'recall_c' for c = 1..C."""
+        tp, fp, fn = self.counts.double().cpu()
+        nan = torch.tensor(float("nan"), dtype=torch.float64)
+        f1 = torch.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn).clamp_min(1), 1.0)
+        out = {"f1_mean": float(f1.mean())}
+        for c in range(len(tp)):
+            out[f"f1_{c + 1}"] = float(f1[c])
+            out[f"precision_{c + 1}"] = float(tp[c] / (tp[c] + fp[c]) if tp[c] + fp[c] else nan)
+            out[f"recall_{c + 1}"] = float(tp[c] / (tp[c] + fn[c]) if tp[c] + fn[c] else nan)
+        return out

@@ -183,7 +183,9 @@ def test_pseudo_label_writes_csv_ids_and_summary(
     assert fmt == "long"
     assert set(ids) <= {p.name for p in images.iterdir()}
     assert set(frame["ImageId"]) <= set(ids)
-    assert summary["presence"] == ("classification heads" if heads else "max pixel probability")
+    assert summary["presence"] == (
+        "classifiers and class heads" if heads else "max pixel probability"
+    )
     assert summary["images_seen"] == 4
     assert summary["images_kept"] == len(ids)
     assert summary["images_kept"] + summary["images_dropped"] == summary["images_seen"]

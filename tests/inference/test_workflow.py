@@ -14,6 +14,7 @@ from conftest import cli
 
 from sever.config import load_config
 from sever.engine.trainer import train
+from sever.errors import ConfigError
 from sever.inference import tune as tune_module
 from sever.inference.models import load_member
 from sever.inference.postprocess import PostProcess
@@ -250,7 +251,7 @@ def bad_inputs(run: Path, tmp_path: Path) -> dict[str, Path]:
         ("short list", "threshold: expected 4 values"),
         ("empty folder", "no images (.jpg, .jpeg, .png) in this folder"),
         ("unreadable image", "not a readable image"),
-        ("gate without head", "no model has a classification head"),
+        ("gate without head", "no model gives it"),
     ],
 )
 def test_predict_errors_are_one_line(
@@ -326,8 +327,39 @@ def test_classifier_scaling_in_stats() -> None:
     # image 0: 0.31 > 0.1 -> found (dice 1); image 1: 0.31 < 0.5 -> missed (dice 0)
     assert tune_module.score(stats, [0.1], [0], scale_c=5.0)["dice_1"] == pytest.approx(0.5)
     assert tune_module.score(stats, [0.1], [0])["dice_1"] == pytest.approx(1.0)
-    thresholds, sizes, scale_c = tune_module.search(stats)
-    assert tune_module.score(stats, thresholds, sizes, scale_c)["dice_1"] == pytest.approx(1.0)
+    choice = tune_module.search(stats)
+    assert tune_module.score(
+        stats, choice.thresholds, choice.min_pixels, choice.scale_c, choice.gate
+    )["dice_1"] == pytest.approx(1.0)
+
+
+def test_presence_gate_in_stats() -> None:
+    # Two images, 10 predicted pixels at 0.8 each: image 0's truth is empty (presence
+    # 0.2), image 1's truth is exactly the prediction (presence 0.9). No threshold or
+    # minimum size tells them apart; a gate between 0.2 and 0.9 does.
+    levels = np.zeros((2, 1, 4, 4), np.uint8)
+    levels[:, 0, :2, :] = 204  # 0.8
+    levels[:, 0, 2, :2] = 204
+    truth = np.zeros_like(levels, bool)
+    truth[1] = levels[1] > 0
+    stats = tune_module.pair_stats(levels, truth, False, presence=np.array([[0.2], [0.9]]))
+    assert tune_module.score(stats, [0.5], [0])["dice_1"] == pytest.approx(0.5)
+    assert tune_module.score(stats, [0.5], [0], gate=[0.5])["dice_1"] == pytest.approx(1.0)
+    assert tune_module.score(stats, [0.5], [0], gate=[0.95])["dice_1"] == pytest.approx(0.5)
+    assert tune_module.score(stats, [0.5], [0], gate=[0.9])["dice_1"] == pytest.approx(1.0)
+    choice = tune_module.search(stats)
+    assert 0.2 < choice.gate[0] <= 0.9
+    assert choice.gate_or_none == (choice.gate[0],)
+    alone = tune_module.search(stats, presence=False)
+    assert alone.gate == [0.0] and alone.scale_c is None
+    assert tune_module.score(stats, alone.thresholds, alone.min_pixels)["dice_1"] == 0.5
+
+
+def test_gate_needs_presence() -> None:
+    levels = np.zeros((1, 1, 2, 2), np.uint8)
+    stats = tune_module.pair_stats(levels, levels > 0, False)
+    with pytest.raises(ConfigError, match="gate needs class presence"):
+        tune_module.score(stats, [0.5], [0], gate=[0.5])
 
 
 def test_predict_creates_the_output_folder(run: Path, tiny_data: Path, tmp_path: Path) -> None:

@@ -212,3 +212,24 @@ def test_encoder_and_rest_split_all_parameters():
     assert {id(p) for p in encoder}.isdisjoint(id(p) for p in rest)
     assert len(encoder) + len(rest) == len(list(model.parameters()))
     assert any(p is model.classification_head[3].weight for p in rest)
+
+
+def test_classifier_gives_class_logits_alone():
+    model = build_model(config(class_head={"pooling": "max"}), task="classify").eval()
+    with torch.no_grad():
+        output = model(torch.randn(2, 1, 64, 128))
+    masks, labels = split_outputs(output)
+    assert masks is None
+    assert labels.shape == (2, 4)
+    assert not hasattr(model, "decoder")  # the encoder and a pooled head, nothing more
+    encoder, rest = encoder_and_rest(model)
+    assert {id(p) for p in rest} == {id(p) for p in model.classification_head.parameters()}
+
+
+def test_classifier_local_weights_and_channel(tmp_path):
+    state = saved_encoder(tmp_path / "w.pth")
+    model = build_model(
+        config(encoder_weights=str(tmp_path / "w.pth"), input_channel="g"), task="classify"
+    )
+    assert torch.equal(model.encoder.conv1.weight, one_channel(state["conv1.weight"], "g"))
+    assert torch.equal(model.encoder.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from sever.config import ClassHeadConfig, LossConfig
-from sever.model.losses import LOSSES, SegmentationLoss
+from sever.config import ClassHeadConfig, Config, LossConfig
+from sever.model.losses import LOSSES, SegmentationLoss, build_loss
 
 LN3 = math.log(3)  # sigmoid(+-ln 3) = 0.75 / 0.25
 
@@ -90,3 +90,17 @@ def test_class_loss_targets_presence_with_pos_weight():
     assert weighted["cls"].item() == pytest.approx(5 / 4 * math.log(2))
     mask_part = (weighted["loss"] - 0.2 * weighted["cls"]).item()
     assert mask_part == pytest.approx((plain["loss"] - 0.2 * plain["cls"]).item())
+
+
+def test_classifier_loss_is_the_presence_bce_alone():
+    masks = torch.zeros(2, 4, 2, 2)
+    masks[0, 0, 0, 0] = 1  # image 0 has class 1; image 1 has nothing
+    config = Config.model_validate(
+        {"name": "c", "task": "classify", "model": {"class_head": {"pos_weight": [3, 1, 1, 1]}}}
+    )
+    loss = build_loss(config)
+    out = loss(None, masks, torch.zeros(2, 4))
+    # 8 elements at logit 0 cost ln 2 each; the one positive is weighted 3: 10 ln 2 / 8
+    assert set(out) == {"cls", "loss"}
+    assert out["loss"].item() == pytest.approx(10 / 8 * math.log(2))
+    assert isinstance(build_loss(Config(name="s")), SegmentationLoss)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from sever.model.metrics import DiceMeter, binarize, dice_per_pair
+from sever.model.metrics import DiceMeter, PresenceMeter, binarize, dice_per_pair
 
 
 def masks(n: int, c: int, pixels: dict[tuple[int, int], list[tuple[int, int]]]) -> torch.Tensor:
@@ -100,3 +100,24 @@ def test_dice_positive_is_nan_without_defects():
     scores = meter.compute()
     assert math.isnan(scores["dice_positive"])
     assert scores["dice_mean"] == scores["empty_baseline"] == 1.0
+
+
+def test_presence_meter_by_hand():
+    # Five images, three classes. Class 1: TP 2, FP 1, FN 1. Class 2: TP 0, FP 0, FN 2.
+    # Class 3: never present, never predicted.
+    pred = torch.tensor([[1, 0, 0], [1, 0, 0], [1, 0, 0], [0, 0, 0], [0, 0, 0]], dtype=torch.bool)
+    truth = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 0, 0], [1, 1, 0], [0, 0, 0]])
+    meter = PresenceMeter(3)
+    meter.update(pred[:2], truth[:2])
+    meter.update(pred[2:], truth[2:])
+    scores = meter.compute()
+    assert scores["precision_1"] == pytest.approx(2 / 3)
+    assert scores["recall_1"] == pytest.approx(2 / 3)
+    assert scores["f1_1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert math.isnan(scores["precision_2"])  # nothing predicted
+    assert scores["recall_2"] == 0.0 and scores["f1_2"] == 0.0
+    assert scores["f1_3"] == 1.0  # nothing to find and nothing claimed
+    assert math.isnan(scores["precision_3"]) and math.isnan(scores["recall_3"])
+    assert scores["f1_mean"] == pytest.approx((2 / 3 + 0 + 1) / 3)
+    reduced = PresenceMeter.from_state(meter.state() * 2)  # like an all-reduce of 2 copies
+    assert reduced.compute()["f1_1"] == pytest.approx(2 / 3)
