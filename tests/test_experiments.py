@@ -7,7 +7,7 @@ import torch
 
 from sever.config import load_config
 from sever.model.build import build_model, split_outputs
-from sever.model.losses import SegmentationLoss
+from sever.model.losses import build_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (ROOT / "experiments").glob("*.yml") if p.name != "base.yml")
@@ -16,7 +16,7 @@ RECIPES = sorted(p for p in (ROOT / "experiments").glob("*.yml") if p.name != "b
 def test_the_original_recipes_are_shipped() -> None:
     names = {p.stem for p in RECIPES}
     expected = {"unet-b5", "fpn-b5", "unet-se_resnext50", "fpn-se_resnext50", "fpn-inceptionv4"}
-    assert expected | {"demo"} <= names
+    assert expected | {"demo", "demo-classifier"} <= names
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
@@ -24,17 +24,21 @@ def test_experiment_model_forward_backward(path: Path) -> None:
     # These machines cannot download weights: build the same model from scratch.
     config = load_config(path, ["model.encoder_weights=null"])
     torch.manual_seed(0)
-    model = build_model(config.model)
+    model = build_model(config.model, config.task)
     images = torch.randn(2, 1, 64, 96)
     masks = (torch.rand(2, 4, 64, 96) > 0.9).float()
     mask_logits, class_logits = split_outputs(model(images))
-    assert mask_logits.shape == (2, 4, 64, 96)
-    loss = SegmentationLoss(config.loss, config.model.class_head)(mask_logits, masks, class_logits)
+    if config.task == "segment":
+        assert mask_logits.shape == (2, 4, 64, 96)
+    else:
+        assert mask_logits is None and class_logits.shape == (2, 4)
+    loss = build_loss(config)(mask_logits, masks, class_logits)
     loss["loss"].backward()
     assert torch.isfinite(loss["loss"])
     # The encoder's first conv (1-channel input) and the head both learn. (Some SMP
     # encoders keep a few unused layers, e.g. EfficientNet's conv_head, without gradients.)
     first = next(m for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d))
     assert first.in_channels == 1 and first.weight.grad is not None
-    head = [p.grad for p in model.segmentation_head.parameters()]
+    heads = model.classification_head if config.task == "classify" else model.segmentation_head
+    head = [p.grad for p in heads.parameters()]
     assert head and all(g is not None and g.abs().sum() > 0 for g in head)

@@ -203,3 +203,30 @@ def test_kfold_trains_every_fold_and_tunes_out_of_fold(
     result = json.loads(capsys.readouterr().out)
     assert result["images"] == len(all_images) and result["folds"] == 2
     assert yaml.safe_load(pp.read_text())["threshold"] == result["threshold"]
+
+    # the competition's loop: pseudo-labels from the fold ensemble, then a run using them
+    loose = tmp_path / "loose.yml"
+    loose.write_text("threshold: 0.5\nmin_pixels: 0\none_class_per_pixel: false\n")
+    pseudo = tmp_path / "pseudo" / "pseudo.csv"
+    pseudo_args = ["--images", images, "--out", str(pseudo), "--hi", "0.5", "--lo", "0.5"]
+    capsys.readouterr()
+    assert (
+        cli("pseudo-label", "-c", str(ensemble_path), "--postprocess", str(loose), *pseudo_args)
+        == 0
+    )
+    # hi = lo = 0.5 drops only disagreement: presence is the largest pixel probability,
+    # and with threshold 0.5 and no minimum size the mask is non-empty exactly when it is
+    # above 0.5, so every test image is kept
+    summary = json.loads((tmp_path / "pseudo" / "pseudo-summary.json").read_text())
+    assert summary["images_seen"] == summary["images_kept"] == 4
+    pseudo_overrides = [
+        "data.fold=0",
+        f"data.pseudo.csv={pseudo}",
+        f"data.pseudo.images={images}",
+        "data.pseudo.fraction=0.25",
+    ]
+    args = [arg for o in [*overrides, *pseudo_overrides] for arg in ("-o", o)]
+    assert cli("train", "-c", str(tiny_yaml), *args) == 0
+    run = Path(capsys.readouterr().out.strip().splitlines()[-1].removeprefix("run: "))
+    assert load_config(run / "config.yml").data.pseudo.csv == pseudo
+    assert (run / "checkpoints" / "last.pth").is_file()
