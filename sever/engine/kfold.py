@@ -87,7 +87,7 @@ def train_folds(config: Config, folds: list[int]) -> Path:
         parent = share(create_parent(config) if world.main else None, world)
         runs = [train_fold(config, fold, folds, parent, world) for fold in folds]
         if world.main:
-            write_ensemble(parent, runs)
+            write_ensemble(parent, runs, config.task)
         barrier(world)
     finally:
         close_world(world)
@@ -128,8 +128,9 @@ def create_parent(config: Config) -> Path:
     raise CheckpointError(f"{base}: could not create a new k-fold directory")
 
 
-def write_ensemble(parent: Path, runs: list[Path]) -> Path:
-    """`parent/ensemble.yml`: each run's best checkpoint, weight 1, mean, no TTA.
+def write_ensemble(parent: Path, runs: list[Path], task: str = "segment") -> Path:
+    """`parent/ensemble.yml`: each run's best checkpoint, weight 1, mean, no TTA, under a
+    header with the commands that use it (for classifiers: beside the segmenters).
 
     Paths are written as the runs are named (relative to the working directory when
     trainer.save_dir is), like every other path `sever predict` reads.
@@ -143,13 +144,21 @@ def write_ensemble(parent: Path, runs: list[Path]) -> Path:
     }
     q = shlex.quote
     path, tuned = parent / "ensemble.yml", parent / "postprocess-tuned.yml"
-    header = (
-        f"# K-fold ensemble of {parent}: the best checkpoint of each fold.\n"
-        f"# Tune out-of-fold: sever tune {' '.join(f'-r {q(str(r))}' for r in runs)} "
-        f"--out {q(str(tuned))}\n"
-        f"#   then add the line `postprocess: {tuned}` below.\n"
-        f"# Predict: sever predict -c {q(str(path))} --images DIR --out submission.csv\n"
-    )
+    runs_args = " ".join(f"-r {q(str(r))}" for r in runs)
+    if task == "classify":
+        header = (
+            f"# K-fold classifiers of {parent}: the best checkpoint of each fold. They give\n"
+            "# class presence only: list these models in a segmenters' ensemble file, where\n"
+            "# they gate or scale the masks; tune the gates out-of-fold with\n"
+            f"# sever tune -r SEGMENTER_FOLD0 -r SEGMENTER_FOLD1 ... {runs_args}\n"
+        )
+    else:
+        header = (
+            f"# K-fold ensemble of {parent}: the best checkpoint of each fold.\n"
+            f"# Tune out-of-fold: sever tune {runs_args} --out {q(str(tuned))}\n"
+            f"#   then add the line `postprocess: {tuned}` below.\n"
+            f"# Predict: sever predict -c {q(str(path))} --images DIR --out submission.csv\n"
+        )
     with atomic_path(path) as tmp:
         tmp.write_text(header + yaml.safe_dump(spec, sort_keys=False))
     return path

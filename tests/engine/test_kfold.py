@@ -13,7 +13,7 @@ from conftest import cli
 
 from sever.config import load_config
 from sever.engine import kfold
-from sever.engine.kfold import parse_folds, train_folds
+from sever.engine.kfold import parse_folds, train_folds, write_ensemble
 from sever.errors import ConfigError, DataError
 from sever.inference.ensemble import load_ensemble
 
@@ -230,3 +230,15 @@ def test_kfold_trains_every_fold_and_tunes_out_of_fold(
     run = Path(capsys.readouterr().out.strip().splitlines()[-1].removeprefix("run: "))
     assert load_config(run / "config.yml").data.pseudo.csv == pseudo
     assert (run / "checkpoints" / "last.pth").is_file()
+
+
+def test_a_classifier_ensemble_says_to_use_it_beside_segmenters(tmp_path: Path) -> None:
+    runs = [tmp_path / "fold0", tmp_path / "fold1"]
+    for run in runs:
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "checkpoints" / "model_best.pth").write_bytes(b"")
+    path = write_ensemble(tmp_path, runs, "classify")
+    text = path.read_text()
+    assert "list these models in a segmenters' ensemble file" in text
+    assert f"-r {runs[0]} -r {runs[1]}" in text and "sever predict -c" not in text
+    assert len(load_ensemble(path).models) == 2
