@@ -64,7 +64,25 @@ def dice_per_pair(pred: Tensor, truth: Tensor) -> Tensor:
     return torch.where(sizes == 0, torch.ones_like(dice), dice)
 
 
-class DiceMeter:
+class SummedMeter:
+    """A meter that keeps only sums in `self.sums` (rows x classes), so a distributed run
+    all-reduces `state()` (sum) and rebuilds the meter with `from_state`."""
+
+    sums: Tensor  # set by the subclass's __init__(classes)
+
+    def state(self) -> Tensor:
+        """The raw sums, a copy safe to all-reduce."""
+        return self.sums.clone()
+
+    @classmethod
+    def from_state(cls, state: Tensor):
+        """A meter holding the sums `state`, e.g. all-reduced over processes."""
+        meter = cls(state.shape[1])
+        meter.sums = state.clone()
+        return meter
+
+
+class DiceMeter(SummedMeter):
     """Exact mean Dice over all (image, class) pairs seen, whatever the batching.
 
     It keeps sums, not means: row 0 the Dice sum per class, row 1 the pair count, rows 2
@@ -90,17 +108,6 @@ class DiceMeter:
         )
         self.sums = self.sums.to(batch.device, dtype) + batch
 
-    def state(self) -> Tensor:
-        """The raw sums (4, C), a copy safe to all-reduce."""
-        return self.sums.clone()
-
-    @classmethod
-    def from_state(cls, state: Tensor) -> DiceMeter:
-        """A meter holding the sums `state` (4, C), e.g. all-reduced over processes."""
-        meter = cls(state.shape[1])
-        meter.sums = state.clone()
-        return meter
-
     def merge(self, other: DiceMeter) -> DiceMeter:
         """Add the pairs of `other` to this meter; returns self."""
         self.sums = self.sums + other.sums.to(self.sums.device, self.sums.dtype)
@@ -118,7 +125,7 @@ class DiceMeter:
         return {name: float(value) for name, value in scores.items()}
 
 
-class PresenceMeter:
+class PresenceMeter(SummedMeter):
     """Image-level precision, recall and F1 per class: is the class present at all?
 
     Keeps counts (true positives, false positives, false negatives per class), so the
@@ -131,27 +138,17 @@ class PresenceMeter:
     """
 
     def __init__(self, classes: int = 4) -> None:
-        self.counts = torch.zeros(3, classes, dtype=torch.int64)
+        self.sums = torch.zeros(3, classes, dtype=torch.int64)  # TP, FP, FN per class
 
     def update(self, pred: Tensor, truth: Tensor) -> None:
         """Add a batch: predicted and true presence, both (N, C) bool (or 0/1)."""
         p, t = as_bool(pred), as_bool(truth)
         batch = torch.stack([(p & t).sum(0), (p & ~t).sum(0), (~p & t).sum(0)])
-        self.counts = self.counts.to(batch.device) + batch
-
-    def state(self) -> Tensor:
-        """The raw counts (3, C), a copy safe to all-reduce."""
-        return self.counts.clone()
-
-    @classmethod
-    def from_state(cls, state: Tensor) -> PresenceMeter:
-        meter = cls(state.shape[1])
-        meter.counts = state.clone()
-        return meter
+        self.sums = self.sums.to(batch.device) + batch
 
     def compute(self) -> dict[str, float]:
         """'f1_mean', and 'f1_c', 'precision_c', 'recall_c' for c = 1..C."""
-        tp, fp, fn = self.counts.double().cpu()
+        tp, fp, fn = self.sums.double().cpu()
         nan = torch.tensor(float("nan"), dtype=torch.float64)
         f1 = torch.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn).clamp_min(1), 1.0)
         out = {"f1_mean": float(f1.mean())}
