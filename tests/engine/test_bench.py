@@ -141,3 +141,13 @@ def test_cli_error_is_one_line(tiny_yaml: Path, capsys) -> None:
     assert stderr.strip() == (
         "error: trainer.batch_size 100 is larger than the 26 training images; lower it"
     )
+
+
+@pytest.mark.slow
+def test_bench_a_classifier(tiny_config) -> None:
+    segmenter = run_bench(tiny_config(), steps=2)
+    classifier = run_bench(tiny_config("task=classify"), steps=2)
+    for key in RATES:
+        assert classifier[key] > 0 and math.isfinite(classifier[key]), key
+    # the encoder alone, without the Unet decoder: fewer FLOPs per image
+    assert 0 < classifier["flops_per_image"] < segmenter["flops_per_image"]
