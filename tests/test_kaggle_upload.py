@@ -338,3 +338,21 @@ def test_kaggle_json_credentials(run: Path, kaggle, offline: Path, capsys, monke
     code, out, err = sever(capsys, "upload", "-r", run, "--dataset", "tester/from-json-file")
     assert code == 0, err
     assert "tester/from-json-file" in kaggle.datasets
+
+
+def test_a_classifier_card_says_to_predict_beside_a_segmenter(
+    tiny_data: Path, tmp_path: Path, offline: Path, capsys
+) -> None:
+    from conftest import TINY
+
+    path = tmp_path / "tiny.yml"
+    path.write_text(TINY.format(data=tiny_data, saved=tmp_path / "saved"))
+    overrides = ["name=cls", "task=classify", "trainer.epochs=1", "trainer.steps_per_epoch=1"]
+    classifier = train(load_config(path, overrides))
+    code, _, err = sever(capsys, "upload", "-r", classifier, "--best", "--dry-run")
+    assert code == 0, err
+    card = (staged_folder(classifier, offline) / "README.md").read_text()
+    slug = f"sever-cls-{classifier.name}"
+    assert "| architecture | classifier: the encoder, pooled" in card
+    assert "presence F1" in card
+    assert f"!sever predict -r SEGMENTER.pth -r /kaggle/input/{slug}/model_best.pth" in card

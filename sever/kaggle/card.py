@@ -127,13 +127,24 @@ def predict_cells(staged: Staged, input_dir: str) -> list[str]:
     """The notebook cells: install offline, then predict with the CLI or from Python."""
     first = staged.checkpoints[0].name
     tuned = [f"    --postprocess {input_dir}/postprocess-tuned.yml \\"] if has_tuned(staged) else []
+    models = f"-r {input_dir}/{first}"
+    intro = (
+        "Predict the test images into a submission (the format follows the competition's "
+        "sample_submission.csv):"
+    )
+    if staged.config.get("task") == "classify":
+        models = f"-r SEGMENTER.pth {models}"
+        intro = (
+            "This is a classifier: it predicts class presence, not masks. Give it beside a "
+            "segmentation checkpoint (SEGMENTER.pth), with a post-processing that gates or "
+            "scales by presence (`gate`, `scale_c`; `sever tune` finds them):"
+        )
     return [
         *install_lines(staged, input_dir),
-        "Predict the test images into a submission (the format follows the competition's "
-        "sample_submission.csv):",
+        intro,
         "",
         "```",
-        f"!sever predict -r {input_dir}/{first} --tta hflip \\",
+        f"!sever predict {models} --tta hflip \\",
         *tuned,
         f"    --images {COMPETITION_INPUT}/test_images --out submission.csv",
         "```",
