@@ -548,10 +548,16 @@ def tune(
                 f"  {result['threshold'][c]:9.3f}  {result['min_pixels'][c]:10d}  {gate[c]:4.2f}"
             )
         click.echo(f"{key:>10}{result['before'][key]:9.4f}{result['after'][key]:9.4f}{extra}")
+    how = "the other folds" if result["folds"] > 1 else "the other half of the images"
+    click.echo(
+        f"held out (tuned on {how}, scored on each in turn): "
+        f"dice_mean {result['held_out']['dice_mean']:.4f}; 'after' is fitted to these images"
+    )
     if "without_presence" in result:
         click.echo(
-            f"classifier scaling c: {result['scale_c']}; tuned without presence (no gate, no "
-            f"scaling): dice_mean {result['without_presence']['dice_mean']:.4f}"
+            f"without presence (no gate, no scaling): dice_mean "
+            f"{result['without_presence']['dice_mean']:.4f}, held out "
+            f"{result['held_out_without_presence']['dice_mean']:.4f}; scale_c {result['scale_c']}"
         )
     click.echo(f"wrote {out}")
 

@@ -66,6 +66,11 @@ class PairStats:
         presence = None if any(h is None for h in heads) else np.concatenate(heads)
         return cls(*joined, presence)
 
+    def subset(self, index: np.ndarray) -> PairStats:
+        """The stats of the images at `index` (positions or a boolean mask)."""
+        presence = None if self.presence is None else self.presence[index]
+        return PairStats(self.above[index], self.hits[index], self.truth[index], presence)
+
 
 def quantize(probs: np.ndarray) -> np.ndarray:
     """Probabilities in [0, 1] -> uint8 levels 0..255."""
@@ -206,6 +211,35 @@ def search(stats: PairStats, min_grid=MIN_PIXELS_GRID, presence: bool = True) ->
     return best
 
 
+def held_out(stats: PairStats, parts: np.ndarray, presence: bool = True) -> dict:
+    """An honest estimate of tuning: for each part, search on the other parts' images and
+    score on this one; the scores pooled over all images (weighted by part size).
+
+    Args:
+        parts: (N,) the part of each image: its fold for k-fold runs, else a random half.
+        presence: search gates and scaling too (when presence is known).
+    """
+    n = stats.truth.shape[0]
+    pooled: dict[str, float] = {}
+    for part in np.unique(parts):
+        inside = parts == part
+        choice = search(stats.subset(~inside), presence=presence)
+        scores = score(
+            stats.subset(inside), choice.thresholds, choice.min_pixels, choice.scale_c, choice.gate
+        )
+        for key, value in scores.items():
+            pooled[key] = pooled.get(key, 0.0) + value * inside.sum() / n
+    return pooled
+
+
+def parts_of(sizes: list[int], seed: int = 0) -> np.ndarray:
+    """Each image's part for `held_out`: its group (fold) when there are several groups,
+    else a seeded random half of the one group."""
+    if len(sizes) > 1:
+        return np.repeat(np.arange(len(sizes)), sizes)
+    return np.random.default_rng(seed).permutation(sizes[0]) % 2
+
+
 def cache_key(checkpoints: list[Path], tta: str, averaging: str, weights: list[float]) -> str:
     """Names the cached probabilities: the models (path, size, mtime) and how they combine."""
     parts = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in checkpoints]
@@ -232,24 +266,27 @@ def predict_stats(
     one_class_per_pixel: bool,
     batch_size: int,
     workers: int,
-) -> PairStats:
-    """Stats over the validation images of every (members, run) group.
+) -> tuple[PairStats, list[int]]:
+    """Stats over the validation images of every (members, run) group, and the number of
+    images of each group.
 
     Members of one group share a validation split and are ensembled; different groups
     (k-fold runs) have disjoint splits and are concatenated: out-of-fold tuning.
     """
-    parts = []
+    parts, sizes = [], []
     for members, run in groups:
         key = cache_key([m.path for m in members], tta, averaging, [m.weight for m in members])
         folder = cache_dir / f"probs-{key}"
         batches = cached(folder) if (folder / "complete").is_file() else None
         if batches is None:
             batches = predicted(members, run, tta, averaging, batch_size, workers, folder)
-        parts += [
+        group = [
             pair_stats(b["levels"], b["truth"], one_class_per_pixel, b.get("presence"), b["winner"])
             for b in batches
         ]
-    return PairStats.concat(parts)
+        parts += group
+        sizes.append(sum(len(g.truth) for g in group))
+    return PairStats.concat(parts), sizes
 
 
 def predicted(
@@ -341,7 +378,7 @@ def tune_runs(
             "from the starting post-processing"
         )
     groups = group_by_split(members)
-    stats = predict_stats(
+    stats, sizes = predict_stats(
         groups,
         groups[0][1] / "cache",
         tta,
@@ -369,7 +406,12 @@ def tune_runs(
         "folds": len(groups),
         "out": str(out),
     }
+    # "after" is fitted to these images; tuning on the other folds (or the other half)
+    # and scoring on each in turn says what to expect on new images.
+    parts = parts_of(sizes)
+    report["held_out"] = held_out(stats, parts)
     if stats.presence is not None:  # what the presence (gate, scaling) adds, measured
         alone = search(stats, presence=False)
         report["without_presence"] = score(stats, alone.thresholds, alone.min_pixels)
+        report["held_out_without_presence"] = held_out(stats, parts, presence=False)
     return report

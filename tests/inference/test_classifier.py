@@ -139,7 +139,8 @@ def test_tune_with_a_classifier_searches_gates(runs, tmp_path: Path, capsys) -> 
     written = yaml.safe_load(out.read_text())
     assert written.get("gate") == result["gate"]
     assert cli(*args, "--workers", "0") == 0  # the table, from the cache
-    assert "tuned without presence" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "without presence (no gate, no scaling)" in printed and "held out" in printed
 
 
 def test_tune_refuses_a_classifier_from_another_split(runs, tmp_path: Path, capsys) -> None:

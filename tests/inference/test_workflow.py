@@ -135,6 +135,7 @@ def test_tune_improves_or_keeps_and_writes_yaml(run: Path, tmp_path: Path, capsy
     assert cli("tune", "-r", str(run), "--last", "--out", str(out), "--json", "--workers", "0") == 0
     result = json.loads(capsys.readouterr().out)
     assert result["after"]["dice_mean"] >= result["before"]["dice_mean"]
+    assert 0 <= result["held_out"]["dice_mean"] <= 1
     tuned = PostProcess.from_dict(yaml.safe_load(out.read_text()))
     assert list(tuned.threshold) == result["threshold"]
     # the tuned file is accepted by evaluate, and its score matches tune's (1/255 grid)
@@ -379,3 +380,27 @@ def test_predict_creates_the_output_folder(run: Path, tiny_data: Path, tmp_path:
         == 0
     )
     assert out.is_file()
+
+
+def test_parts_for_the_held_out_estimate() -> None:
+    assert tune_module.parts_of([3, 2]).tolist() == [0, 0, 0, 1, 1]  # one part per fold
+    halves = tune_module.parts_of([5])
+    assert sorted(halves.tolist()) == [0, 0, 0, 1, 1]  # one group: two seeded halves
+    assert halves.tolist() == tune_module.parts_of([5]).tolist()
+
+
+def test_held_out_scores_each_part_with_what_the_other_part_tuned() -> None:
+    # Image A (part 0): one pixel at 0.8 that is the defect. Image B (part 1): one pixel at
+    # 0.3, no defect. Tuned on both, any threshold in (0.3, 0.8) scores 1.0. Held out:
+    # tuned on B alone, the first best choice is the lowest threshold above 0.3, which
+    # still finds A (1); tuned on A alone it is the lowest, 0.05, which marks B (0).
+    levels = np.zeros((2, 1, 2, 2), np.uint8)
+    levels[0, 0, 0, 0], levels[1, 0, 0, 0] = 204, 77
+    truth = np.zeros_like(levels, bool)
+    truth[0, 0, 0, 0] = True
+    stats = tune_module.pair_stats(levels, truth, False)
+    choice = tune_module.search(stats)
+    assert tune_module.score(stats, choice.thresholds, choice.min_pixels)["dice_mean"] == 1.0
+    held = tune_module.held_out(stats, np.array([0, 1]))
+    assert held["dice_mean"] == pytest.approx(0.5)
+    assert held["dice_1"] == pytest.approx(0.5)
