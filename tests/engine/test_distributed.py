@@ -89,3 +89,21 @@ def test_gpus_flag_starts_torchrun(tiny_yaml: Path, monkeypatch) -> None:
         "-o",
         "trainer.epochs=1",
     ]
+
+
+def test_two_processes_validate_a_classifier_exactly(tiny_yaml: Path, capsys) -> None:
+    # The presence counts are all-reduced: the sharded validation's F1 equals a
+    # single-process evaluation of the same checkpoint.
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    overrides = ["task=classify", "trainer.epochs=1", "trainer.batch_size=2"]
+    command = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "sever", "train"]
+    command += ["-c", str(tiny_yaml), *(arg for o in overrides for arg in ("-o", o))]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = Path(next(x for x in done.stdout.splitlines() if x.startswith("run: "))[5:])
+    rows = pd.read_csv(run / "metrics.csv")
+    main(["evaluate", "-r", str(run), "--last", "--json", "--workers", "0"])
+    report = json.loads(capsys.readouterr().out)
+    for c in ("mean", 1, 2, 3, 4):
+        assert report[f"f1_{c}"] == pytest.approx(rows[f"val_f1_{c}"].iloc[-1], abs=1e-6)
