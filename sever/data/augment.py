@@ -13,9 +13,52 @@ from collections.abc import Callable
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no version check over the network
 
 import albumentations as A  # noqa: E402
+import numpy as np  # noqa: E402
 
 from sever.config import NormalizeConfig, Size  # noqa: E402
 from sever.registry import Registry  # noqa: E402
+
+
+class NonEmptyCrop(A.CropNonEmptyMaskIfExists):
+    """albumentations' CropNonEmptyMaskIfExists: the same crop for the same seed, faster.
+
+    Upstream sums the (H, W, C) mask over its channels and lists every defect pixel with
+    np.argwhere, 1.8 ms of a 2.9 ms training item at 256x1600. For a uint8 mask of 1, 2, 4
+    or 8 channels, this reads each pixel's channels as one integer, so np.flatnonzero finds
+    the same pixels in the same order; the random draws are the same calls on the same
+    generator, so the crop coordinates are identical. Other masks go the upstream way.
+    """
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
+        mask = data.get("mask")
+        if not self.packable(mask):
+            return super().get_params_dependent_on_data(params, data)
+        height, width, channels = mask.shape
+        packed = mask.view(np.dtype(f"u{channels}")).reshape(-1)
+        pixels = np.flatnonzero(packed)
+        if len(pixels):
+            y, x = divmod(int(pixels[self.py_random.choice(range(len(pixels)))]), width)
+            x_min = np.clip(x - self.py_random.randint(0, self.width - 1), 0, width - self.width)
+            y_min = np.clip(
+                y - self.py_random.randint(0, self.height - 1), 0, height - self.height
+            )
+        else:
+            x_min = self.py_random.randint(0, width - self.width)
+            y_min = self.py_random.randint(0, height - self.height)
+        return {"crop_coords": (x_min, y_min, x_min + self.width, y_min + self.height)}
+
+    def packable(self, mask: object) -> bool:
+        return (
+            isinstance(mask, np.ndarray)
+            and mask.ndim == 3
+            and mask.dtype == np.uint8
+            and mask.shape[2] in (1, 2, 4, 8)
+            and mask.flags.c_contiguous
+            and self.ignore_values is None
+            and self.ignore_channels is None
+            and self.height <= mask.shape[0]
+            and self.width <= mask.shape[1]
+        )
 
 
 def crop(size: Size | None) -> list[A.BasicTransform]:
@@ -23,11 +66,7 @@ def crop(size: Size | None) -> list[A.BasicTransform]:
     if size is None:
         return []
     height, width = size
-    return [
-        A.OneOf(
-            [A.CropNonEmptyMaskIfExists(height, width), A.RandomCrop(height, width)], p=1.0
-        )
-    ]
+    return [A.OneOf([NonEmptyCrop(height, width), A.RandomCrop(height, width)], p=1.0)]
 
 
 def no_augment(size: Size | None) -> list[A.BasicTransform]:

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from sever.config import NormalizeConfig
 from sever.data import rle
-from sever.data.augment import RECIPES, build_transform
+from sever.data.augment import RECIPES, NonEmptyCrop, build_transform
 from sever.data.dataset import ImageFolderDataset, SteelDataset
 from sever.data.sampling import SAMPLERS, ClassBalancedSampler, ShuffleSampler
 from sever.data.synth import generate
@@ -188,3 +188,36 @@ def test_sampler_registry():
     assert isinstance(SAMPLERS["random"](sets, 0.5, 0), ShuffleSampler)
     with pytest.raises(KeyError, match="unknown sampler 'balanced'.*class-balanced, random"):
         SAMPLERS["balanced"]
+
+
+def blob_mask(rng: np.random.Generator, height: int, width: int, channels: int) -> np.ndarray:
+    """A (H, W, C) uint8 mask with 0-3 random rectangles per channel (often none)."""
+    mask = np.zeros((height, width, channels), np.uint8)
+    for c in range(channels):
+        for _ in range(rng.integers(0, 4) * (rng.random() < 0.6)):
+            y, x = rng.integers(0, height), rng.integers(0, width)
+            mask[y : y + rng.integers(1, 20), x : x + rng.integers(1, 60), c] = 1
+    return mask
+
+
+@pytest.mark.parametrize("channels", [1, 2, 4])
+def test_non_empty_crop_is_albumentations_crop_to_the_pixel(channels: int) -> None:
+    rng = np.random.default_rng(channels)
+    for trial in range(150):
+        mask = blob_mask(rng, 64, 256, channels)
+        image = rng.integers(0, 255, (64, 256), dtype=np.uint8)
+        ours = A.Compose([NonEmptyCrop(32, 96)], seed=trial)(image=image, mask=mask)
+        upstream = A.Compose([A.CropNonEmptyMaskIfExists(32, 96)], seed=trial)(
+            image=image, mask=mask
+        )
+        assert np.array_equal(ours["image"], upstream["image"]), trial
+        assert np.array_equal(ours["mask"], upstream["mask"]), trial
+        if mask.any():
+            assert ours["mask"].any(), trial  # centred on a defect pixel
+
+
+def test_non_empty_crop_falls_back_for_other_masks() -> None:
+    mask = np.zeros((64, 256, 3), np.uint8)  # 3 channels cannot be packed
+    mask[10, 200, 1] = 1
+    ours = A.Compose([NonEmptyCrop(32, 96)], seed=5)(image=np.zeros((64, 256), np.uint8), mask=mask)
+    assert ours["mask"].any()
