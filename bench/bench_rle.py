@@ -30,34 +30,14 @@ import cv2
 import numpy as np
 
 from sever.data.rle import decode, encode
+from sever.data.rle_reference import reference_decode, reference_encode
 
 HEIGHT, WIDTH = 256, 1600
-
-
-def reference_decode(rle: str, height: int, width: int) -> np.ndarray:
-    """Kaggle-kernel decoder: one slice assignment per run; returns a transposed view."""
-    s = rle.split()
-    starts, lengths = [np.asarray(x, dtype=int) for x in (s[0::2], s[1::2])]
-    starts -= 1
-    ends = starts + lengths
-    img = np.zeros(height * width, np.uint8)
-    for lo, hi in zip(starts, ends, strict=True):
-        img[lo:hi] = 1
-    return img.reshape(width, height).T
 
 
 def reference_decode_contiguous(rle: str) -> np.ndarray:
     """The reference decode made C-contiguous like ours, at the bench's image size."""
     return np.ascontiguousarray(reference_decode(rle, HEIGHT, WIDTH))
-
-
-def reference_encode(img: np.ndarray) -> str:
-    """Kaggle-kernel encoder: transitions over the whole padded column-major image."""
-    pixels = img.T.flatten()
-    pixels = np.concatenate([[0], pixels, [0]])
-    runs = np.where(pixels[1:] != pixels[:-1])[0] + 1
-    runs[1::2] -= runs[::2]
-    return " ".join(str(x) for x in runs)
 
 
 def _ellipse(mask: np.ndarray, rng: np.random.Generator, axes: tuple[int, int]) -> None:

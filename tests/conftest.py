@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,11 +50,16 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def write_tiny(folder: Path, data: Path) -> Path:
+    """`folder/tiny.yml`: TINY on `data`, saving runs under `folder/saved`."""
+    path = folder / "tiny.yml"
+    path.write_text(TINY.format(data=data, saved=folder / "saved"))
+    return path
+
+
 @pytest.fixture
 def tiny_yaml(tiny_data: Path, tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.yml"
-    path.write_text(TINY.format(data=tiny_data, saved=tmp_path / "saved"))
-    return path
+    return write_tiny(tmp_path, tiny_data)
 
 
 @pytest.fixture
@@ -89,3 +97,21 @@ def cli(*args: object) -> int:
     except SystemExit as done:
         return done.code or 0
     return 0
+
+
+def cli_output(capsys, *args: object) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of `sever ARGS...` run in-process."""
+    code = cli(*args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def torchrun_train(*args: object) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node=2 -m sever train ARGS...` on the CPU,
+    one thread per process, output captured."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "sever", "train"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [*command, *map(str, args)], capture_output=True, text=True, env=env, timeout=600
+    )

@@ -14,22 +14,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import cli_output
 
 from sever.cli import main
 from sever.config import load_config
 
 SMALL = ["--n-train", "20", "--n-test", "4", "--height", "64", "--width", "256"]
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of `sever ARGS` run in-process."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def run_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -62,7 +52,7 @@ def dataset(tmp_path_factory) -> Path:
 
 def test_synth_writes_the_layout(tmp_path: Path, capsys):
     out = tmp_path / "data"
-    code, stdout, stderr = run(capsys, "synth", out, *SMALL, "--format", "wide")
+    code, stdout, stderr = cli_output(capsys, "synth", out, *SMALL, "--format", "wide")
     assert code == 0 and stderr == ""
     assert stdout.splitlines()[-1] == f"wrote {out}"
     assert "train_images: 20" in stdout
@@ -81,7 +71,7 @@ def test_synth_writes_the_layout(tmp_path: Path, capsys):
 
 def test_synth_refuses_a_non_empty_folder(dataset: Path, capsys):
     before = snapshot(dataset)
-    code, stdout, stderr = run(capsys, "synth", dataset, *SMALL, "--seed", "1")
+    code, stdout, stderr = cli_output(capsys, "synth", dataset, *SMALL, "--seed", "1")
     assert code == 1 and stdout == ""
     assert stderr == f"error: {dataset}: already exists and is not empty; choose another folder\n"
     assert snapshot(dataset) == before
@@ -101,7 +91,7 @@ def test_synth_refusal_as_a_user_sees_it(dataset: Path):
 
 
 def test_check_data_clean(dataset: Path, capsys):
-    code, stdout, stderr = run(capsys, "check-data", dataset)
+    code, stdout, stderr = cli_output(capsys, "check-data", dataset)
     assert code == 0 and stderr == ""
     assert "images: 20" in stdout and "test images: 4" in stdout
     assert stdout.splitlines()[-1] == f"{dataset}: no problems found"
@@ -117,7 +107,7 @@ def test_check_data_lists_problems(dataset: Path, tmp_path: Path, capsys):
     image = rows[1].split(",")[0]
     (data / "train_images" / image).unlink()
     (data / "train.csv").write_text("\n".join([*rows, rows[1]]) + "\n")  # and a duplicate
-    code, stdout, stderr = run(capsys, "check-data", data)
+    code, stdout, stderr = cli_output(capsys, "check-data", data)
     assert code == 1
     *problems, last = stderr.splitlines()
     csv = data / "train.csv"
@@ -135,13 +125,13 @@ def test_check_data_fast_skips_decoding(dataset: Path, tmp_path: Path, capsys):
     data = copy_of(dataset, tmp_path)
     broken = sorted((data / "train_images").iterdir())[-1]
     broken.write_bytes(b"not an image")
-    assert run(capsys, "check-data", data, "--fast")[0] == 0
-    code, _, stderr = run(capsys, "check-data", data)
+    assert cli_output(capsys, "check-data", data, "--fast")[0] == 0
+    code, _, stderr = cli_output(capsys, "check-data", data)
     assert code == 1 and f"problem: {broken}: not a readable image" in stderr.splitlines()
 
 
 def test_check_data_missing_folder(tmp_path: Path, capsys):
-    code, _, stderr = run(capsys, "check-data", tmp_path / "nowhere")
+    code, _, stderr = cli_output(capsys, "check-data", tmp_path / "nowhere")
     assert (code, stderr) == (1, f"error: {tmp_path / 'nowhere'}: data folder not found\n")
 
 
@@ -156,7 +146,7 @@ def experiment(tmp_path: Path) -> Path:
 
 
 def test_config_prints_the_resolved_yaml(experiment: Path, tmp_path: Path, capsys):
-    code, stdout, stderr = run(capsys, "config", "-c", experiment, "-o", "trainer.epochs=3")
+    code, stdout, stderr = cli_output(capsys, "config", "-c", experiment, "-o", "trainer.epochs=3")
     assert code == 0 and stderr == ""
     printed = yaml.safe_load(stdout)
     assert printed["name"] == "x" and printed["trainer"]["epochs"] == 3
@@ -190,7 +180,7 @@ def test_config_prints_the_resolved_yaml(experiment: Path, tmp_path: Path, capsy
 def test_config_error_is_one_line(tmp_path: Path, capsys, text, overrides, message):
     path = tmp_path / "x.yml"
     path.write_text(text)
-    code, stdout, stderr = run(capsys, "config", "-c", path, *overrides)
+    code, stdout, stderr = cli_output(capsys, "config", "-c", path, *overrides)
     assert code == 2 and stdout == ""
     assert stderr.startswith("error: " + message.format(file=path))
     assert stderr.count("\n") == 1 and stderr.endswith("\n")

@@ -12,19 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from sever.cli import main
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of `sever ARGS` run in-process."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from conftest import cli_output
 
 
 def write(path: Path, *lines: str) -> Path:
@@ -45,7 +33,7 @@ def data(tmp_path: Path) -> Path:
 
 
 def test_json_has_the_scores(capsys, data: Path):
-    code, out, err = run(
+    code, out, err = cli_output(
         capsys, "score", data / "sub.csv", data / "truth.csv", "--images", data / "images", "--json"
     )
     assert (code, err) == (0, "")
@@ -58,7 +46,7 @@ def test_json_has_the_scores(capsys, data: Path):
 
 
 def test_table_without_the_folder_scores_the_listed_images(capsys, data: Path):
-    code, out, err = run(capsys, "score", data / "sub.csv", data / "truth.csv")
+    code, out, err = cli_output(capsys, "score", data / "sub.csv", data / "truth.csv")
     assert (code, err) == (0, "")
     assert out.splitlines() == [
         "dice_mean: 0.81250",  # (1/2 + 0 + 6) / 8
@@ -73,7 +61,7 @@ def test_table_without_the_folder_scores_the_listed_images(capsys, data: Path):
 
 def test_a_malformed_submission_is_one_line_and_exit_1(capsys, data: Path):
     write(data / "bad.csv", "ImageId,ClassId,EncodedPixels", "a.jpg,1,3 4", "a.jpg,2,1 2 3")
-    code, out, err = run(capsys, "score", data / "bad.csv", data / "truth.csv", "--json")
+    code, out, err = cli_output(capsys, "score", data / "bad.csv", data / "truth.csv", "--json")
     assert (code, out) == (1, "")
     assert err.count("\n") == 1
     assert err.startswith(f"error: {data / 'bad.csv'}: line 3: ImageId a.jpg ClassId 2: ")
@@ -81,5 +69,5 @@ def test_a_malformed_submission_is_one_line_and_exit_1(capsys, data: Path):
 
 
 def test_a_missing_truth_is_one_line_and_exit_1(capsys, data: Path):
-    code, out, err = run(capsys, "score", data / "sub.csv", data / "nope.csv")
+    code, out, err = cli_output(capsys, "score", data / "sub.csv", data / "nope.csv")
     assert (code, out, err) == (1, "", f"error: {data / 'nope.csv'}: file not found\n")

@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import cli_output
 from kaggle_stub import KEY, serve_kaggle, without_credentials
 
 COMPETITION = "severstal-steel-defect-detection"
@@ -41,16 +41,10 @@ def kaggle(offline: Path, monkeypatch, competition_zip: bytes):
         yield stub
 
 
-def sever(capsys, *args) -> tuple[int, str, str]:
-    code = cli(*args)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_download_unzips_checks_and_is_idempotent(
     kaggle, offline: Path, tiny_data: Path, capsys
 ) -> None:
-    code, out, err = sever(capsys, "download")
+    code, out, err = cli_output(capsys, "download")
     assert code == 0, err
     data = offline / "data" / "raw" / COMPETITION
     assert (data / ".complete").is_file()
@@ -59,7 +53,7 @@ def test_download_unzips_checks_and_is_idempotent(
     assert len(list((data / "train_images").iterdir())) == 32
     assert "downloaded" in out and "no problems found" in out
 
-    code, out, err = sever(capsys, "download")
+    code, out, err = cli_output(capsys, "download")
     assert code == 0, err
     assert "already downloaded" in out and "no problems found" in out
     assert kaggle.calls.count("DownloadDataFiles") == 1
@@ -74,7 +68,7 @@ def test_an_interrupted_download_resumes(kaggle, offline: Path, competition_zip:
     # What the kaggle client leaves beside a partial file: the object's identity and size.
     marker = {"validator": kaggle.etag(COMPETITION), "size": len(competition_zip)}
     (data / f"{COMPETITION}.zip.kaggle-partial").write_text(json.dumps(marker))
-    code, out, err = sever(capsys, "download", data)
+    code, out, err = cli_output(capsys, "download", data)
     assert code == 0, err
     assert kaggle.range_requests == ["bytes=1000-"]
     assert (data / ".complete").is_file() and (data / "train.csv").is_file()
@@ -82,7 +76,7 @@ def test_an_interrupted_download_resumes(kaggle, offline: Path, competition_zip:
 
 def test_unaccepted_rules_say_where_to_accept_them(kaggle, offline: Path, capsys) -> None:
     kaggle.rules_accepted = False
-    code, out, err = sever(capsys, "download")
+    code, out, err = cli_output(capsys, "download")
     assert code == 1
     (line,) = [line for line in err.splitlines() if line.startswith("error:")]
     assert "403 Forbidden" in line
@@ -91,7 +85,7 @@ def test_unaccepted_rules_say_where_to_accept_them(kaggle, offline: Path, capsys
 
 
 def test_missing_credentials_are_one_line(offline: Path, capsys) -> None:
-    code, out, err = sever(capsys, "download")
+    code, out, err = cli_output(capsys, "download")
     assert code == 1
     assert err.startswith("error: no Kaggle credentials: set KAGGLE_API_TOKEN")
     assert len(err.strip().splitlines()) == 1

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli
+from conftest import cli_output, write_tiny
 from kaggle_stub import KEY, TOKEN, serve_kaggle, without_credentials
 
 from sever.config import load_config
@@ -25,11 +25,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-epoch run keeping checkpoint-epoch1.pth and checkpoint-epoch2.pth."""
-    from conftest import TINY
-
     folder = tmp_path_factory.mktemp("upload-run")
-    path = folder / "tiny.yml"
-    path.write_text(TINY.format(data=tiny_data, saved=folder / "saved"))
+    path = write_tiny(folder, tiny_data)
     overrides = ["trainer.epochs=2", "trainer.save_top_k=2", "trainer.steps_per_epoch=2"]
     return train(load_config(path, overrides))
 
@@ -44,12 +41,6 @@ def offline(monkeypatch, tmp_path: Path) -> Path:
 def kaggle(offline: Path, monkeypatch):
     with serve_kaggle(monkeypatch, offline) as stub:
         yield stub
-
-
-def sever(capsys, *args) -> tuple[int, str, str]:
-    code = cli(*args)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def error_line(err: str) -> str:
@@ -70,7 +61,7 @@ def test_dry_run_stages_a_complete_folder(run: Path, offline: Path, capsys, monk
     from sever.kaggle import client
 
     monkeypatch.setattr(client, "connect", lambda: pytest.fail("a dry run must not connect"))
-    code, out, err = sever(capsys, "upload", "-r", run, "--best", "--dry-run")
+    code, out, err = cli_output(capsys, "upload", "-r", run, "--best", "--dry-run")
     assert code == 0, err
     folder = staged_folder(run, offline)
     names = {p.name for p in folder.iterdir()}
@@ -110,7 +101,7 @@ def test_dry_run_takes_the_username_from_the_environment(
     run: Path, offline: Path, capsys, monkeypatch
 ) -> None:
     monkeypatch.setenv("KAGGLE_USERNAME", "alice")
-    assert sever(capsys, "upload", "-r", run, "--dry-run")[0] == 0
+    assert cli_output(capsys, "upload", "-r", run, "--dry-run")[0] == 0
     meta = json.loads((staged_folder(run, offline) / "dataset-metadata.json").read_text())
     assert meta["id"] == f"alice/sever-tiny-{run.name}"
 
@@ -118,7 +109,9 @@ def test_dry_run_takes_the_username_from_the_environment(
 def test_weights_only_is_three_times_smaller_and_still_predicts(
     run: Path, offline: Path, tiny_data: Path, capsys
 ) -> None:
-    code, out, err = sever(capsys, "upload", "-r", run, "-e", "1", "--weights-only", "--dry-run")
+    code, out, err = cli_output(
+        capsys, "upload", "-r", run, "-e", "1", "--weights-only", "--dry-run"
+    )
     assert code == 0, err
     staged = staged_folder(run, offline) / "checkpoint-epoch1.pth"
     original = run / "checkpoints" / "checkpoint-epoch1.pth"
@@ -135,16 +128,16 @@ def test_weights_only_is_three_times_smaller_and_still_predicts(
         assert torch.equal(a, b)
     submission = offline / "submission.csv"
     args = ["predict", "-r", staged, "--images", tiny_data / "test_images", "--out", submission]
-    code, out, err = sever(capsys, *args, "--workers", "0", "--device", "cpu")
+    code, out, err = cli_output(capsys, *args, "--workers", "0", "--device", "cpu")
     assert code == 0, err
     assert submission.is_file()
 
 
 def test_restaging_replaces_the_folder_and_says_so(run: Path, offline: Path, capsys) -> None:
-    assert sever(capsys, "upload", "-r", run, "--last", "--dry-run")[0] == 0
+    assert cli_output(capsys, "upload", "-r", run, "--last", "--dry-run")[0] == 0
     folder = staged_folder(run, offline)
     (folder / "stray.txt").write_text("left over")
-    code, out, _ = sever(capsys, "upload", "-r", run, "-e", "1", "-e", "2", "--dry-run")
+    code, out, _ = cli_output(capsys, "upload", "-r", run, "-e", "1", "-e", "2", "--dry-run")
     assert code == 0
     assert "replaced the earlier staging" in out
     names = {p.name for p in folder.iterdir()}
@@ -154,7 +147,7 @@ def test_restaging_replaces_the_folder_and_says_so(run: Path, offline: Path, cap
 
 
 def test_with_deps_adds_wheels_and_the_notebook_cells(run: Path, offline: Path, capsys) -> None:
-    code, out, err = sever(capsys, "upload", "-r", run, "--with-deps", "--dry-run")
+    code, out, err = cli_output(capsys, "upload", "-r", run, "--with-deps", "--dry-run")
     assert code == 0, err
     folder = staged_folder(run, offline)
     wheels = sorted(p.name for p in folder.glob("*.whl"))
@@ -170,7 +163,7 @@ def test_with_deps_adds_wheels_and_the_notebook_cells(run: Path, offline: Path, 
 
 def test_model_target_writes_model_metadata(run: Path, offline: Path, capsys) -> None:
     args = ["upload", "-r", run, "--target", "model", "--model", "bob/steel-fpn", "--dry-run"]
-    code, out, err = sever(capsys, *args)
+    code, out, err = cli_output(capsys, *args)
     assert code == 0, err
     folder = staged_folder(run, offline)
     assert not (folder / "dataset-metadata.json").exists()
@@ -209,7 +202,7 @@ def test_errors_are_one_line(run: Path, offline: Path, capsys, case: str, expect
         "missing credentials": ["-r", run],
         "bad dataset handle": ["-r", run, "--dataset", "me", "--dry-run"],
     }[case]
-    code, out, err = sever(capsys, "upload", *args)
+    code, out, err = cli_output(capsys, "upload", *args)
     assert code == 1
     assert expected in error_line(err)
     assert not (offline / "upload" / "tiny" / run.name).exists()
@@ -223,7 +216,7 @@ def test_first_upload_creates_the_dataset_then_versions_it(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     ref = f"tester/sever-tiny-{run.name}"
-    code, out, err = sever(capsys, "upload", "-r", run, "--best", "--weights-only")
+    code, out, err = cli_output(capsys, "upload", "-r", run, "--best", "--weights-only")
     assert code == 0, err
     assert f"created: dataset {ref}: http://localhost/datasets/{ref}" in out
     folder = staged_folder(run, offline)
@@ -239,7 +232,7 @@ def test_first_upload_creates_the_dataset_then_versions_it(
         assert data == (folder / name).read_bytes(), name
 
     args = ["upload", "-r", run, "-e", "1", "-m", "epoch 1 for the ensemble", "--public"]
-    code, out, err = sever(capsys, *args)
+    code, out, err = cli_output(capsys, *args)
     assert code == 0, err
     assert f"new version: dataset {ref}" in out
     assert len(kaggle.datasets) == 1
@@ -254,21 +247,24 @@ def test_first_upload_creates_the_dataset_then_versions_it(
 
 
 def test_default_version_notes_name_the_checkpoints(run: Path, kaggle, capsys) -> None:
-    assert sever(capsys, "upload", "-r", run, "--dataset", "tester/steel-models")[0] == 0
-    assert sever(capsys, "upload", "-r", run, "--last", "--dataset", "tester/steel-models")[0] == 0
+    assert cli_output(capsys, "upload", "-r", run, "--dataset", "tester/steel-models")[0] == 0
+    assert (
+        cli_output(capsys, "upload", "-r", run, "--last", "--dataset", "tester/steel-models")[0]
+        == 0
+    )
     notes = kaggle.datasets["tester/steel-models"].versions[1].notes
     assert notes.startswith(f"sever tiny/{run.name}: last.pth (epoch 2")
 
 
 def test_model_target_creates_model_and_variation_then_versions(run: Path, kaggle, capsys) -> None:
-    code, out, err = sever(capsys, "upload", "-r", run, "--target", "model", "--weights-only")
+    code, out, err = cli_output(capsys, "upload", "-r", run, "--target", "model", "--weights-only")
     assert code == 0, err
     assert kaggle.models["tester/sever-tiny"]["isPrivate"] is True
     instance = kaggle.instances[f"tester/sever-tiny/MODEL_FRAMEWORK_PY_TORCH/run-{run.name}"]
     assert instance.request["body"]["licenseName"] == "CC0: Public Domain"
     assert "model_best.pth" in instance.versions[0].files
 
-    code, out, err = sever(
+    code, out, err = cli_output(
         capsys, "upload", "-r", run, "--target", "model", "--last", "-m", "final epoch"
     )
     assert code == 0, err
@@ -282,7 +278,7 @@ def test_an_access_token_works_too(run: Path, kaggle, capsys, monkeypatch) -> No
     monkeypatch.delenv("KAGGLE_USERNAME")
     monkeypatch.delenv("KAGGLE_KEY")
     monkeypatch.setenv("KAGGLE_API_TOKEN", TOKEN)
-    code, out, err = sever(capsys, "upload", "-r", run, "--last")
+    code, out, err = cli_output(capsys, "upload", "-r", run, "--last")
     assert code == 0, err
     assert "IntrospectToken" in kaggle.calls
     assert f"tester/sever-tiny-{run.name}" in kaggle.datasets
@@ -293,7 +289,7 @@ def test_a_refused_token_is_one_line(run: Path, kaggle, capsys, monkeypatch) -> 
     monkeypatch.delenv("KAGGLE_USERNAME")
     monkeypatch.delenv("KAGGLE_KEY")
     monkeypatch.setenv("KAGGLE_API_TOKEN", "expired-token-0123456789")
-    code, out, err = sever(capsys, "upload", "-r", run)
+    code, out, err = cli_output(capsys, "upload", "-r", run)
     assert code == 1
     assert "did not accept the credentials from KAGGLE_API_TOKEN" in error_line(err)
     assert "expired-token-0123456789" not in out + err
@@ -312,7 +308,7 @@ def test_api_errors_keep_the_staged_folder(
 ) -> None:
     method, status, message = failure
     kaggle.failures[method] = (status, message)
-    code, out, err = sever(capsys, "upload", "-r", run)
+    code, out, err = cli_output(capsys, "upload", "-r", run)
     folder = staged_folder(run, offline)
     assert code == 1
     assert expected in error_line(err)
@@ -323,7 +319,7 @@ def test_api_errors_keep_the_staged_folder(
 
 def test_a_wrong_key_is_refused_without_showing_it(run: Path, kaggle, capsys, monkeypatch) -> None:
     monkeypatch.setenv("KAGGLE_KEY", "wrong-key-0123456789")
-    code, out, err = sever(capsys, "upload", "-r", run)
+    code, out, err = cli_output(capsys, "upload", "-r", run)
     assert code == 1
     assert "401" in err and "wrong-key-0123456789" not in out + err
 
@@ -335,7 +331,7 @@ def test_kaggle_json_credentials(run: Path, kaggle, offline: Path, capsys, monke
     config.mkdir()
     (config / "kaggle.json").write_text(json.dumps({"username": "tester", "key": KEY}))
     (config / "kaggle.json").chmod(0o600)
-    code, out, err = sever(capsys, "upload", "-r", run, "--dataset", "tester/from-json-file")
+    code, out, err = cli_output(capsys, "upload", "-r", run, "--dataset", "tester/from-json-file")
     assert code == 0, err
     assert "tester/from-json-file" in kaggle.datasets
 
@@ -343,13 +339,10 @@ def test_kaggle_json_credentials(run: Path, kaggle, offline: Path, capsys, monke
 def test_a_classifier_card_says_to_predict_beside_a_segmenter(
     tiny_data: Path, tmp_path: Path, offline: Path, capsys
 ) -> None:
-    from conftest import TINY
-
-    path = tmp_path / "tiny.yml"
-    path.write_text(TINY.format(data=tiny_data, saved=tmp_path / "saved"))
+    path = write_tiny(tmp_path, tiny_data)
     overrides = ["name=cls", "task=classify", "trainer.epochs=1", "trainer.steps_per_epoch=1"]
     classifier = train(load_config(path, overrides))
-    code, _, err = sever(capsys, "upload", "-r", classifier, "--best", "--dry-run")
+    code, _, err = cli_output(capsys, "upload", "-r", classifier, "--best", "--dry-run")
     assert code == 0, err
     card = (staged_folder(classifier, offline) / "README.md").read_text()
     slug = f"sever-cls-{classifier.name}"

@@ -9,29 +9,7 @@ import pytest
 
 from sever.data import rle as rle_module
 from sever.data.rle import RLEError, decode, encode, masks_to_rles, parse, rles_to_masks
-
-
-def reference_decode(rle: str, height: int, width: int) -> np.ndarray:
-    """The straightforward Kaggle-kernel decoder, one slice per run."""
-    s = rle.split()
-    starts, lengths = [np.asarray(x, dtype=int) for x in (s[0::2], s[1::2])]
-    starts -= 1
-    ends = starts + lengths
-    img = np.zeros(height * width, np.uint8)
-    for lo, hi in zip(starts, ends, strict=True):
-        img[lo:hi] = 1
-    return img.reshape(width, height).T
-
-
-def reference_encode(img: np.ndarray) -> str:
-    """The straightforward Kaggle-kernel encoder over the padded column-major image."""
-    pixels = img.T.flatten()
-    pixels = np.concatenate([[0], pixels, [0]])
-    runs = np.where(pixels[1:] != pixels[:-1])[0] + 1
-    runs[1::2] -= runs[::2]
-    return " ".join(str(x) for x in runs)
-
-
+from sever.data.rle_reference import reference_decode, reference_encode
 def grid(rows: list[str]) -> np.ndarray:
     """A uint8 mask from rows drawn as strings of '.' and '#'."""
     return np.array([[c == "#" for c in row] for row in rows], np.uint8)

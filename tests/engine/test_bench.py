@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import cli_output
 
-from sever.cli import main
 from sever.engine.bench import Batches, loader_advice, peak_tflops, run_bench, write_report
 
 RATES = ("loader_samples_per_s", "compute_images_per_s", "step_images_per_s")
@@ -110,20 +110,10 @@ def test_run_bench_on_tiny_data(tiny_config, tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["bench.json"]  # no temporary left
 
 
-def run(capsys, *args) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.mark.slow
 def test_cli_prints_table_and_writes_json(tiny_yaml: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "report.json"
-    code, stdout, _ = run(capsys, "bench", "-c", tiny_yaml, "--steps", 2, "--out", out)
+    code, stdout, _ = cli_output(capsys, "bench", "-c", tiny_yaml, "--steps", 2, "--out", out)
     assert code == 0
     lines = stdout.splitlines()
     assert lines[0].startswith("tiny: Unet resnet18, batch 4, crop 64x128, cpu")
@@ -136,7 +126,9 @@ def test_cli_prints_table_and_writes_json(tiny_yaml: Path, tmp_path: Path, capsy
 
 
 def test_cli_error_is_one_line(tiny_yaml: Path, capsys) -> None:
-    code, stdout, stderr = run(capsys, "bench", "-c", tiny_yaml, "-o", "trainer.batch_size=100")
+    code, stdout, stderr = cli_output(
+        capsys, "bench", "-c", tiny_yaml, "-o", "trainer.batch_size=100"
+    )
     assert code == 1 and not stdout
     assert stderr.strip() == (
         "error: trainer.batch_size 100 is larger than the 26 training images; lower it"

@@ -4,13 +4,12 @@ metrics equal to a single-process evaluation of the saved checkpoint."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import torchrun_train
 
 from sever.cli import main
 from sever.data.sampling import ShardSampler, ShuffleSampler
@@ -32,23 +31,8 @@ def test_shards_cover_the_epoch_once() -> None:
 
 
 def test_two_processes_train_one_run(tiny_yaml: Path, tmp_path: Path, capsys) -> None:
-    torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [
-        str(torchrun),
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "sever",
-        "train",
-        "-c",
-        str(tiny_yaml),
-        "-o",
-        "trainer.epochs=2",
-        "-o",
-        "trainer.batch_size=2",
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    overrides = ["trainer.epochs=2", "trainer.batch_size=2"]
+    done = torchrun_train("-c", tiny_yaml, *(arg for o in overrides for arg in ("-o", o)))
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith("run: ")]
     assert len(lines) == 1  # only rank 0 reports
@@ -94,12 +78,8 @@ def test_gpus_flag_starts_torchrun(tiny_yaml: Path, monkeypatch) -> None:
 def test_two_processes_validate_a_classifier_exactly(tiny_yaml: Path, capsys) -> None:
     # The presence counts are all-reduced: the sharded validation's F1 equals a
     # single-process evaluation of the same checkpoint.
-    torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     overrides = ["task=classify", "trainer.epochs=1", "trainer.batch_size=2"]
-    command = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "sever", "train"]
-    command += ["-c", str(tiny_yaml), *(arg for o in overrides for arg in ("-o", o))]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    done = torchrun_train("-c", tiny_yaml, *(arg for o in overrides for arg in ("-o", o)))
     assert done.returncode == 0, done.stderr[-3000:]
     run = Path(next(x for x in done.stdout.splitlines() if x.startswith("run: "))[5:])
     rows = pd.read_csv(run / "metrics.csv")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import cli
+from conftest import cli, torchrun_train
 
 from sever.config import load_config
 from sever.engine import kfold
@@ -112,38 +112,10 @@ def test_folds_out_of_range_or_with_resume_fail_before_any_directory(tiny_yaml: 
 
 @pytest.mark.slow
 def test_kfold_under_torchrun(tiny_yaml: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    torchrun = Path(sys.executable).with_name("torchrun")
-    command = [
-        str(torchrun),
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "sever",
-        "train",
-        "-c",
-        str(tiny_yaml),
-        "-o",
-        "data.folds=2",
-        "-o",
-        "trainer.epochs=1",
-        "-o",
-        "trainer.steps_per_epoch=1",
-        "-o",
-        "trainer.batch_size=2",
-        "--folds",
-        "all",
-    ]
-    done = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    overrides = ["data.folds=2", "trainer.epochs=1", "trainer.steps_per_epoch=1"]
+    overrides.append("trainer.batch_size=2")
+    args = [arg for o in overrides for arg in ("-o", o)]
+    done = torchrun_train("-c", tiny_yaml, *args, "--folds", "all")
     assert done.returncode == 0, done.stderr[-3000:]
     (parent,) = (tiny_yaml.parent / "saved" / "tiny").iterdir()  # one parent for all ranks
     assert sorted(p.name for p in parent.iterdir()) == ["ensemble.yml", "fold0", "fold1"]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import TINY, cli
+from conftest import cli, write_tiny
 
 from sever.config import load_config
 from sever.engine.checkpoint import load_checkpoint
@@ -26,8 +26,7 @@ pytestmark = pytest.mark.slow
 def runs(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A segmenter without a class head and a classifier, on the same validation split."""
     folder = tmp_path_factory.mktemp("runs")
-    path = folder / "tiny.yml"
-    path.write_text(TINY.format(data=tiny_data, saved=folder / "saved"))
+    path = write_tiny(folder, tiny_data)
     segmenter = train(load_config(path, ["trainer.epochs=2"]))
     classifier = train(
         load_config(

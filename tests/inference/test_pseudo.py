@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import cli
+from conftest import cli, write_tiny
 
 from sever.config import load_config
 from sever.data.tables import read_table
@@ -125,11 +125,8 @@ def test_sibling_names() -> None:
 @pytest.fixture(scope="module")
 def run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1-epoch run with a classification head."""
-    from conftest import TINY
-
     folder = tmp_path_factory.mktemp("pseudo")
-    path = folder / "tiny.yml"
-    path.write_text(TINY.format(data=tiny_data, saved=folder / "saved"))
+    path = write_tiny(folder, tiny_data)
     return train(load_config(path, ["trainer.epochs=1", "model.class_head.enabled=true"]))
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import cli
+from conftest import cli, write_tiny
 
 from sever.config import load_config
 from sever.engine.trainer import train
@@ -26,11 +26,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-epoch run with two kept checkpoints and a class head."""
-    from conftest import TINY
-
     folder = tmp_path_factory.mktemp("run")
-    path = folder / "tiny.yml"
-    path.write_text(TINY.format(data=tiny_data, saved=folder / "saved"))
+    path = write_tiny(folder, tiny_data)
     config = load_config(
         path, ["trainer.epochs=2", "trainer.save_top_k=2", "model.class_head.enabled=true"]
     )
