@@ -336,6 +336,16 @@ def ensemble_options(func):
     return func
 
 
+def ensemble_members(ensemble, runs, epochs, which, device, tta, averaging, pp_path) -> tuple:
+    """(members, post-processing, Sources) from -c ENSEMBLE.yml or -r/-e, with the command
+    line's --tta/--averaging/--postprocess over the file's: for predict and pseudo-label."""
+    from sever.inference.ensemble import load_postprocess, resolve_sources
+
+    src = resolve_sources(ensemble, list(runs), list(epochs), tta, averaging, pp_path)
+    members = load_members(src.runs, src.epochs, which, device, src.weights)
+    return members, load_postprocess(src.postprocess), src
+
+
 def load_members(runs, epochs, which, device: str, weights=None) -> list:
     from sever.engine.parts import pick_device
     from sever.inference.models import check_compatible, load_member, select_checkpoints
@@ -420,16 +430,16 @@ def predict(
     overlays,
 ) -> None:
     """Predict a folder of images into a Kaggle submission."""
-    from sever.inference.ensemble import load_postprocess, resolve_sources
     from sever.inference.predict import predict_folder
 
-    src = resolve_sources(ensemble, list(runs), list(epochs), tta, averaging, pp_path)
-    members = load_members(src.runs, src.epochs, which, device, src.weights)
+    members, postprocess, src = ensemble_members(
+        ensemble, runs, epochs, which, device, tta, averaging, pp_path
+    )
     summary = predict_folder(
         members,
         images_dir,
         out,
-        load_postprocess(src.postprocess),
+        postprocess,
         fmt,
         src.tta,
         src.averaging,
@@ -476,17 +486,17 @@ def pseudo_label(
     pp_path,
 ) -> None:
     """Keep the images the ensemble is sure about as pseudo-labels (train.csv format)."""
-    from sever.inference.ensemble import load_postprocess, resolve_sources
     from sever.inference.pseudo import check_cutoffs, pseudo_label, sibling
 
     check_cutoffs(hi, lo)
-    src = resolve_sources(ensemble, list(runs), list(epochs), tta, averaging, pp_path)
-    members = load_members(src.runs, src.epochs, which, device, src.weights)
+    members, postprocess, src = ensemble_members(
+        ensemble, runs, epochs, which, device, tta, averaging, pp_path
+    )
     summary = pseudo_label(
         members,
         images_dir,
         out,
-        load_postprocess(src.postprocess),
+        postprocess,
         hi,
         lo,
         src.tta,
