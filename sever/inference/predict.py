@@ -21,7 +21,7 @@ from sever.data.augment import build_transform
 from sever.data.dataset import ImageFolderDataset
 from sever.data.tables import image_files
 from sever.errors import CheckpointError, DataError
-from sever.fileio import read_gray
+from sever.fileio import atomic_path, read_gray
 from sever.inference.models import Member
 from sever.inference.postprocess import PostProcess, average, postprocess_batch
 from sever.inference.submission import write_submission
@@ -157,7 +157,9 @@ def predict_folder(
     Returns a summary: images, and images with a defect per class.
     """
     check_members(members, postprocess)
-    out.parent.mkdir(parents=True, exist_ok=True)  # before the work, not after it
+    for folder in (out.parent, overlays):  # before the work, not after it
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
     loader = image_loader(images_dir, members[0], batch_size, workers)
     amp = autocast_dtype(members)
     rles: dict[str, dict[int, str]] = {}
@@ -178,10 +180,11 @@ def predict_folder(
 
 
 def write_overlay(image_path: Path, masks: np.ndarray, folder: Path) -> None:
-    """PNG of the image with its predicted masks in class colours."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """PNG of the image with its predicted masks in class colours (written atomically)."""
     picture = overlay(read_gray(image_path), masks)
-    cv2.imwrite(str(folder / f"{image_path.stem}.png"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    _, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    with atomic_path(folder / f"{image_path.stem}.png") as tmp:
+        tmp.write_bytes(png.tobytes())
 
 
 def progress(iterable, total: int):
