@@ -548,6 +548,13 @@ def tune(
 
         click.echo(json.dumps(result))
         return
+    print_tune(result)
+    click.echo(f"wrote {out}")
+
+
+def print_tune(result: dict) -> None:
+    """Tune's table: before and after per class with the chosen values, then the held-out
+    estimates."""
     click.echo(f"{'':>10}{'before':>9}{'after':>9}  threshold  min_pixels  gate")
     gate = result["gate"] or [0.0] * 4
     for key in ["dice_mean"] + [f"dice_{c}" for c in range(1, 5)]:
@@ -569,7 +576,6 @@ def tune(
             f"{result['without_presence']['dice_mean']:.4f}, held out "
             f"{result['held_out_without_presence']['dice_mean']:.4f}; scale_c {result['scale_c']}"
         )
-    click.echo(f"wrote {out}")
 
 
 @cli.command()
