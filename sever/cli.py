@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from sever import __version__
-from sever.errors import SeverError
+from sever.errors import Interrupted, SeverError
 from sever.logsetup import setup_logging
 
 log = logging.getLogger("sever")
@@ -98,11 +98,11 @@ def train(
 
     With --folds, `run:` names the k-fold parent holding fold<k>/ runs and ensemble.yml.
     """
-    from sever.config import config_from_dict, load_config
-    from sever.engine.checkpoint import load_checkpoint, resolve_checkpoint
+    from sever.config import load_config
+    from sever.engine.resume import find_resume_point, resumed_config
     from sever.engine.trainer import train as run_training
 
-    checkpoint = None
+    point = None
     if resume and folds:
         raise click.UsageError(
             "--folds starts new runs; resume one fold on its own: --resume PARENT/foldK"
@@ -113,9 +113,8 @@ def train(
                 "--resume continues a run with its own config.yml: drop -c "
                 "(-o still works, e.g. -o trainer.epochs=300)"
             )
-        checkpoint = resolve_checkpoint(resume, "last")
-        stored = load_checkpoint(checkpoint)["config"]
-        config = config_from_dict(stored, f"{checkpoint} (config)", list(overrides))
+        point = find_resume_point(resume)
+        config = resumed_config(point, list(overrides))
     elif configs:
         config = load_config(list(configs), list(overrides))
     else:
@@ -127,7 +126,7 @@ def train(
 
         run = train_folds(config, parse_folds(folds, config.data.folds))
     else:
-        run = run_training(config, checkpoint)
+        run = run_training(config, point)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for all
         click.echo(f"run: {run}")
 
@@ -713,6 +712,9 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Interrupted as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(exc.exit_code)
     except SeverError as exc:
         if debug:
             raise

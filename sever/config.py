@@ -227,8 +227,10 @@ class SchedulerConfig(Section):
         return registered("sever.model.optim", "SCHEDULERS", name)
 
 
-PRESENCE_METRICS = tuple(
-    f"val_{kind}_{c}" for kind in ("f1", "precision", "recall") for c in ("mean", 1, 2, 3, 4)
+# What validation computes of presence: mean F1, and F1, precision and recall per class.
+PRESENCE_METRICS = (
+    "val_f1_mean",
+    *(f"val_{kind}_{c}" for kind in ("f1", "precision", "recall") for c in (1, 2, 3, 4)),
 )
 MONITORABLE = (
     "val_dice_mean",

@@ -24,3 +24,12 @@ class DataError(SeverError):
 
 class CheckpointError(SeverError):
     """A checkpoint or run directory that is missing, corrupt or incompatible."""
+
+
+class Interrupted(SeverError):
+    """A run stopped on request (Ctrl-C, SIGTERM) with its state saved; the message says
+    how to resume. Not a mistake: the CLI prints it without 'error:'."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM

@@ -17,7 +17,7 @@ import pandas as pd
 from sever.data import rle
 from sever.data.tables import CLASSES, image_files, read_image_ids, read_table, table_problems
 from sever.errors import DataError
-from sever.fileio import read_gray
+from sever.fileio import image_shape, read_gray
 
 
 @dataclass
@@ -81,6 +81,43 @@ def image_shapes(
         if not isinstance(s, str) and s != common
     ]
     return common
+
+
+def header_problems(
+    folder: Path, names: list[str], size: tuple[int, int], workers: int = 8
+) -> list[str]:
+    """Each image present, an image, and of `size` (H, W): read from the file headers, not
+    decoded, so the competition's 12,568 images take seconds (bench/bench_preflight.py)."""
+
+    def problem(name: str) -> str | None:
+        try:
+            shape = image_shape(folder / name)
+        except DataError as exc:
+            return str(exc)
+        if shape != tuple(size):
+            return (
+                f"{folder / name}: size {shape[0]}x{shape[1]}, but data.image_size is "
+                f"{size[0]}x{size[1]}"
+            )
+        return None
+
+    with ThreadPoolExecutor(workers) as pool:  # overlaps the reads on a cold disk
+        return [p for p in pool.map(problem, names) if p is not None]
+
+
+def check_images(folder: Path, names: list[str], size: tuple[int, int]) -> None:
+    """Refuse, in one line, images that training would fail on or misread.
+
+    Raises:
+        DataError: the first problem, with how many more there are.
+    """
+    problems = header_problems(folder, names, size)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if problems[1:] else ""
+        raise DataError(
+            f"{problems[0]}{more}; fix or remove the image (sever check-data lists all), or "
+            "set data.check: false to train anyway"
+        )
 
 
 def file_problems(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import bisect
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 import albumentations as A
 import pandas as pd
+import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
 from sever.config import Config
@@ -100,6 +102,7 @@ def build_loaders(
         train_set = SeededConcat([train_set, pseudo_set])
     sampler.shard(rank, world)
     common = {
+        "worker_init_fn": ignore_ctrl_c,
         "num_workers": data.workers,
         "pin_memory": cuda,
         "persistent_workers": data.workers > 0,
@@ -107,12 +110,40 @@ def build_loaders(
     }
     # a flat sampler even with pseudo-labels: the trainer calls loader.sampler.set_epoch,
     # and PseudoBatchSampler lays its items out batch after batch for this batch size
-    train = DataLoader(train_set, trainer.batch_size, sampler=sampler, drop_last=True, **common)
+    train = DataLoader(
+        train_set,
+        trainer.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        generator=own_generator(config.seed),
+        **common,
+    )
     val_sampler = ShardSampler(len(val_set), rank, world) if world > 1 else None
     val = DataLoader(
-        val_set, trainer.val_batch_size or trainer.batch_size, sampler=val_sampler, **common
+        val_set,
+        trainer.val_batch_size or trainer.batch_size,
+        sampler=val_sampler,
+        generator=own_generator(config.seed),
+        **common,
     )
     return Loaders(train, val)
+
+
+def ignore_ctrl_c(worker_id: int) -> None:
+    """Workers leave Ctrl-C to the main process, which stops the run at a safe step
+    (sever.engine.interrupt): a terminal sends SIGINT to the whole process group, and a
+    worker killed by it would break the batch the main process waits for. SIGTERM stays
+    fatal: it is how multiprocessing ends workers at exit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def own_generator(seed: int) -> torch.Generator:
+    """A loader's own RNG. Creating a loader's iterator draws the workers' base seed from
+    its generator, and from torch's global RNG when it has none. With persistent workers
+    that draw happens once per process: at epoch 1 in a fresh run, at the first resumed
+    epoch in a resumed one, so it would shift the global RNG (dropout) of that epoch
+    against the uninterrupted run. The items' augmentation seeds come from the samplers."""
+    return torch.Generator().manual_seed(seed)
 
 
 def pseudo_ids(csv: Path, listed: list[str]) -> list[str]:

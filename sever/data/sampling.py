@@ -8,6 +8,7 @@ uninterrupted run would have seen, whatever the number of (persistent) workers.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from itertools import islice
 
 import numpy as np
 import pandas as pd
@@ -25,10 +26,13 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.size = size
         self.seed = seed
         self.epoch = 0
+        self.skip = 0
         self.rank, self.world = 0, 1
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Draw `epoch`'s order; `skip` its first items (this process's), which a run
+        stopped mid-epoch has already trained on."""
+        self.epoch, self.skip = epoch, skip
 
     def shard(self, rank: int, world: int) -> None:
         """Under DDP: every process draws the same epoch order and takes every world-th
@@ -54,7 +58,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
             padded = len(self) * self.world
             indices, seeds = np.resize(indices, padded), np.resize(seeds, padded)
             indices, seeds = indices[self.rank :: self.world], seeds[self.rank :: self.world]
-        return iter(zip(indices.tolist(), seeds.tolist(), strict=True))
+        return islice(zip(indices.tolist(), seeds.tolist(), strict=True), self.skip, None)
 
 
 class ShuffleSampler(EpochSampler):
@@ -160,10 +164,12 @@ class PseudoBatchSampler(Sampler[tuple[int, int]]):
         self.n_drawn = max(1, round(sample_rate * n_pseudo))
         self.seed = seed
         self.epoch = 0
+        self.skip = 0
         self.rank, self.world = 0, 1
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """As EpochSampler.set_epoch: `skip` the first items of this process's batches."""
+        self.epoch, self.skip = epoch, skip
         self.labelled.set_epoch(epoch)
 
     def shard(self, rank: int, world: int) -> None:
@@ -196,7 +202,7 @@ class PseudoBatchSampler(Sampler[tuple[int, int]]):
         if self.world > 1:
             padded = self.batches_per_shard() * self.world
             batches = [batches[i % len(batches)] for i in range(padded)][self.rank :: self.world]
-        return iter([item for batch in batches for item in batch])
+        return islice((item for batch in batches for item in batch), self.skip, None)
 
 
 class ShardSampler(Sampler[int]):

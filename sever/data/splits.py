@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sever.errors import DataError
+from sever.errors import ConfigError, DataError
 from sever.fileio import atomic_path
 
 COLUMNS = ["ImageId", "classes", "fold", "split"]
@@ -85,10 +85,15 @@ def make_split(
             "split": np.where(is_val.to_numpy(), "val", "train"),
         }
     )
-    if not (table["split"] == "val").any() or not (table["split"] == "train").any():
-        raise DataError(
-            f"{len(table)} images are too few to split into training and validation images"
-        )
+    n_val = int((table["split"] == "val").sum())
+    if n_val == 0 or n_val == len(table):
+        which = "no validation" if n_val == 0 else "no training"
+        if folds:
+            fix = f"data.folds {folds} leaves {which} image in fold {fold or 0}; lower it"
+        else:
+            change = "raise" if n_val == 0 else "lower"
+            fix = f"data.val_fraction {val_fraction} leaves {which} image; {change} it"
+        raise ConfigError(f"{fix} ({len(table)} images in all)")
     return table
 
 

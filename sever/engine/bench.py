@@ -38,6 +38,7 @@ from sever.config import Config
 from sever.data.loaders import build_loaders, load_labels
 from sever.data.splits import make_split
 from sever.engine import steps as trainer_steps
+from sever.engine.interrupt import EpochStart, StopRequest
 from sever.engine.logs import Board
 from sever.engine.parts import Parts, build_parts, describe
 from sever.fileio import atomic_path
@@ -304,7 +305,15 @@ def measure_full_step(
     with quiet(trainer_steps.log):
         # It ends with .item() on the device's loss sums: a synchronisation.
         trainer_steps.train_one_epoch(
-            bench_config, parts, batches, 1, Progress(), Board(Path.cwd(), False), Path.cwd()
+            bench_config,
+            parts,
+            batches,
+            1,
+            Progress(),
+            Board(Path.cwd(), False),
+            Path.cwd(),
+            EpochStart(),
+            StopRequest(),  # not entered: no signal handlers while measuring
         )
     return steps * config.trainer.batch_size / (time.perf_counter() - batches.start)
 

@@ -21,8 +21,9 @@ import yaml
 
 from sever.config import Config
 from sever.engine.checkpoint import resolve_checkpoint
-from sever.engine.distributed import barrier, close_world, init_world, share
+from sever.engine.distributed import barrier, close_world, init_world
 from sever.engine.parts import pick_device
+from sever.engine.runs import create_run_dir
 from sever.engine.trainer import train
 from sever.errors import CheckpointError, ConfigError
 from sever.fileio import atomic_path
@@ -83,33 +84,45 @@ def train_folds(config: Config, folds: list[int]) -> Path:
         raise ConfigError("no folds to train (give --folds all, 0-4, 0,2,3 or 3)")
     # Under torchrun, every process trains every fold; rank 0 alone writes.
     world = init_world(pick_device(config.trainer.device).type)
+    parent = Parent(config)
     try:
-        parent = share(create_parent(config) if world.main else None, world)
-        runs = [train_fold(config, fold, folds, parent, world) for fold in folds]
+        runs = [train_fold(config, fold, folds, parent) for fold in folds]
         if world.main:
-            write_ensemble(parent, runs, config.task)
+            write_ensemble(runs[0].parent, runs, config.task)
         barrier(world)
     finally:
         close_world(world)
-    return parent
+    return runs[0].parent
 
 
-def train_fold(config: Config, fold: int, folds: list[int], parent: Path, world) -> Path:
+class Parent:
+    """The k-fold parent directory, created (by rank 0) when the first fold has passed its
+    checks, so that a refused k-fold leaves nothing behind."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.path: Path | None = None
+
+    def new_fold(self, config: Config) -> Path:
+        """The run directory of the fold `config.data.fold`, with its config."""
+        if self.path is None:
+            self.path = create_parent(self.config)
+        fold = config.data.fold
+        run = create_run_dir(config, self.path / f"fold{fold}")
+        log.info("fold %d: %s", fold, run)
+        return run
+
+
+def train_fold(config: Config, fold: int, folds: list[int], parent: Parent) -> Path:
     fold_config = config.model_copy(deep=True)
     fold_config.data.fold = fold  # validated on assignment
-    if world.main:
-        log.info(
-            "fold %d (%d of %d): %s",
-            fold,
-            folds.index(fold) + 1,
-            len(folds),
-            parent / f"fold{fold}",
-        )
+    log.info("fold %d (%d of %d)", fold, folds.index(fold) + 1, len(folds))
     try:
-        return train(fold_config, run_dir=parent / f"fold{fold}")
+        return train(fold_config, new_run=lambda: parent.new_fold(fold_config))
     except BaseException:
         done = ", ".join(f"fold{f}" for f in folds[: folds.index(fold)]) or "none"
-        log.error("k-fold stopped in fold %d; completed folds (%s) stay in %s", fold, done, parent)
+        where = f" stay in {parent.path}" if parent.path else ""
+        log.error("k-fold stopped in fold %d; completed folds (%s)%s", fold, done, where)
         raise
 
 

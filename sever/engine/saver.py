@@ -5,9 +5,12 @@ files and the same best."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from sever.engine.checkpoint import link_or_copy, save_checkpoint
+
+INTERRUPTED = "interrupted.pth"  # a run stopped mid-epoch (see sever.engine.resume)
 
 
 class CheckpointSaver:
@@ -55,17 +58,38 @@ class CheckpointSaver:
         return self.improved
 
     def write(self, state: dict, epoch: int) -> None:
-        """Write last.pth, link the epoch file and the best, drop what fell out of the top k."""
+        """Write last.pth, link the epoch file and the best, drop what fell out of the top k
+        and a mid-epoch state that this completed epoch supersedes."""
         last = self.folder / "last.pth"
         save_checkpoint(state, last)
-        if any(e == epoch for _, e in self.kept) or self.periodic(epoch):
-            link_or_copy(last, self.path(epoch))
-        if self.improved:
-            link_or_copy(last, self.folder / "model_best.pth")
+        self.link(epoch, self.improved)
         for old in self.dropped:
             if old != epoch and not self.periodic(old):
                 self.path(old).unlink(missing_ok=True)
         self.dropped, self.improved = [], False
+        (self.folder / INTERRUPTED).unlink(missing_ok=True)
+
+    def link(self, epoch: int, best: bool) -> None:
+        last = self.folder / "last.pth"
+        if any(e == epoch for _, e in self.kept) or self.periodic(epoch):
+            link_or_copy(last, self.path(epoch))
+        if best:
+            link_or_copy(last, self.folder / "model_best.pth")
+
+    def relink(self, epoch: int) -> None:
+        """On resume from last.pth at `epoch`: redo the links that a kill between writing
+        last.pth and linking it left out (each should then be last.pth itself)."""
+        last = self.folder / "last.pth"
+        if epoch == 0 or not last.is_file():
+            return
+        best = self.best_epoch == epoch and not same_file(last, self.folder / "model_best.pth")
+        kept = any(e == epoch for _, e in self.kept) or self.periodic(epoch)
+        if best or (kept and not same_file(last, self.path(epoch))):
+            self.link(epoch, best)
+
+    def write_interrupted(self, state: dict) -> None:
+        """A mid-epoch state, beside the last completed epoch's checkpoints."""
+        save_checkpoint(state, self.folder / INTERRUPTED)
 
     def periodic(self, epoch: int) -> bool:
         return bool(self.period) and epoch % self.period == 0
@@ -80,3 +104,9 @@ class CheckpointSaver:
     def load_state_dict(self, state: dict) -> None:
         self.kept = [(float(v), int(e)) for v, e in state["kept"]]
         self.best, self.best_epoch = state["best"], state["best_epoch"]
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Both exist and are one file (a hard link; a copy where links are impossible counts
+    as different, and is copied again)."""
+    return a.is_file() and b.is_file() and os.path.samefile(a, b)

@@ -6,6 +6,7 @@ import logging
 import math
 import sys
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -14,6 +15,7 @@ from tqdm import tqdm
 
 from sever.config import Config, TrainerConfig
 from sever.engine.distributed import World, all_max, all_sum, sync_buffers
+from sever.engine.interrupt import EpochStart, StopEpoch, StopRequest
 from sever.engine.logs import Board
 from sever.engine.parts import Parts
 from sever.model.build import split_outputs
@@ -42,38 +44,83 @@ def to_device(parts: Parts, images: torch.Tensor, masks: torch.Tensor) -> tuple:
 
 
 def train_one_epoch(
-    config: Config, parts: Parts, loader: DataLoader, epoch: int, progress, board: Board, run: Path
+    config: Config,
+    parts: Parts,
+    loader: DataLoader,
+    epoch: int,
+    progress,
+    board: Board,
+    run: Path,
+    begin: EpochStart,
+    stop: StopRequest,
 ) -> dict:
-    """Train one epoch; returns the mean of each loss term as `train_<term>`."""
+    """Train one epoch (from batch `begin.batches` on, the sampler skipping the ones a
+    stopped run trained); returns the mean of each loss term as `train_<term>`.
+
+    Raises:
+        StopEpoch: a stop was requested; raised after an optimiser step, with the
+            batches done and the loss sums so far.
+    """
     trainer = config.trainer
     n_steps = optimizer_steps(len(loader), trainer)
     batches = min(len(loader), n_steps * trainer.accumulate)
     parts.forward.train()
     sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=parts.device))
+    sums.update(begin.sums)
+    done = begin  # the last optimiser step: where a stop leaves the epoch
     # Kept on the device: no host sync per step, only at logging intervals.
     first_bad = torch.full((), -1, device=parts.device)
-    bar = progress_bar(loader, batches, f"epoch {epoch}/{trainer.epochs}")
-    for i, (images, masks, _) in enumerate(bar):
-        if i >= batches:
-            break
-        images, masks = to_device(parts, images, masks)
-        with autocast(parts):
-            mask_logits, class_logits = split_outputs(parts.forward(images))
-        terms = parts.loss(mask_logits, masks, class_logits)
-        backward(parts, terms["loss"] / trainer.accumulate)
-        for name, value in terms.items():
-            sums[name] += value.detach()
-        bad_now = ~torch.isfinite(terms["loss"].detach()) & (first_bad < 0)
-        first_bad = torch.where(bad_now, progress.step + 1, first_bad)
-        if (i + 1) % trainer.accumulate == 0 or i + 1 == batches:
-            optimizer_step(parts, trainer)
-            progress.step += 1
-            if progress.step % trainer.log_every == 0 or i + 1 == batches:
-                check_finite(first_bad, epoch, run, parts.world)
-                report_step(parts, terms, progress.step, board, bar, epoch, i + 1, batches)
+    bar = progress_bar(loader, batches - begin.batches, f"epoch {epoch}/{trainer.epochs}")
+    try:
+        for i, (images, masks, _) in enumerate(until_stopped(bar, stop), start=begin.batches):
+            if i >= batches:
+                break
+            images, masks = to_device(parts, images, masks)
+            with autocast(parts):
+                mask_logits, class_logits = split_outputs(parts.forward(images))
+            terms = parts.loss(mask_logits, masks, class_logits)
+            backward(parts, terms["loss"] / trainer.accumulate)
+            for name, value in terms.items():
+                sums[name] = sums[name] + value.detach()  # new tensors: `done` keeps its own
+            bad_now = ~torch.isfinite(terms["loss"].detach()) & (first_bad < 0)
+            first_bad = torch.where(bad_now, progress.step + 1, first_bad)
+            if (i + 1) % trainer.accumulate == 0 or i + 1 == batches:
+                optimizer_step(parts, trainer)
+                progress.step += 1
+                done = EpochStart(i + 1, dict(sums))
+                logged = progress.step % trainer.log_every == 0 or i + 1 == batches
+                if logged:
+                    check_finite(first_bad, epoch, run, parts.world)
+                    report_step(parts, terms, progress.step, board, bar, epoch, i + 1, batches)
+                # under DDP the synced check rides on the logging steps, the same everywhere
+                if i + 1 < batches and stop.requested(parts.world, parts.device, synced=logged):
+                    raise LoaderStopped
+    except LoaderStopped:
+        check_finite(first_bad, epoch, run, parts.world)  # a non-finite loss is not a stop
+        raise StopEpoch(done) from None
     check_finite(first_bad, epoch, run, parts.world)
     total = batches * parts.world.size
     return {f"train_{n}": (all_sum(v, parts.world) / total).item() for n, v in sums.items()}
+
+
+class LoaderStopped(Exception):  # noqa: N818 (control flow)
+    """The epoch ends early on a stop request."""
+
+
+def until_stopped(batches: Iterable, stop: StopRequest) -> Iterator:
+    """The batches, until a stop request. A loader that fails after one is taken as a
+    stop: a scheduler (Slurm) signals every process, the loader's workers too."""
+    source = iter(batches)
+    while True:
+        try:
+            batch = next(source)
+        except StopIteration:
+            return
+        except RuntimeError:
+            if stop.signum is None:
+                raise
+            raise LoaderStopped from None
+        yield batch
 
 
 def backward(parts: Parts, loss: torch.Tensor) -> None:

@@ -1,32 +1,41 @@
 """The fit loop: `train(config) -> run directory`.
 
 Reproducibility comes from seeding by (seed, epoch) at every epoch's start: the sampler's
-order, each item's augmentation and torch's RNG (dropout) depend on nothing else, so a run
-resumed from the end of epoch k trains exactly like one that never stopped.
+order, each item's augmentation and torch's RNG (dropout) depend on nothing else (the
+loaders draw from their own generators), so a run resumed from the end of epoch k trains
+exactly like one that never stopped. A run stopped mid-epoch (Ctrl-C, SIGTERM) saves its
+RNG states, loss sums and batch count too, and continues from that very step.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import torch
 import torch.distributed as dist
 
 from sever.config import Config, config_dict
+from sever.data.checks import check_images
 from sever.data.loaders import Loaders, build_loaders, load_labels
 from sever.data.splits import make_split, read_split, write_split
 from sever.engine import steps
-from sever.engine.checkpoint import FORMAT_VERSION, load_checkpoint, rng_state, set_rng_state
+from sever.engine.checkpoint import FORMAT_VERSION, rng_state, set_rng_state
 from sever.engine.distributed import World, barrier, close_world, init_world, share
+from sever.engine.interrupt import EpochStart, StopEpoch, StopRequest
 from sever.engine.logs import Board, MetricsLog
 from sever.engine.parts import Parts, build_parts, describe, pick_device
-from sever.engine.runs import create_run_dir, run_dir_of
-from sever.engine.saver import CheckpointSaver
-from sever.errors import CheckpointError, SeverError
+from sever.engine.resume import ResumePoint, finished, record_config, remove_leftovers
+from sever.engine.runs import create_run_dir
+from sever.engine.saver import INTERRUPTED, CheckpointSaver
+from sever.errors import CheckpointError, ConfigError, Interrupted, SeverError
 from sever.logsetup import add_file_log, remove_handler
 
 log = logging.getLogger(__name__)
@@ -46,12 +55,29 @@ class Progress:
     last_val: dict = field(default_factory=dict)
 
 
-def train(config: Config, resume: Path | None = None, run_dir: Path | None = None) -> Path:
-    """Train `config`, or continue the run that `resume` (a checkpoint) belongs to. Under
-    torchrun every process calls this; rank 0 alone writes the run directory.
+@dataclass
+class Setup:
+    """What a run is made of, built and checked before its directory exists."""
+
+    split: pd.DataFrame
+    loaders: Loaders
+    parts: Parts
+    resume: ResumePoint | None = None
+
+
+def train(
+    config: Config,
+    resume: ResumePoint | None = None,
+    new_run: Callable[[], Path] | None = None,
+) -> Path:
+    """Train `config`, or continue the run `resume` points at. Under torchrun every
+    process calls this; rank 0 alone writes the run directory.
+
+    Everything checkable (data, images, split, device, model and weights, save_dir) is
+    checked before the run directory is created, so a refused run leaves nothing behind.
 
     Args:
-        run_dir: the new run's directory (k-fold names its folds); default
+        new_run: creates the new run's directory (k-fold names its folds); default
             `save_dir/<name>/<MMDD-HHMMSS>`.
 
     Returns:
@@ -60,15 +86,26 @@ def train(config: Config, resume: Path | None = None, run_dir: Path | None = Non
     owned = not dist.is_initialized()  # a caller (k-fold) may hold the process group
     world = init_world(pick_device(config.trainer.device).type)
     try:
-        state = load_checkpoint(resume) if resume else None
+        state = resume.state if resume else None
         check_world_size(state, world, resume)
-        run = run_dir_of(resume) if resume else None
-        if run is None and world.main:
-            run = create_run_dir(config, run_dir)
-        run = share(run, world)
+        if resume and (done := finished(config, state)):
+            log.warning("%s: %s", resume.run, done)
+            return resume.run
+        if not resume:
+            check_save_dir(config.trainer.save_dir)
+        setup = prepare(config, split_file(resume), world)
+        setup.resume = resume
+        if resume:
+            run = resume.run
+        else:
+            make = new_run or (lambda: create_run_dir(config))
+            run = share(make() if world.main else None, world)
         handler = add_file_log(run / "train.log") if world.main else quiet()
         try:
-            return fit(config, run, state, world)
+            if resume and world.main:
+                remove_leftovers(run)
+                record_config(run, config)
+            return fit(config, run, setup, world)
         finally:
             if handler is not None:
                 remove_handler(handler)
@@ -83,43 +120,78 @@ def quiet() -> None:
     logging.getLogger("sever").setLevel(logging.WARNING)
 
 
-def check_world_size(state: dict | None, world: World, resume: Path | None) -> None:
+def check_world_size(state: dict | None, world: World, resume: ResumePoint | None) -> None:
     saved = (state or {}).get("world_size", 1)
-    if state is not None and saved != world.size:
+    if resume and state is not None and saved != world.size:
         raise CheckpointError(
-            f"{resume}: trained with {saved} process(es), resumed with {world.size}; resume "
-            f"with the same number (torchrun --nproc_per_node={saved}) so the batches and "
-            "schedule continue exactly"
+            f"{resume.checkpoint}: trained with {saved} process(es), resumed with {world.size}; "
+            f"resume with the same number (torchrun --nproc_per_node={saved}) so the batches "
+            "and schedule continue exactly"
         )
 
 
-def fit(config: Config, run: Path, state: dict | None, world: World = World()) -> Path:
+def split_file(resume: ResumePoint | None) -> Path | None:
+    """The split to read back: a resumed run's split.csv, unless the run was killed before
+    it wrote one (and before any checkpoint): it deals the same split again."""
+    if resume is None:
+        return None
+    path = resume.run / "split.csv"
+    return path if resume.state is not None or path.exists() else None
+
+
+def check_save_dir(save_dir: Path) -> None:
+    """trainer.save_dir must be a folder that can be created and written, checked without
+    creating anything."""
+    existing = save_dir.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(
+            f"trainer.save_dir: {existing} is a file, not a folder; choose another save_dir"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"trainer.save_dir: cannot write in {existing}; choose a save_dir you can write to"
+        )
+
+
+def prepare(config: Config, split_file: Path | None, world: World) -> Setup:
+    """Read and check the data, deal (or read back) the split and build the loaders and
+    the model, optimiser and schedule: every check that can fail, before any output."""
     labels = load_labels(config)
-    split = (
-        read_split(run / "split.csv")
-        if state
-        else make_split(
+    if split_file is not None:
+        split = read_split(split_file)
+    else:
+        split = make_split(
             labels.class_sets(),
             config.data.val_fraction,
             config.data.folds,
             config.data.fold,
             config.seed,
         )
-    )
-    if world.main:
-        write_split(split, run / "split.csv")
+    if config.data.check:
+        names = split["ImageId"].tolist()
+        check_images(config.data.dir / "train_images", names, config.data.image_size)
     torch.manual_seed(config.seed)  # the initial weights, the same on every process
     loaders = build_loaders(
         config, labels, split, torch.cuda.is_available(), world.rank, world.size
     )
     parts = build_parts(config, steps.optimizer_steps(len(loaders.train), config.trainer), world)
+    return Setup(split, loaders, parts)
+
+
+def fit(config: Config, run: Path, setup: Setup, world: World = World()) -> Path:
+    if world.main:
+        write_split(setup.split, run / "split.csv")
+    parts, loaders, trainer, resume = setup.parts, setup.loaders, config.trainer, setup.resume
+    state = resume.state if resume else None
     progress = Progress()
-    trainer = config.trainer
     saver = CheckpointSaver(
         run / "checkpoints", trainer.monitor_mode, trainer.save_top_k, trainer.save_period
     )
-    if state:
-        restore(state, parts, saver, progress)
+    start = restore(resume, parts, saver, progress) if resume and resume.state else None
+    if resume and resume.latest and world.main:
+        saver.relink(progress.epoch)  # a kill between last.pth and its links
     metrics = MetricsLog(run / "metrics.csv", steps.metric_columns(config))
     metrics.resume(progress.epoch)
     board = Board(
@@ -133,19 +205,44 @@ def fit(config: Config, run: Path, state: dict | None, world: World = World()) -
         describe(parts),
         f" x {world.size} processes" if world.distributed else "",
     )
-    try:
-        loop(config, run, parts, loaders, progress, saver, metrics, board)
-        summarise(config, run, saver, progress, board)
-    except KeyboardInterrupt:
-        if world.main and not (run / "checkpoints" / "last.pth").is_file():
-            saver.write(checkpoint(config, parts, progress, saver), progress.epoch)
-        log.warning(
-            "interrupted after epoch %d; resume with: sever train --resume %s", progress.epoch, run
-        )
-        raise
-    finally:
-        board.close()
+    with StopRequest() as stop:
+        try:
+            loop(config, run, parts, loaders, progress, saver, metrics, board, stop, start)
+            summarise(config, run, saver, progress, board)
+        except StopEpoch as stopped:
+            if world.main:
+                snapshot = checkpoint(config, parts, progress, saver)
+                snapshot["partial"] = partial_state(progress.epoch + 1, stopped.done)
+                saver.write_interrupted(snapshot)
+            barrier(world)
+            where = f"in epoch {progress.epoch + 1} after {stopped.done.batches} batches"
+            raise interrupted(run, stop, f"{where}, saved to checkpoints/{INTERRUPTED}") from None
+        except KeyboardInterrupt:
+            kept = (
+                f"checkpoints/last.pth keeps epoch {progress.epoch}"
+                if progress.epoch
+                else "no epoch completed, so resuming starts it over"
+            )
+            log.warning("interrupted; %s; resume with: sever train --resume %s", kept, run)
+            raise
+        finally:
+            board.close()
     return run
+
+
+def interrupted(run: Path, stop: StopRequest, where: str) -> Interrupted:
+    assert stop.signum is not None
+    name = signal.Signals(stop.signum).name
+    return Interrupted(
+        f"stopped by {name} {where}; resume with: sever train --resume {run}", stop.signum
+    )
+
+
+def partial_state(epoch: int, done: EpochStart) -> dict:
+    """A mid-epoch stop: which epoch, how many of its batches are trained, and the loss
+    sums so far (the RNG states at the stop are the checkpoint's `rng`)."""
+    sums = {name: value.detach().cpu() for name, value in done.sums.items()}
+    return {"epoch": epoch, "batches": done.batches, "sums": sums}
 
 
 def loop(
@@ -157,13 +254,19 @@ def loop(
     saver: CheckpointSaver,
     metrics: MetricsLog,
     board: Board,
+    stop: StopRequest,
+    start: EpochStart | None = None,
 ) -> None:
     trainer = config.trainer
     for epoch in range(progress.epoch + 1, trainer.epochs + 1):
         started = time.time()
-        torch.manual_seed(config.seed * 100_003 + epoch)
-        loaders.train.sampler.set_epoch(epoch)
-        row = steps.train_one_epoch(config, parts, loaders.train, epoch, progress, board, run)
+        begin, start = start or EpochStart(), None
+        if not begin.batches:  # mid-epoch, the RNG continues from the stop (restore)
+            torch.manual_seed(config.seed * 100_003 + epoch)
+        loaders.train.sampler.set_epoch(epoch, begin.batches * trainer.batch_size)
+        row = steps.train_one_epoch(
+            config, parts, loaders.train, epoch, progress, board, run, begin, stop
+        )
         value = None
         if epoch % trainer.val_every == 0 or epoch == trainer.epochs:
             val = steps.validate(config, parts, loaders.val, epoch, board)
@@ -192,6 +295,8 @@ def loop(
                 saver.best_epoch,
             )
             break
+        if epoch < trainer.epochs and stop.requested(parts.world, parts.device):
+            raise interrupted(run, stop, f"after epoch {epoch}, kept in checkpoints/last.pth")
 
 
 def checkpoint(config: Config, parts: Parts, progress: Progress, saver: CheckpointSaver) -> dict:
@@ -223,26 +328,50 @@ def checkpoint(config: Config, parts: Parts, progress: Progress, saver: Checkpoi
     }
 
 
-def restore(state: dict, parts: Parts, saver: CheckpointSaver, progress: Progress) -> None:
+def restore(
+    resume: ResumePoint, parts: Parts, saver: CheckpointSaver, progress: Progress
+) -> EpochStart | None:
+    """Load a checkpoint's state into the parts; for a mid-epoch stop, where its epoch
+    continues."""
+    state = resume.state
+    assert state is not None
     missing = [k for k in ("optimizer", "scheduler", "saver", "rng", "step") if k not in state]
     if missing:
         raise CheckpointError(
-            f"cannot resume from a weights-only checkpoint (no {', '.join(missing)}); resume "
-            "from the run's own checkpoints/last.pth"
+            f"{resume.checkpoint}: cannot resume from a weights-only checkpoint (no "
+            f"{', '.join(missing)}); resume from the run's own checkpoints/last.pth"
         )
-    parts.model.load_state_dict(state["model"])
-    if parts.ema is not None and state.get("ema"):
-        parts.ema.load_state_dict(state["ema"])
-    parts.optimizer.load_state_dict(state["optimizer"])
-    parts.scheduler.load_state_dict(state["scheduler"])
-    if parts.scaler is not None and state.get("scaler"):
-        parts.scaler.load_state_dict(state["scaler"])
+    try:
+        parts.model.load_state_dict(state["model"])
+        if parts.ema is not None and state.get("ema"):
+            parts.ema.load_state_dict(state["ema"])
+        parts.optimizer.load_state_dict(state["optimizer"])
+        parts.scheduler.load_state_dict(state["scheduler"])
+        if parts.scaler is not None and state.get("scaler"):
+            parts.scaler.load_state_dict(state["scaler"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise CheckpointError(
+            f"{resume.checkpoint}: does not fit the model and optimiser its config builds "
+            f"({first}); was it written by another version of sever?"
+        ) from None
     saver.load_state_dict(state["saver"])
     progress.epoch, progress.step = state["epoch"], state["step"]
     progress.bad_validations = state["bad_validations"]
     progress.last_val = dict(state.get("metrics", {}))
     set_rng_state(state["rng"])
-    log.info("resumed after epoch %d (step %d)", progress.epoch, progress.step)
+    partial = state.get("partial")
+    if not partial:
+        log.info("resumed after epoch %d (step %d)", progress.epoch, progress.step)
+        return None
+    log.info(
+        "resumed in epoch %d after %d batches (step %d)",
+        partial["epoch"],
+        partial["batches"],
+        progress.step,
+    )
+    sums = {name: value.to(parts.device) for name, value in partial["sums"].items()}
+    return EpochStart(partial["batches"], sums)
 
 
 def summarise(

@@ -62,10 +62,9 @@ def test_parse_folds_errors(spec: str, folds: int | None, message: str) -> None:
 
 def fake_train(fail_on: int | None = None):
     """Stands in for the trainer: writes a best checkpoint, or fails on one fold."""
-    from sever.engine.runs import create_run_dir
 
-    def train(config, resume=None, run_dir: Path | None = None) -> Path:
-        run = create_run_dir(config, run_dir)
+    def train(config, resume=None, new_run=None) -> Path:
+        run = new_run()
         if config.data.fold == fail_on:
             raise DataError("fold data went missing")
         (run / "checkpoints" / "model_best.pth").write_bytes(b"")

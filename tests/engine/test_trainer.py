@@ -14,6 +14,7 @@ from sever.cli import main
 from sever.config import config_dict
 from sever.engine import steps
 from sever.engine.checkpoint import load_checkpoint
+from sever.engine.resume import find_resume_point
 from sever.engine.trainer import TrainingStopped, train
 from sever.errors import CheckpointError, DataError
 
@@ -53,7 +54,7 @@ def test_resume_continues_exactly(tiny_config) -> None:
     whole = train(tiny_config("trainer.epochs=4"))
     half = train(tiny_config("trainer.epochs=2"))
     resumed_config = tiny_config("trainer.epochs=4")
-    resumed = train(resumed_config, resume=half / "checkpoints" / "last.pth")
+    resumed = train(resumed_config, resume=find_resume_point(half / "checkpoints" / "last.pth"))
     assert resumed == half
     a = torch.load(whole / "checkpoints" / "last.pth", weights_only=True)
     b = torch.load(resumed / "checkpoints" / "last.pth", weights_only=True)
@@ -115,11 +116,11 @@ def test_early_stopping_and_top_k(tiny_config, scripted_validation) -> None:
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_config, monkeypatch) -> None:
     real = steps.train_one_epoch
 
-    def poisoned(config, parts, loader, epoch, progress, board, run):
+    def poisoned(config, parts, loader, epoch, *rest):
         if epoch == 2:
             loss = parts.loss
             parts.loss = lambda *a: {k: v * float("nan") for k, v in loss(*a).items()}
-        return real(config, parts, loader, epoch, progress, board, run)
+        return real(config, parts, loader, epoch, *rest)
 
     monkeypatch.setattr(steps, "train_one_epoch", poisoned)
     config = tiny_config("trainer.epochs=3")
@@ -129,20 +130,27 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_config, monkeypatc
     assert load_checkpoint(last)["epoch"] == 1
 
 
-def test_ctrl_c_leaves_a_resumable_run(tiny_config, monkeypatch, caplog) -> None:
+def test_keyboard_interrupt_keeps_the_last_completed_epoch(
+    tiny_config, monkeypatch, caplog
+) -> None:
+    """A KeyboardInterrupt (a second Ctrl-C) stops at once: last.pth stays at the last
+    completed epoch, and nothing is labelled as an epoch that did not complete."""
     real = steps.train_one_epoch
 
-    def interrupted(config, parts, loader, epoch, progress, board, run):
+    def interrupted(config, parts, loader, epoch, *rest):
         if epoch == 2:
             raise KeyboardInterrupt
-        return real(config, parts, loader, epoch, progress, board, run)
+        return real(config, parts, loader, epoch, *rest)
 
     monkeypatch.setattr(steps, "train_one_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_config("trainer.epochs=3"))
+        train(tiny_config("trainer.epochs=3", "trainer.save_period=1"))
     message = next(r.getMessage() for r in caplog.records if "resume with" in r.getMessage())
+    assert "checkpoints/last.pth keeps epoch 1" in message
     run = Path(message.split("--resume ")[1])
     assert load_checkpoint(run / "checkpoints" / "last.pth")["epoch"] == 1
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert kept == ["checkpoint-epoch1.pth", "last.pth", "model_best.pth"]
 
 
 def test_refuses_a_broken_dataset(tiny_data: Path, tiny_config, tmp_path: Path) -> None:
@@ -177,4 +185,4 @@ def test_resume_from_a_weights_only_checkpoint_is_refused(tiny_config, tmp_path:
     slim = run / "checkpoints" / "slim.pth"
     torch.save({k: state[k] for k in ("model", "config", "epoch", "format")}, slim)
     with pytest.raises(CheckpointError, match="cannot resume from a weights-only checkpoint"):
-        train(tiny_config("trainer.epochs=2"), resume=slim)
+        train(tiny_config("trainer.epochs=2"), resume=find_resume_point(slim))
