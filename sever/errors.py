@@ -24,3 +24,10 @@ class DataError(SeverError):
 
 class CheckpointError(SeverError):
     """A checkpoint or run directory that is missing, corrupt or incompatible."""
+
+
+class OptionError(SeverError):
+    """A command-line option or argument whose value cannot work (an output path that is a
+    folder, a device that does not exist); found before any work starts."""
+
+    exit_code = 2
