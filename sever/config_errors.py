@@ -42,7 +42,8 @@ def describe_error(
     """
     errors = merge_missing_items(exc.errors())
     first = errors[0]
-    loc = tuple(str(part) for part in first["loc"])
+    # pydantic names the member of a union it tried (`lax-or-strict[...]`): not a key
+    loc = tuple(str(part) for part in first["loc"] if not re.search(r"[\[\]()]", str(part)))
     text = explain(first, loc, root)
     source = source_of(loc, sources, default, text)
     more = f" (and {len(errors) - 1} more problem{'s' * (len(errors) > 2)})" if errors[1:] else ""
