@@ -1,7 +1,8 @@
 """The `sever` command line. Commands only parse, call one library function and report.
 
-User errors (`SeverError`) print as one line on stderr with a non-zero exit status; a
-traceback appears only with `--debug`.
+User errors (`SeverError`, and click's usage errors) print as one line on stderr with a
+non-zero exit status; a traceback appears only with `--debug`. Anything else is a bug and
+says so, in one line too.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sever.logsetup import setup_logging
 
 log = logging.getLogger("sever")
 GLOBAL_FLAGS = ("--debug", "--verbose")
+NO_ARGS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -732,7 +734,7 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=args, prog_name="sever", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.NoArgsIsHelpError as exc:  # bare `sever`: the help is the answer
+    except NO_ARGS_HELP as exc:  # bare `sever`: the help is the answer
         exc.show()
         sys.exit(exc.exit_code)
     except click.UsageError as exc:
