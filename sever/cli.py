@@ -1,7 +1,8 @@
 """The `sever` command line. Commands only parse, call one library function and report.
 
-User errors (`SeverError`) print as one line on stderr with a non-zero exit status; a
-traceback appears only with `--debug`.
+User errors (`SeverError`, and click's usage errors) print as one line on stderr with a
+non-zero exit status; a traceback appears only with `--debug`. Anything else is a bug and
+says so, in one line too.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sever.logsetup import setup_logging
 
 log = logging.getLogger("sever")
 GLOBAL_FLAGS = ("--debug", "--verbose")
+NO_ARGS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -174,10 +176,12 @@ def bench(
 
     from sever.config import load_config
     from sever.engine.bench import format_table, run_bench, write_report
+    from sever.fileio import check_output_file
 
     config = load_config(list(configs), list(overrides))
-    report = run_bench(config, steps)
     out = out or Path(f"bench-{config.name}.json")
+    check_output_file(out, "--out")
+    report = run_bench(config, steps)
     write_report(report, out)
     if as_json:
         click.echo(json.dumps(report))
@@ -190,8 +194,8 @@ def bench(
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @click.option("--n-train", default=400, show_default=True, type=click.IntRange(1))
 @click.option("--n-test", default=100, show_default=True, type=click.IntRange(0))
-@click.option("--height", default=256, show_default=True, type=click.IntRange(16))
-@click.option("--width", default=1600, show_default=True, type=click.IntRange(16))
+@click.option("--height", default=256, show_default=True, type=click.IntRange(32))
+@click.option("--width", default=1600, show_default=True, type=click.IntRange(32))
 @click.option(
     "--format", "fmt", default="long", show_default=True, type=click.Choice(["long", "wide"])
 )
@@ -201,7 +205,9 @@ def synth(
 ) -> None:
     """Write a synthetic dataset in the competition's layout to OUT_DIR."""
     from sever.data.synth import generate
+    from sever.fileio import check_output_folder
 
+    check_output_folder(out_dir, "OUT_DIR")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise SeverError(f"{out_dir}: already exists and is not empty; choose another folder")
     # Generate beside the target and rename, so an interrupted run leaves no half dataset
@@ -225,14 +231,24 @@ def check_data(data_dir: Path, fast: bool) -> None:
     from sever.data.checks import check_dataset
 
     if not data_dir.is_dir():
-        raise SeverError(f"{data_dir}: data folder not found")
+        what = "is a file, not a folder" if data_dir.exists() else "data folder not found"
+        raise SeverError(f"{data_dir}: {what}")
+    if not (data_dir / "train.csv").exists() and not (data_dir / "train_images").exists():
+        raise SeverError(
+            f"{data_dir}: not a dataset (no train.csv or train_images/); give the folder "
+            "holding them"
+        )
     report = check_dataset(data_dir, full=not fast)
     for key, value in report.summary.items():
         click.echo(f"{key:>22}: {value}")
+    # The problems are the report (stdout); stderr gets the one line of the verdict.
     for problem in report.problems:
-        click.echo(f"problem: {problem}", err=True)
+        click.echo(f"problem: {problem}")
     if not report.ok:
-        raise SeverError(f"{data_dir}: {len(report.problems)} problem(s) found")
+        count = len(report.problems)
+        raise SeverError(
+            f"{data_dir}: {count} problem{'s' * (count > 1)} found, the first: {report.problems[0]}"
+        )
     click.echo(f"{data_dir}: no problems found")
 
 
@@ -251,8 +267,9 @@ def score(submission: Path, truth: Path, images_dir: Path | None, as_json: bool)
     """Score SUBMISSION against TRUTH (either CSV format) with Kaggle's mean Dice."""
     import json
 
-    from sever.inference.submission import score_submission
+    from sever.inference.submission import check_image_folder, score_submission
 
+    check_image_folder(truth, images_dir)
     scores = score_submission(submission, truth, images_dir)
     if as_json:
         click.echo(json.dumps(scores))
@@ -338,20 +355,27 @@ def ensemble_options(func):
 def ensemble_members(ensemble, runs, epochs, which, device, tta, averaging, pp_path) -> tuple:
     """(members, post-processing, Sources) from -c ENSEMBLE.yml or -r/-e, with the command
     line's --tta/--averaging/--postprocess over the file's: for predict and pseudo-label."""
-    from sever.inference.ensemble import load_postprocess, resolve_sources
+    from sever.inference.ensemble import check_weights, load_postprocess, resolve_sources
 
     src = resolve_sources(ensemble, list(runs), list(epochs), tta, averaging, pp_path)
+    postprocess = load_postprocess(src.postprocess, f"{ensemble}: postprocess")
     members = load_members(src.runs, src.epochs, which, device, src.weights)
-    return members, load_postprocess(src.postprocess), src
+    check_weights(members, src.averaging, ensemble)
+    return members, postprocess, src
 
 
 def load_members(runs, epochs, which, device: str, weights=None) -> list:
-    from sever.engine.parts import pick_device
-    from sever.inference.models import check_compatible, load_member, select_checkpoints
+    from sever.inference.models import (
+        check_compatible,
+        inference_device,
+        load_member,
+        select_checkpoints,
+    )
 
+    where = inference_device(device)
     paths = select_checkpoints(list(runs), list(epochs), which)
     weights = weights or [1.0] * len(paths)
-    members = [load_member(p, pick_device(device), w) for p, w in zip(paths, weights, strict=True)]
+    members = [load_member(p, where, w) for p, w in zip(paths, weights, strict=True)]
     check_compatible(members)
     return members
 
@@ -534,13 +558,15 @@ def tune(
 
     Give a classifier run (task: classify) beside the segmenters, or use models with a
     class head, to also tune the presence gate and the threshold scaling."""
+    from sever.fileio import check_output_file
     from sever.inference.ensemble import load_postprocess
     from sever.inference.tune import tune_runs
 
     if not runs:
         raise click.UsageError("give -r RUN (repeatable)")
-    members = load_members(runs, epochs, which, device)
     out = out or Path(runs[0]) / "postprocess-tuned.yml"
+    check_output_file(out, "--out")
+    members = load_members(runs, epochs, which, device)
     result = tune_runs(members, load_postprocess(pp_path), tta, averaging, batch_size, workers, out)
     if as_json:
         import json
@@ -703,11 +729,22 @@ def main(argv: list[str] | None = None) -> None:
     args = [a for a in args if a in GLOBAL_FLAGS] + [a for a in args if a not in GLOBAL_FLAGS]
     debug = "--debug" in args
     try:
+        check_working_directory()
         cli.main(args=args, prog_name="sever", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except NO_ARGS_HELP as exc:  # bare `sever`: the help is the answer
         exc.show()
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {usage_line(exc)}", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("interrupted", err=True)
@@ -723,10 +760,30 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug: still one line unless --debug
         if debug:
             raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         click.echo(
-            f"error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True
+            f"error: {type(exc).__name__}: {first} (this is a bug in sever; rerun with --debug "
+            "and report it with the traceback)",
+            err=True,
         )
         sys.exit(1)
+
+
+def usage_line(exc: click.UsageError) -> str:
+    """click's usage error as one line, pointing at the command's --help."""
+    command = exc.ctx.command_path if exc.ctx else "sever"
+    return f"{exc.format_message()} (see '{command} --help')"
+
+
+def check_working_directory() -> None:
+    """Relative paths need the directory sever runs in: refuse one that was deleted."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise SeverError(
+            "the current directory no longer exists (deleted or moved); cd to an existing "
+            "folder and run again"
+        ) from None
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sever.config_errors import describe_error
 from sever.errors import ConfigError
+from sever.yamlio import read_yaml as read_yaml_file
 
 Size = tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]]
 Fraction = Annotated[float, Field(ge=0, le=1)]
@@ -301,7 +302,7 @@ class TrainerConfig(Section):
 class Config(Section):
     """One experiment: everything `sever train` needs, and all it records in the run."""
 
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    name: str
     seed: int = 42
     # segment: masks (and optionally a presence head); classify: per-class presence only,
     # an encoder with a pooled head, for gating or scaling a segmenter's masks.
@@ -312,6 +313,16 @@ class Config(Section):
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     trainer: TrainerConfig = TrainerConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            raise ValueError(
+                f"expected letters, digits, '.', '_' or '-' (it names the run folder "
+                f"saved/<name>/), got {name!r}"
+            )
+        return name
 
     @model_validator(mode="after")
     def _monitor_fits_task(self) -> Config:
@@ -387,16 +398,7 @@ def read_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, 
 
 
 def read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(
-            f"{path}:{where}: not valid YAML ({getattr(exc, 'problem', exc)})"
-        ) from None
+    data = read_yaml_file(path, "config file")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -426,6 +428,7 @@ def deep_merge(into: dict, layer: dict, sources: dict, source: str, prefix: tupl
             deep_merge(into[key], value, sources, source, loc)
         else:
             into[key] = value
+            sources.pop(loc, None)  # the latest setting last, for blame in config_errors
             sources[loc] = source
 
 

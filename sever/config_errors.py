@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 
 from pydantic import BaseModel, ValidationError
@@ -39,40 +40,73 @@ def describe_error(
         root: the model validated (for close-match suggestions); default: the experiment
             schema.
     """
-    errors = exc.errors()
+    errors = merge_missing_items(exc.errors())
     first = errors[0]
-    loc = tuple(str(part) for part in first["loc"])
-    source = source_of(loc, sources, default)
+    # pydantic names the member of a union it tried (`lax-or-strict[...]`): not a key
+    loc = tuple(str(part) for part in first["loc"] if not re.search(r"[\[\]()]", str(part)))
+    text = explain(first, loc, root)
+    source = source_of(loc, sources, default, text)
     more = f" (and {len(errors) - 1} more problem{'s' * (len(errors) > 2)})" if errors[1:] else ""
-    return f"{source}: {explain(first, loc, root)}{more}"
+    return f"{source}: {text}{more}"
+
+
+def merge_missing_items(errors: list[dict]) -> list[dict]:
+    """A list too short for a fixed-length tuple gives one 'missing' error per absent item
+    (`pos_weight.2`, `pos_weight.3`): make them one error about the list."""
+    merged: list[dict] = []
+    for error in errors:
+        loc = error["loc"]
+        if error["type"] == "missing" and loc and isinstance(loc[-1], int):
+            error = {**error, "type": "too_few_items", "loc": loc[:-1]}
+            if any(e["type"] == "too_few_items" and e["loc"] == loc[:-1] for e in merged):
+                continue
+        merged.append(error)
+    return merged
 
 
 def explain(error: dict, loc: tuple[str, ...], root: type | None = None) -> str:
     dotted = ".".join(loc)
     kind = error["type"]
+    if kind == "too_few_items":
+        got = f", got {error['input']!r}" if isinstance(error.get("input"), list) else ""
+        return f"{dotted}: expected a list of {tuple_length(loc, root) or 'more'} values{got}"
     if kind == "extra_forbidden":
         return f"unknown key '{dotted}'{suggest(loc, root)}"
     if kind == "value_error":
         detail = str(error["ctx"]["error"])
-        return detail if detail.startswith(dotted + " ") or not loc else f"{dotted}: {detail}"
+        own = not loc or detail.startswith((dotted + " ", dotted + "."))
+        return detail if own else f"{dotted}: {detail}"
     got = "" if kind == "missing" else f", got {error['input']!r}"
     if kind == "literal_error":
         return f"{dotted}: expected one of {error['ctx']['expected']}{got}"
     if kind in ("too_short", "too_long") and "tuple" in error["msg"].lower() + kind:
         return f"{dotted}: expected a list of {error['ctx'].get('max_length', '?')} values{got}"
+    if kind == "too_short":
+        least = error["ctx"].get("min_length", 1)
+        return f"{dotted}: expected at least {least} item{'s' * (least > 1)}{got}"
     if kind in EXPECTED:
         return f"{dotted}: {EXPECTED[kind]}{got}"
     message = error["msg"].replace("Input should be", "expected a value").replace("String", "name")
     return f"{dotted}: {message[0].lower()}{message[1:]}{got}"
 
 
-def source_of(loc: tuple[str, ...], sources: dict[tuple, str], default: str) -> str:
-    """The file or override that set the key at `loc` (or the nearest key that did)."""
+def source_of(
+    loc: tuple[str, ...], sources: dict[tuple, str], default: str, message: str = ""
+) -> str:
+    """The file or override that set the key at `loc` (or the nearest key that did).
+
+    An error about a whole section (`data: crop larger than image_size`) goes to whoever
+    set last one of the keys its message names, else whoever set a key in it last;
+    `sources` lists the keys in the order they were last set.
+    """
+    below = [(key, src) for key, src in sources.items() if key[: len(loc)] == loc != key]
+    named = [src for key, src in below if re.search(rf"\b{re.escape('.'.join(key))}\b", message)]
+    if named:
+        return named[-1]
     for end in range(len(loc), 0, -1):
         if loc[:end] in sources:
             return sources[loc[:end]]
-    below = [src for key, src in sources.items() if key[: len(loc)] == loc]
-    return below[-1] if below else default
+    return below[-1][1] if below else default
 
 
 def suggest(loc: tuple[str, ...], root: type | None = None) -> str:
@@ -85,6 +119,21 @@ def suggest(loc: tuple[str, ...], root: type | None = None) -> str:
         return ""
     close = difflib.get_close_matches(loc[-1], list(section.model_fields), n=1)
     return f" (did you mean '{'.'.join((*loc[:-1], close[0]))}'?)" if close else ""
+
+
+def tuple_length(loc: tuple[str, ...], root: type | None = None) -> int | None:
+    """How many values the fixed-length tuple field at `loc` takes (None if unknown)."""
+    if root is None:
+        from sever.config import Config as root
+
+    section = section_at(root, loc[:-1])
+    field = section.model_fields.get(loc[-1]) if section is not None and loc else None
+    if field is None:
+        return None
+    for annotation in [field.annotation, *typing.get_args(field.annotation)]:
+        if typing.get_origin(annotation) is tuple and Ellipsis not in typing.get_args(annotation):
+            return len(typing.get_args(annotation))
+    return None
 
 
 def section_at(model: type[BaseModel], path: tuple[str, ...]) -> type[BaseModel] | None:

@@ -33,3 +33,10 @@ class Interrupted(SeverError):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+class OptionError(SeverError):
+    """A command-line option or argument whose value cannot work (an output path that is a
+    folder, a device that does not exist); found before any work starts."""
+
+    exit_code = 2

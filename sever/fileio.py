@@ -1,17 +1,19 @@
-"""Small file helpers: atomic writes and image reading."""
+"""Small file helpers: atomic writes, output paths checked before the work, image reading,
+and torch-file failures in a few words."""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from sever.errors import DataError
+from sever.errors import DataError, OptionError
 
 
 @contextmanager
@@ -66,8 +68,9 @@ def ends_with_eoi(tail: np.ndarray) -> bool:
 
 
 def image_shape(path: str | Path) -> tuple[int, int]:
-    """(H, W) of an image file from its header, without decoding the pixels (about 50x
-    faster than read_gray); a JPEG must also end with its end-of-image marker.
+    """(H, W) of an image file from its header, without decoding the pixels (a tenth of
+    read_gray's time on a 256x1600 JPEG); a JPEG must also end with its end-of-image
+    marker, which catches most truncated copies.
 
     Raises:
         DataError: the file is missing, not an image, or a truncated JPEG.
@@ -79,7 +82,7 @@ def image_shape(path: str | Path) -> tuple[int, int]:
             jpeg = image.format == "JPEG"
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         raise DataError(f"{path}: not a readable image") from None
     if jpeg:
         with path.open("rb") as handle:
@@ -88,3 +91,69 @@ def image_shape(path: str | Path) -> tuple[int, int]:
         if not ends_with_eoi(tail):
             raise DataError(f"{path}: truncated JPEG (no end-of-image marker)")
     return height, width
+
+
+# ---------------------------------------------------------------- output paths
+
+
+def existing_ancestor(path: Path) -> Path:
+    """The nearest folder above `path` that exists (`.` for a relative path)."""
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    return ancestor
+
+
+def check_writable_below(path: Path, option: str) -> None:
+    """`path` can be created: the nearest existing folder above it is a writable folder."""
+    ancestor = existing_ancestor(path)
+    if not ancestor.is_dir():
+        raise OptionError(f"{option} {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OptionError(f"{option} {path}: cannot write in {ancestor} (permission denied)")
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Refuse an output file that cannot be written, before any work is done.
+
+    Args:
+        option: how the user gave it, for the message (`--out`).
+
+    Raises:
+        OptionError: `path` is a folder, or its folder cannot be created or written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OptionError(f"{option} {path}: is a folder; give a file name inside it")
+    check_writable_below(path, option)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OptionError(f"{option} {path}: the file exists and is read-only")
+
+
+def check_output_folder(path: Path, option: str) -> None:
+    """Refuse an output folder that is a file or cannot be created (see check_output_file)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OptionError(f"{option} {path}: is a file, not a folder")
+    check_writable_below(path, option)
+    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise OptionError(f"{option} {path}: cannot write in it (permission denied)")
+
+
+# ---------------------------------------------------------------- torch files
+
+
+def torch_load_problem(exc: BaseException, path: Path) -> str:
+    """Why torch.load failed on `path`, in a few words instead of torch's paragraphs."""
+    text = str(exc)
+    refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if refused:
+        return (
+            f"it holds a pickled {refused.group(1)}, which safe loading (weights_only) refuses; "
+            "only tensors and plain values load"
+        )
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        return "the file is empty"
+    if isinstance(exc, EOFError) or "zip archive" in text or "central directory" in text:
+        return "the file is damaged or truncated (copy it again)"
+    return "not a PyTorch file"

@@ -109,15 +109,16 @@ def test_check_data_lists_problems(dataset: Path, tmp_path: Path, capsys):
     (data / "train.csv").write_text("\n".join([*rows, rows[1]]) + "\n")  # and a duplicate
     code, stdout, stderr = cli_output(capsys, "check-data", data)
     assert code == 1
-    *problems, last = stderr.splitlines()
+    # the problems are the report, on stdout; stderr holds the one line of the verdict
+    problems = [line for line in stdout.splitlines() if line.startswith("problem: ")]
     csv = data / "train.csv"
-    assert set(problems) == {
-        f"problem: {csv}: line 2: ImageId {image}: no such file in {data / 'train_images'}",
-        f"problem: {csv}: line {len(rows) + 1}: ImageId {image} ClassId {rows[1].split(',')[1]}: "
-        "duplicate (image, class) row",
-    }
-    assert len(problems) == 2
-    assert last == f"error: {data}: 2 problem(s) found"
+    missing = f"{csv}: line 2: ImageId {image}: no such file in {data / 'train_images'}"
+    duplicate = (
+        f"{csv}: line {len(rows) + 1}: ImageId {image} ClassId {rows[1].split(',')[1]}: "
+        "duplicate (image, class) row"
+    )
+    assert problems == [f"problem: {duplicate}", f"problem: {missing}"]
+    assert stderr == f"error: {data}: 2 problems found, the first: {duplicate}\n"
     assert "no problems found" not in stdout
 
 
@@ -126,8 +127,9 @@ def test_check_data_fast_skips_decoding(dataset: Path, tmp_path: Path, capsys):
     broken = sorted((data / "train_images").iterdir())[-1]
     broken.write_bytes(b"not an image")
     assert cli_output(capsys, "check-data", data, "--fast")[0] == 0
-    code, _, stderr = cli_output(capsys, "check-data", data)
-    assert code == 1 and f"problem: {broken}: not a readable image" in stderr.splitlines()
+    code, stdout, stderr = cli_output(capsys, "check-data", data)
+    assert code == 1 and f"problem: {broken}: not a readable image" in stdout.splitlines()
+    assert stderr == f"error: {data}: 1 problem found, the first: {broken}: not a readable image\n"
 
 
 def test_check_data_missing_folder(tmp_path: Path, capsys):

@@ -45,13 +45,32 @@ def test_json_has_the_scores(capsys, data: Path):
     assert (scores["pairs"], scores["images"]) == (12, 3)
 
 
-def test_table_without_the_folder_scores_the_listed_images(capsys, data: Path):
+def test_a_long_truth_needs_the_image_folder(capsys, data: Path):
+    # Without it c.jpg would go unscored: 8 pairs where Kaggle scores 12.
     code, out, err = cli_output(capsys, "score", data / "sub.csv", data / "truth.csv")
+    assert (code, out) == (1, "")
+    assert err == (
+        f"error: {data / 'truth.csv'}: the long format lists only defects, so the defect-free "
+        "images are known only from the image folder: give --images DIR (e.g. train_images)\n"
+    )
+
+
+def test_a_wide_truth_lists_every_image(capsys, data: Path):
+    write(
+        data / "wide.csv",
+        "ImageId_ClassId,EncodedPixels",
+        *[
+            f"{i}_{c},{'1 4' if (i, c) == ('a.jpg', 1) else ''}"
+            for i in ("a.jpg", "b.jpg")
+            for c in range(1, 5)
+        ],
+    )
+    code, out, err = cli_output(capsys, "score", data / "sub.csv", data / "wide.csv")
     assert (code, err) == (0, "")
     assert out.splitlines() == [
-        "dice_mean: 0.81250",  # (1/2 + 0 + 6) / 8
+        "dice_mean: 0.93750",  # (1/2 + 7) / 8
         "   dice_1: 0.75000",
-        "   dice_2: 0.50000",
+        "   dice_2: 1.00000",
         "   dice_3: 1.00000",
         "   dice_4: 1.00000",
         "    pairs: 8",
@@ -61,7 +80,9 @@ def test_table_without_the_folder_scores_the_listed_images(capsys, data: Path):
 
 def test_a_malformed_submission_is_one_line_and_exit_1(capsys, data: Path):
     write(data / "bad.csv", "ImageId,ClassId,EncodedPixels", "a.jpg,1,3 4", "a.jpg,2,1 2 3")
-    code, out, err = cli_output(capsys, "score", data / "bad.csv", data / "truth.csv", "--json")
+    code, out, err = cli_output(
+        capsys, "score", data / "bad.csv", data / "truth.csv", "--images", data / "images", "--json"
+    )
     assert (code, out) == (1, "")
     assert err.count("\n") == 1
     assert err.startswith(f"error: {data / 'bad.csv'}: line 3: ImageId a.jpg ClassId 2: ")

@@ -6,6 +6,7 @@ before every training; the full check also decodes every image.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +19,9 @@ from sever.data import rle
 from sever.data.tables import CLASSES, image_files, read_image_ids, read_table, table_problems
 from sever.errors import DataError
 from sever.fileio import image_shape, read_gray
+
+
+BAD_CLASS = re.compile(r"ImageId (\S+): ClassId .* is not one of")
 
 
 @dataclass
@@ -47,10 +51,16 @@ def check_dataset(data_dir: Path, full: bool = True, workers: int = 4) -> Report
     except DataError as exc:
         report.problems.append(str(exc))
         return report
+    if not files:
+        report.problems.append(f"{train_dir}: no images (.jpg, .jpeg, .png) in this folder")
     shape = image_shapes(train_dir, files if full else files[:1], report, workers)
     size = shape[0] * shape[1] if shape else None
     report.problems += table_problems(frame, data_dir / "train.csv", size)
     report.problems += file_problems(frame, files, fmt, data_dir / "train.csv", train_dir)
+    if fmt == "wide":
+        # an image whose bad ClassId row was reported is not reported again as incomplete
+        reported = {m.group(1) for p in report.problems if (m := BAD_CLASS.search(p))}
+        report.problems += missing_wide_rows(frame, data_dir / "train.csv", reported)
     # before check_test, which adds "test images" to the summary
     report.summary = summarise(frame, files, fmt, shape, size)
     check_test(data_dir, full, shape, report, workers)
@@ -133,6 +143,21 @@ def file_problems(
     if fmt == "wide":
         problems += [f"{folder / name}: extra image with no rows in {csv}" for name in files
                      if name not in listed]
+    return problems
+
+
+def missing_wide_rows(frame: pd.DataFrame, csv: Path, skip: set[str]) -> list[str]:
+    """Images of a wide table without all four (image, class) rows, one problem each."""
+    problems = []
+    for image, rows in frame.groupby("ImageId", sort=False):
+        if image in skip:
+            continue
+        lacking = [str(c) for c in CLASSES if c not in set(rows["ClassId"])]
+        if lacking:
+            problems.append(
+                f"{csv}: line {rows['line'].min()}: ImageId {image}: no row for ClassId "
+                f"{', '.join(lacking)} (the wide format has four rows per image)"
+            )
     return problems
 
 

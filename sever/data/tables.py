@@ -84,6 +84,8 @@ def read_table(path: Path, problems: list[str] | None = None) -> tuple[pd.DataFr
 
 def read_csv(path: Path) -> pd.DataFrame:
     """Every cell as a string ('' where empty); DataError if missing or not a CSV."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; expected a CSV file")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
@@ -172,6 +174,8 @@ def table_problems(frame: pd.DataFrame, path: Path, size: int | None) -> list[st
 
 def image_files(images_dir: Path) -> list[str]:
     """The image file names in a folder, sorted."""
+    if images_dir.is_file():
+        raise DataError(f"{images_dir}: is a file; expected a folder of images")
     if not images_dir.is_dir():
         raise DataError(f"{images_dir}: image folder not found")
     return sorted(p.name for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from sever.errors import CheckpointError
-from sever.fileio import atomic_path
+from sever.fileio import atomic_path, torch_load_problem
 
 FORMAT_VERSION = 1
 log = logging.getLogger(__name__)
@@ -38,9 +39,12 @@ def load_checkpoint(path: Path) -> dict:
     if not Path(path).is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickles it then refuses anyway
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for a damaged file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+        problem = torch_load_problem(exc, path)
+        raise CheckpointError(f"{path}: not a readable checkpoint ({problem})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not a sever checkpoint (no 'model' and 'config')")
     if state.get("format", 0) > FORMAT_VERSION:

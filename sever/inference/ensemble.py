@@ -16,13 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sever.config_errors import describe_error
-from sever.errors import ConfigError
-from sever.inference.models import checkpoint_path
+from sever.errors import CheckpointError, ConfigError
+from sever.inference.models import Member, checkpoint_path
 from sever.inference.postprocess import PostProcess
+from sever.yamlio import read_yaml
 
 
 class ModelEntry(BaseModel):
@@ -49,34 +56,39 @@ class EnsembleConfig(BaseModel):
     averaging: Literal["mean", "rms", "weighted"] = "mean"
     postprocess: Path | dict | None = None
 
+    @field_validator("postprocess", mode="before")
+    @classmethod
+    def _postprocess(cls, value: object) -> object:
+        if value is None or isinstance(value, (str, Path, dict)):
+            return value
+        raise ValueError(f"expected a post-processing file or its mapping, got {value!r}")
+
 
 def load_ensemble(path: Path) -> EnsembleConfig:
     """Read and validate an ensemble YAML; relative paths are relative to the working dir."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: ensemble file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    data = read_yaml(path, "ensemble file") or {}
+    if isinstance(data, dict) and "name" in data and "models" not in data:
+        raise ConfigError(
+            f"{path}: this is an experiment config (it has 'name'), not an ensemble file; "
+            "give -r RUN, or an ensemble file with models: [- run: RUN]"
+        )
     try:
         return EnsembleConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_error(exc, {}, str(path), EnsembleConfig)) from None
 
 
-def load_postprocess(source: Path | dict | None) -> PostProcess:
-    """A PostProcess from a YAML file (as `sever tune` writes), a mapping, or the defaults."""
+def load_postprocess(source: Path | dict | None, name: str = "postprocess") -> PostProcess:
+    """A PostProcess from a YAML file (as `sever tune` writes), a mapping, or the defaults.
+
+    Args:
+        name: where a mapping came from, for messages (e.g. 'ensemble.yml: postprocess').
+    """
     if source is None:
         return PostProcess()
-    name = "postprocess"
     if not isinstance(source, dict):
         name = str(source)
-        if not Path(source).is_file():
-            raise ConfigError(f"{source}: post-processing file not found")
-        try:
-            source = yaml.safe_load(Path(source).read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{name}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        source = read_yaml(Path(source), "post-processing file") or {}
     try:
         return PostProcess.from_dict(source)
     except (ValueError, TypeError) as exc:
@@ -112,15 +124,53 @@ def resolve_sources(
     if runs:
         raise ConfigError("give either -c ENSEMBLE.yml or -r RUN, not both")
     spec = load_ensemble(ensemble)
-    paths = [
-        m.checkpoint or checkpoint_path(m.run, m.epoch, "last" if m.last else "best")
-        for m in spec.models
-    ]
+    paths = []
+    for i, m in enumerate(spec.models):
+        try:
+            paths.append(entry_checkpoint(m))
+        except CheckpointError as exc:
+            raise CheckpointError(f"{ensemble}: models.{i}: {exc}") from None
+    weights = [m.weight for m in spec.models]
+    chosen = averaging or spec.averaging
+    if chosen != "weighted" and any(w != 1.0 for w in weights):
+        by = f"--averaging {chosen}" if averaging else f"averaging: {chosen}"
+        listed = ", ".join(f"{w:g}" for w in weights)
+        raise ConfigError(
+            f"{ensemble}: {by} ignores the models' weights ({listed}); set averaging: "
+            "weighted to use them, or remove the weights"
+        )
     return Sources(
         paths,
         [],
-        [m.weight for m in spec.models],
+        weights,
         spec.tta if tta == "none" else tta,
-        averaging or spec.averaging,
+        chosen,
         pp_path or spec.postprocess,
     )
+
+
+def entry_checkpoint(entry: ModelEntry) -> Path:
+    """The checkpoint file of one `models:` entry (which must exist)."""
+    if entry.run is not None and not entry.run.exists():
+        raise CheckpointError(f"run: {entry.run}: no such run directory")
+    if entry.checkpoint is None:
+        return checkpoint_path(entry.run, entry.epoch, "last" if entry.last else "best")
+    if not entry.checkpoint.is_file():
+        raise CheckpointError(f"checkpoint: {entry.checkpoint}: no such checkpoint file")
+    return entry.checkpoint
+
+
+def check_weights(members: list[Member], averaging: str, source: Path | None) -> None:
+    """Weighted averaging needs a weight above 0 among the segmenters, and classifiers
+    take no weight (their presence is a plain mean): refuse what would be ignored."""
+    if averaging != "weighted":
+        return
+    where = f"{source}: " if source else ""
+    for m in members:
+        if m.task == "classify" and m.weight != 1.0:
+            raise ConfigError(
+                f"{where}{m.path} is a classifier: its weight {m.weight:g} would be ignored "
+                "(classifiers' presence is a plain mean); remove it"
+            )
+    if sum(m.weight for m in members if m.task == "segment") <= 0:
+        raise ConfigError(f"{where}every segmentation model has weight 0; give one a weight > 0")

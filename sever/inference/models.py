@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from torch import nn
 
 from sever.config import Config, config_from_dict
 from sever.engine.checkpoint import load_checkpoint, resolve_checkpoint
-from sever.errors import CheckpointError
+from sever.errors import CheckpointError, OptionError
 from sever.model.build import build_model
 
 
@@ -38,6 +39,10 @@ class Member:
 def checkpoint_path(run: Path, epoch: int | None = None, which: str = "best") -> Path:
     """`RUN/checkpoints/checkpoint-epoch{epoch}.pth`, or the run's best/last checkpoint."""
     run = Path(run)
+    best = run / "checkpoints" / "model_best.pth"
+    if epoch is None and which == "best" and run.is_dir() and not best.is_file():
+        kept = "; use --last" if (run / "checkpoints" / "last.pth").is_file() else ""
+        raise CheckpointError(f"{best}: no best checkpoint (the run never validated?){kept}")
     if epoch is None:
         return resolve_checkpoint(run, which)
     path = run / "checkpoints" / f"checkpoint-epoch{epoch}.pth"
@@ -58,7 +63,9 @@ def load_member(path: Path, device: torch.device, weight: float = 1.0) -> Member
         CheckpointError: unreadable, or its weights do not fit the config stored with it.
     """
     state = load_checkpoint(path)
-    stored = dict(state["config"])
+    stored = dict(state["config"]) if isinstance(state["config"], dict) else {}
+    if not isinstance(stored.get("model"), dict) or not isinstance(state["model"], dict):
+        raise CheckpointError(f"{path}: not a sever checkpoint (its 'config' or 'model' is not)")
     stored["model"] = {**stored["model"], "encoder_weights": None}  # weights come from here
     config = config_from_dict(stored, f"{path} (config)")
     model = build_model(config.model, config.task)
@@ -69,13 +76,30 @@ def load_member(path: Path, device: torch.device, weight: float = 1.0) -> Member
         }
     try:
         model.load_state_dict(weights)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+    except RuntimeError:
         raise CheckpointError(
-            f"{path}: weights do not fit the config saved with them ({first})"
+            f"{path}: weights do not fit the config saved with them "
+            f"({misfit(model.state_dict(), weights)})"
         ) from None
     model.to(device).eval()
     return Member(path, model, config, weight)
+
+
+def misfit(own: dict, given: dict) -> str:
+    """`3 missing keys (e.g. 'decoder.p5.weight'), 1 misshapen key (...)`: what differs."""
+    kinds = {
+        "missing": sorted(own.keys() - given.keys()),
+        "unexpected": sorted(given.keys() - own.keys()),
+        "misshapen": sorted(
+            k for k in own.keys() & given.keys() if own[k].shape != getattr(given[k], "shape", None)
+        ),
+    }
+    parts = [
+        f"{len(keys)} {kind} key{'s' * (len(keys) > 1)} (e.g. '{keys[0]}')"
+        for kind, keys in kinds.items()
+        if keys
+    ]
+    return ", ".join(parts) or "they do not load"
 
 
 def check_compatible(members: list[Member]) -> None:
@@ -107,8 +131,49 @@ def select_checkpoints(runs: list[Path], epochs: list[int], which: str = "best")
             paths.append(run)
         elif not run.is_dir():
             raise CheckpointError(f"{run}: no such run directory or checkpoint")
+        elif not (run / "checkpoints").is_dir():
+            raise CheckpointError(not_a_run(run))
         elif epochs:
             paths += [checkpoint_path(run, epoch) for epoch in epochs]
         else:
             paths.append(checkpoint_path(run, None, which))
     return paths
+
+
+def not_a_run(folder: Path) -> str:
+    """What to give instead of a folder that is not a run directory."""
+    folds = sorted(p.name for p in folder.glob("fold*") if (p / "checkpoints").is_dir())
+    if folds:
+        listed = " ".join(f"-r {folder / f}" for f in folds)
+        return (
+            f"{folder}: a k-fold parent, not a run; give its folds ({listed}) or "
+            f"-c {folder / 'ensemble.yml'}"
+        )
+    runs = sorted(p.parent.name for p in folder.glob("*/checkpoints") if p.is_dir())
+    if runs:
+        return f"{folder}: holds runs, not a run; give one of them, e.g. -r {folder / runs[-1]}"
+    return f"{folder}: not a run directory (no checkpoints/); give saved/<name>/<MMDD-HHMMSS>"
+
+
+def inference_device(name: str, option: str = "--device") -> torch.device:
+    """The device for `--device`: auto (CUDA when available, else the CPU), cpu, cuda,
+    cuda:N or mps, which must exist here.
+
+    Raises:
+        OptionError: an unknown name, or a device this machine does not have.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", name):
+        raise OptionError(f"{option} {name}: expected auto, cpu, cuda, cuda:N or mps")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OptionError(f"{option} {name}: CUDA is not available here; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise OptionError(
+            f"{option} {name}: this machine has {torch.cuda.device_count()} GPU(s), "
+            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise OptionError(f"{option} {name}: MPS is not available here; use --device cpu")
+    return device

@@ -20,11 +20,22 @@ from sever.data import rle
 from sever.data.augment import build_transform
 from sever.data.dataset import ImageFolderDataset
 from sever.data.tables import image_files
-from sever.errors import CheckpointError, DataError
-from sever.fileio import atomic_path, read_gray
+from sever.errors import CheckpointError, DataError, OptionError
+from sever.fileio import (
+    atomic_path,
+    check_output_file,
+    check_output_folder,
+    image_shape,
+    read_gray,
+)
 from sever.inference.models import Member
 from sever.inference.postprocess import PostProcess, average, postprocess_batch
-from sever.inference.submission import write_submission
+from sever.inference.submission import (
+    FORMATS,
+    check_same_images,
+    read_template,
+    write_submission,
+)
 from sever.model.build import split_outputs
 from sever.registry import Registry
 from sever.visualize import overlay
@@ -57,17 +68,64 @@ TTA: Registry[list[Flip]] = Registry(
 
 
 def image_loader(
-    images_dir: Path, member: Member, batch_size: int, workers: int, ids: list[str] | None = None
+    images_dir: Path,
+    members: Member | list[Member],
+    batch_size: int,
+    workers: int,
+    ids: list[str] | None = None,
 ) -> DataLoader:
-    """Full-size, normalised images of a folder (or the given ids), in name order."""
+    """Full-size, normalised images of a folder (or the given ids), in name order within
+    each size: a batch holds images of one size, so a folder may mix sizes.
+
+    Every image's header is read first, so an unreadable file or a size the models cannot
+    take is a one-line error before any inference.
+    """
+    members = [members] if isinstance(members, Member) else members
     ids = image_files(images_dir) if ids is None else ids
     if not ids:
         raise DataError(f"{images_dir}: no images (.jpg, .jpeg, .png) in this folder")
-    transform = build_transform("none", None, member.config.data.normalize, train=False)
+    sizes = [image_shape(images_dir / i) for i in ids]
+    check_sizes(images_dir, ids, sizes, members)
+    transform = build_transform("none", None, members[0].config.data.normalize, train=False)
     dataset = ImageFolderDataset(images_dir, ids, transform)
     return DataLoader(
-        dataset, batch_size, num_workers=workers, pin_memory=torch.cuda.is_available()
+        dataset,
+        batch_sampler=size_batches(sizes, batch_size),
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
     )
+
+
+def size_batches(sizes: list[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Indices into `sizes` in batches of at most `batch_size` that share one size: the
+    sizes in order of first appearance, each size's indices in order."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, size in enumerate(sizes):
+        groups.setdefault(size, []).append(index)
+    return [
+        group[start : start + batch_size]
+        for group in groups.values()
+        for start in range(0, len(group), batch_size)
+    ]
+
+
+def check_sizes(
+    images_dir: Path, ids: list[str], sizes: list[tuple[int, int]], members: list[Member]
+) -> None:
+    """Refuse image sizes that a member's architecture cannot take (many SMP models need
+    sides that are multiples of the encoder's output stride, 32), naming the first image."""
+    for member in members:
+        model = member.model
+        if not getattr(model, "requires_divisible_input_shape", False):
+            continue
+        stride = getattr(model.encoder, "output_stride", 32)
+        for image_id, (height, width) in zip(ids, sizes, strict=True):
+            if height % stride or width % stride:
+                padded = f"{-(-height // stride) * stride}x{-(-width // stride) * stride}"
+                raise DataError(
+                    f"{images_dir / image_id}: {height}x{width} is not a multiple of {stride}, "
+                    f"which {member.config.model.arch} needs; pad the images to {padded}"
+                )
 
 
 @torch.no_grad()
@@ -156,11 +214,22 @@ def predict_folder(
     With fmt 'auto', a sample_submission.csv beside the folder is the template.
     Returns a summary: images, and images with a defect per class.
     """
+    # Everything that can be checked is checked before the work, not after it.
     check_members(members, postprocess)
-    for folder in (out.parent, overlays):  # before the work, not after it
+    if fmt not in FORMATS:
+        raise OptionError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    check_output_file(out, "--out")
+    if overlays is not None:
+        check_output_folder(overlays, "--overlays")
+    loader = image_loader(images_dir, members, batch_size, workers)
+    names = list(loader.dataset.image_ids)
+    template = images_dir.parent / "sample_submission.csv"
+    template = template if fmt == "auto" and template.is_file() else None
+    if template is not None:
+        check_same_images(read_template(template)[1], names, template)
+    for folder in (out.parent, overlays):
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
-    loader = image_loader(images_dir, members[0], batch_size, workers)
     amp = autocast_dtype(members)
     rles: dict[str, dict[int, str]] = {}
     for ids, probs, presence in progress(
@@ -171,10 +240,7 @@ def predict_folder(
             rles[image_id] = {c + 1: rle.encode(m) for c, m in enumerate(image_masks) if m.any()}
             if overlays is not None:
                 write_overlay(images_dir / image_id, image_masks, overlays)
-    template = images_dir.parent / "sample_submission.csv"
-    write_submission(
-        rles, list(rles), out, fmt, template if fmt == "auto" and template.is_file() else None
-    )
+    write_submission(rles, names, out, fmt, template)
     counts = {f"class {c}": sum(c in r for r in rles.values()) for c in range(1, 5)}
     return {"images": len(rles), **counts}
 

@@ -22,9 +22,11 @@ import numpy as np
 import pandas as pd
 
 from sever.data import rle
+from sever.data.splits import read_split
 from sever.data.tables import LONG, write_labels
-from sever.errors import ConfigError
-from sever.fileio import atomic_path
+from sever.engine.runs import run_dir_of
+from sever.errors import CheckpointError, ConfigError, OptionError
+from sever.fileio import atomic_path, check_output_file
 from sever.inference.models import Member
 from sever.inference.postprocess import PostProcess, postprocess_batch
 from sever.inference.predict import (
@@ -113,6 +115,48 @@ def sibling(out: Path, suffix: str) -> Path:
     return out.with_name(f"{out.stem}-{suffix}")
 
 
+def check_outputs(out: Path) -> None:
+    """`out` and the two files written beside it can be written."""
+    check_output_file(out, "--out")
+    for suffix in ("images.txt", "summary.json"):
+        if sibling(out, suffix).is_dir():
+            raise OptionError(
+                f"--out {out}: {sibling(out, suffix)} is a folder, and pseudo-label writes that "
+                "file beside the CSV; move it or choose another --out"
+            )
+
+
+def training_images(member: Member) -> tuple[set[str], Path] | None:
+    """The images a member's run trained and validated on (its split.csv), or None when
+    the checkpoint is not inside a run directory."""
+    try:
+        run = run_dir_of(member.path)
+    except CheckpointError:
+        return None
+    split = run / "split.csv"
+    return (set(read_split(split)["ImageId"]), split) if split.is_file() else None
+
+
+def check_unlabelled(images_dir: Path, images: list[str], members: list[Member]) -> None:
+    """Refuse to pseudo-label labelled training images: a member's own training folder, or
+    images listed in a member's split.csv."""
+    for member in members:
+        own = Path(member.config.data.dir) / "train_images"
+        if own.is_dir() and own.resolve() == images_dir.resolve():
+            raise ConfigError(
+                f"--images {images_dir}: the training images of {member.path}; pseudo-label "
+                "unlabelled images, such as test_images"
+            )
+        known = training_images(member)
+        labelled = sorted(set(images) & known[0]) if known else []
+        if labelled:
+            raise ConfigError(
+                f"--images {images_dir}: {len(labelled)} of its {len(images)} images are "
+                f"labelled training images in {known[1]} (e.g. {labelled[0]}); pseudo-label "
+                "unlabelled images, such as test_images"
+            )
+
+
 def pseudo_label(
     members: list[Member],
     images_dir: Path,
@@ -131,11 +175,14 @@ def pseudo_label(
     `<out stem>-images.txt` (every kept ImageId, defect-free ones included, one a line)
     and `<out stem>-summary.json` (the returned summary).
     """
+    # Everything that can be checked is checked before the work, not after it.
     check_cutoffs(hi, lo)
     check_members(members, postprocess)
+    check_outputs(out)
     heads = any(m.has_class_head for m in members)
-    out.parent.mkdir(parents=True, exist_ok=True)  # before the work, not after it
-    loader = image_loader(images_dir, members[0], batch_size, workers)
+    loader = image_loader(images_dir, members, batch_size, workers)
+    check_unlabelled(images_dir, list(loader.dataset.image_ids), members)
+    out.parent.mkdir(parents=True, exist_ok=True)
     amp = autocast_dtype(members)
     rows: list[tuple[str, int, str]] = []
     kept_ids: list[str] = []

@@ -228,6 +228,31 @@ def score_submission(
     return scores | {"pairs": dice.size, "images": len(index)}
 
 
+def check_image_folder(truth: Path, images_dir: Path | None) -> None:
+    """A long truth lists only defects, so its images are known only with the image folder:
+    without it the defect-free images would go unscored, and Kaggle scores them all.
+
+    Raises:
+        DataError: a long truth without `images_dir`, or truth images not in it.
+    """
+    if not truth.is_file():
+        return  # score_submission says so
+    frame, fmt = read_table(truth)
+    if fmt != "long":
+        return
+    if images_dir is None:
+        raise DataError(
+            f"{truth}: the long format lists only defects, so the defect-free images are "
+            "known only from the image folder: give --images DIR (e.g. train_images)"
+        )
+    missing = sorted(set(frame["ImageId"]) - set(image_files(images_dir)))
+    if missing:
+        raise DataError(
+            f"--images {images_dir}: {named(missing)} of {truth} not in this folder; give the "
+            "folder of the truth's images"
+        )
+
+
 def read_submission(
     path: Path, images: list[str], size: int, truth: Path, truth_fmt: str
 ) -> pd.DataFrame:

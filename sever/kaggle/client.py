@@ -53,6 +53,30 @@ def _kaggle_json() -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def kaggle_json_problem() -> str | None:
+    """Why kaggle.json, if there is one, gives no credentials (never quoting it), or None."""
+    path = config_dir() / "kaggle.json"
+    if not path.exists():
+        return None
+    if path.is_dir():
+        return f"{path}: is a folder, not the kaggle.json token file"
+    try:
+        data = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        return f"{path}: not a text file, so not a Kaggle token"
+    except ValueError as exc:  # the position only: the file holds a secret
+        where = f"line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else "?"
+        return f"{path}: not valid JSON (at {where})"
+    except OSError as exc:
+        return f"{path}: cannot read it ({exc.strerror})"
+    if not isinstance(data, dict):
+        return f'{path}: expected {{"username": ..., "key": ...}}, found a {type(data).__name__}'
+    lacking = [k for k in ("username", "key") if not data.get(k)]
+    if lacking:
+        return f"{path}: no {' and no '.join(repr(k) for k in lacking)} in it"
+    return None
+
+
 def _access_token() -> tuple[str | None, str | None]:
     """(token, where) as kagglesdk finds it: KAGGLE_API_TOKEN or ~/.kaggle/access_token."""
     try:
@@ -155,6 +179,12 @@ def connect():
     """
     source = credential_source()
     if source is None:
+        problem = kaggle_json_problem()
+        if problem:
+            raise KaggleError(
+                f"{problem}; download a new one at kaggle.com > Settings > API > Create New "
+                "Token (or set KAGGLE_API_TOKEN)"
+            )
         raise KaggleError("no Kaggle credentials: " + TOKEN_HELP.format(dir=config_dir()))
     api = kaggle_api_class()()
     # The class reads these at import; take them from the environment as it is now. Never
@@ -236,9 +266,11 @@ def kaggle_errors(action: str, forbidden: str = "") -> Iterator[None]:
     except requests.HTTPError as exc:
         raise KaggleError(redact(f"{action}: {describe_http(exc, forbidden)}")) from None
     except (requests.ConnectionError, requests.Timeout) as exc:
+        how = "timed out" if isinstance(exc, requests.Timeout) else "no connection"
         raise KaggleError(
-            redact(f"{action}: could not reach Kaggle ({type(exc).__name__}); check the network")
+            redact(f"{action}: could not reach Kaggle ({how}); check the network")
         ) from None
     except (ValueError, OSError) as exc:
         # The client's own checks (slug and title lengths, metadata) raise ValueError.
-        raise KaggleError(redact(f"{action}: {type(exc).__name__}: {exc}")) from None
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise KaggleError(redact(f"{action}: {detail}")) from None

@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 
 from sever.errors import DataError
-from sever.fileio import atomic_path
+from sever.fileio import atomic_path, check_output_folder
 from sever.kaggle import KaggleError
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ def download_competition(
     if marker.is_file() and not force:
         log.info("%s: already downloaded (--force fetches it again)", data_dir)
         return False
+    check_output_folder(data_dir, "DATA_DIR")
     api = connect()
     data_dir.mkdir(parents=True, exist_ok=True)
     rules = f"https://www.kaggle.com/c/{competition}/rules"

@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sever.fileio import check_output_folder
 from sever.kaggle import KaggleError
 from sever.kaggle.staging import (
     UPLOAD_ROOT,
@@ -83,6 +84,7 @@ def upload_run(options: UploadOptions) -> UploadResult:
 
     run, given = find_run(options.run)
     checkpoints = choose_checkpoints(run, options.epochs, options.best, options.last, given)
+    check_output_folder(Path(options.root) / run.parent.name / run.name, "--staging-dir")
     api = None
     if options.dry_run:
         owner = local_username()

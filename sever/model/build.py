@@ -8,7 +8,10 @@ a grey image fed as three equal channels, so `sum` starts where the RGB network 
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from sever.errors import CheckpointError, ConfigError
+from sever.fileio import torch_load_problem
 from sever.model.classifier import Classifier
 from sever.registry import Registry, unknown_name
 
@@ -77,10 +81,11 @@ def create(cfg: ModelConfig, weights: str | None, task: str = "segment") -> nn.M
     # timm encoders take a flag (their weights tag is part of the name), not "imagenet"
     timm_flag = weights is not None and cfg.encoder.startswith("tu-")
     try:
-        if task == "classify":
-            head = cfg.class_head
-            return Classifier(cfg.encoder, weights, cfg.classes, head.pooling, head.dropout)
-        return segmenter(cfg, True if timm_flag else weights)
+        with pretrained_access(cfg.encoder) if weights else nullcontext():
+            if task == "classify":
+                head = cfg.class_head
+                return Classifier(cfg.encoder, weights, cfg.classes, head.pooling, head.dropout)
+            return segmenter(cfg, True if timm_flag else weights)
     except OSError as exc:  # what huggingface_hub and timm raise when offline
         raise CheckpointError(download_hint(cfg.encoder, exc)) from None
     except (ValueError, KeyError) as exc:  # smp's word on a combination it cannot build
@@ -109,7 +114,69 @@ def segmenter(cfg: ModelConfig, weights: str | bool | None) -> nn.Module:
     )
 
 
-def download_hint(encoder: str, exc: Exception) -> str:
+def hub_files(encoder: str) -> tuple[str, str | None, list[str]] | None:
+    """(Hugging Face repo, revision, files of which the encoder needs all, or for timm one)
+    holding the encoder's pretrained weights; None when they are not on the Hub."""
+    if encoder.startswith("tu-"):
+        pretrained = timm.models.get_pretrained_cfg(encoder[3:])
+        repo = getattr(pretrained, "hf_hub_id", None)
+        return (repo, None, ["model.safetensors", "pytorch_model.bin"]) if repo else None
+    settings = smp.encoders.encoders[encoder]["pretrained_settings"].get("imagenet")
+    if not settings or "repo_id" not in settings:
+        return None
+    return settings["repo_id"], settings.get("revision"), ["config.json", "model.safetensors"]
+
+
+def in_hub_cache(encoder: str) -> bool:
+    """Whether the encoder's pretrained weights are in the Hugging Face cache already."""
+    source = hub_files(encoder)
+    if source is None:
+        return False
+    repo, revision, files = source
+    found = [
+        isinstance(huggingface_hub.try_to_load_from_cache(repo, f, revision=revision), str)
+        for f in files
+    ]
+    return any(found) if encoder.startswith("tu-") else all(found)
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face Hub cannot be reached right now (one quick try), or None."""
+    endpoint = huggingface_hub.constants.ENDPOINT
+    try:
+        huggingface_hub.get_session().head(endpoint, timeout=5)
+    except Exception as exc:  # offline mode, DNS, refused, proxy, timeout: all say "no"
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"{endpoint} cannot be reached: {detail}"
+    return None
+
+
+@contextmanager
+def pretrained_access(encoder: str) -> Iterator[None]:
+    """Let SMP or timm fetch pretrained weights without huggingface_hub's half minute of
+    retries and warnings when there is no network: weights already in the cache load with
+    the Hub offline, and a download is tried only after one quick check that the Hub
+    answers.
+
+    Raises:
+        CheckpointError: the weights are not cached and the Hub cannot be reached.
+    """
+    if in_hub_cache(encoder):
+        offline = huggingface_hub.constants.HF_HUB_OFFLINE
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
+        try:
+            yield
+        finally:
+            huggingface_hub.constants.HF_HUB_OFFLINE = offline
+        return
+    if hub_files(encoder) is not None:
+        reason = hub_unreachable()
+        if reason:
+            raise CheckpointError(download_hint(encoder, reason))
+    yield
+
+
+def download_hint(encoder: str, exc: Exception | str) -> str:
     """One line saying why the imagenet weights did not come and how to supply them."""
     if encoder.startswith("tu-"):
         source = f"timm's weights for {encoder[3:]}"
@@ -117,7 +184,8 @@ def download_hint(encoder: str, exc: Exception) -> str:
         settings = smp.encoders.encoders[encoder]["pretrained_settings"]["imagenet"]
         source = f"Hugging Face repo {settings['repo_id']} (revision {settings['revision']})"
     cache = huggingface_hub.constants.HF_HUB_CACHE
-    reason = str(exc).split(". ")[0].strip() or type(exc).__name__
+    reason = exc if isinstance(exc, str) else str(exc).split(". ")[0].strip()
+    reason = reason or type(exc).__name__
     return (
         f"encoder {encoder}: cannot download its imagenet weights ({reason}); put {source} "
         f"in the Hugging Face cache {cache} (set HF_HUB_CACHE or HF_HOME to move it) or set "
@@ -133,9 +201,14 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
 
             state = load_file(path)
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about pickles it then refuses
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any failure to read is the file's: say which, in one line
-        raise CheckpointError(f"{path}: cannot read weights ({exc})") from None
+        problem = torch_load_problem(exc, path)
+        if path.suffix == ".safetensors":
+            problem = "not a safetensors file, or a damaged one"
+        raise CheckpointError(f"{path}: cannot read weights ({problem})") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

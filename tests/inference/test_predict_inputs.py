@@ -1,0 +1,82 @@
+"""predict's inputs: folders that mix image sizes, and checks made before any inference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import write_tiny
+
+from sever.config import load_config
+from sever.errors import DataError, OptionError
+from sever.inference import predict
+from sever.inference.models import Member
+from sever.inference.postprocess import PostProcess
+from sever.model.build import build_model
+
+
+@pytest.fixture(scope="module")
+def member(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Member:
+    """An untrained FPN (it needs sides divisible by 32); predictions need no training."""
+    path = write_tiny(tmp_path_factory.mktemp("predict"), tiny_data)
+    config = load_config(path, ["model.arch=FPN", "model.encoder=mobilenet_v2"])
+    torch.manual_seed(0)
+    return Member(Path("fpn.pth"), build_model(config.model).eval(), config)
+
+
+def images(folder: Path, sizes: dict[str, tuple[int, int]]) -> Path:
+    folder.mkdir(parents=True)
+    for name, (height, width) in sizes.items():
+        cv2.imwrite(str(folder / name), np.full((height, width), 100, np.uint8))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("sizes", "batch", "expected"),
+    [
+        ([(64, 256)] * 5, 2, [[0, 1], [2, 3], [4]]),
+        ([(64, 256), (128, 256), (64, 256), (128, 256), (64, 256)], 2, [[0, 2], [4], [1, 3]]),
+        ([(1, 1), (2, 2), (3, 3)], 4, [[0], [1], [2]]),
+        ([], 4, []),
+    ],
+)
+def test_size_batches(sizes, batch: int, expected: list[list[int]]) -> None:
+    assert predict.size_batches(sizes, batch) == expected
+
+
+def test_a_folder_of_mixed_sizes_is_predicted(member: Member, tmp_path: Path) -> None:
+    # b.jpg (128 high) between two 64-high images: one batch of 3 would not stack
+    sizes = {"a.jpg": (64, 256), "b.jpg": (128, 256), "c.jpg": (64, 256), "d.jpg": (64, 128)}
+    folder = images(tmp_path / "images", sizes)
+    out = tmp_path / "sub.csv"
+    summary = predict.predict_folder([member], folder, out, PostProcess(), "wide", workers=0)
+    assert summary["images"] == 4
+    rows = pd.read_csv(out, keep_default_na=False)
+    assert list(rows["ImageId_ClassId"]) == [f"{i}_{c}" for i in sorted(sizes) for c in range(1, 5)]
+
+
+def test_checks_come_before_inference(
+    member: Member, tiny_data: Path, tmp_path: Path, monkeypatch
+) -> None:
+    def no_inference(*args, **kwargs):
+        raise AssertionError("inference ran before the checks")
+
+    monkeypatch.setattr(predict, "predict_batches", no_inference)
+    folder = images(tmp_path / "data" / "test_images", {"a.jpg": (64, 256), "b.jpg": (64, 256)})
+    template = tmp_path / "data" / "sample_submission.csv"
+    template.write_text("ImageId,ClassId,EncodedPixels\na.jpg,0,\nc.jpg,0,\n")
+    out = tmp_path / "out" / "sub.csv"
+    with pytest.raises(DataError, match=r"sample_submission.csv: image c.jpg in the template"):
+        predict.predict_folder([member], folder, out, PostProcess(), workers=0)
+    with pytest.raises(OptionError, match="--out .*: is a folder"):
+        predict.predict_folder([member], folder, tmp_path, PostProcess(), "wide", workers=0)
+    with pytest.raises(OptionError, match="--format tsv: expected one of auto, wide, long"):
+        predict.predict_folder([member], folder, out, PostProcess(), "tsv", workers=0)
+    odd = images(tmp_path / "odd", {"a.jpg": (64, 256), "z.jpg": (64, 250)})
+    with pytest.raises(DataError, match=r"z.jpg: 64x250 is not a multiple of 32, which FPN"):
+        predict.predict_folder([member], odd, out, PostProcess(), "wide", workers=0)
+    assert not (tmp_path / "out").exists()  # nothing created by a refused predict
