@@ -28,7 +28,10 @@ GLOBAL_FLAGS = ("--debug", "--verbose")
 @click.version_option(__version__, prog_name="sever")
 def cli(verbose: bool, debug: bool) -> None:
     """Train, evaluate, ensemble and ship Severstal steel-defect segmentation models."""
+    from sever.progress import interval_from_env
+
     setup_logging(verbose)
+    interval_from_env()  # a bad SEVER_PROGRESS_INTERVAL fails here, before any work
 
 
 config_option = click.option(

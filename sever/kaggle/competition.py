@@ -9,7 +9,6 @@ not yet unzipped is only unzipped.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -38,6 +37,7 @@ def download_competition(
         DataError: the downloaded archive is damaged.
     """
     from sever.kaggle.client import connect, kaggle_errors, quiet_client
+    from sever.kaggle.transfers import shown_transfers
 
     data_dir = Path(data_dir)
     marker = data_dir / MARKER
@@ -55,10 +55,9 @@ def download_competition(
             "then run again",
         ),
         quiet_client(),
+        shown_transfers(api),
     ):
-        api.competition_download_files(
-            competition, path=str(data_dir), force=force, quiet=not sys.stderr.isatty()
-        )
+        api.competition_download_files(competition, path=str(data_dir), force=force, quiet=False)
     archive = find_archive(data_dir, competition)
     log.info("unzipping %s", archive)
     unzip(archive, data_dir)
