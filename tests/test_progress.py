@@ -196,7 +196,7 @@ def test_train_shows_each_epoch_and_validation(trained) -> None:
 
 
 @pytest.mark.slow
-def test_predict_and_pseudo_label_show_progress(
+def test_predict_evaluate_tune_and_pseudo_label_show_progress(
     trained, tiny_data: Path, tmp_path: Path, capsys, every_line
 ) -> None:
     run, _ = trained
@@ -206,6 +206,15 @@ def test_predict_and_pseudo_label_show_progress(
     assert code == 0, err
     assert progress_lines(err, "predict") == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert "predict: 4 images in" in err
+
+    code, _, err = cli_output(capsys, "evaluate", *model)
+    assert code == 0, err
+    val = len(pd.read_csv(run / "split.csv").query("split == 'val'"))
+    assert progress_lines(err, "evaluate") == [(k, val) for k in range(1, val + 1)]
+
+    code, _, err = cli_output(capsys, "tune", *model, "--out", tmp_path / "pp.yml")
+    assert code == 0, err
+    assert progress_lines(err, f"tune: predict {run.name}")[-1] == (val, val)
 
     out = tmp_path / "pseudo.csv"
     code, _, err = cli_output(capsys, "pseudo-label", *model, *images, "--out", out)
