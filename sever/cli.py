@@ -457,6 +457,9 @@ def evaluate(
     default="auto",
     show_default=True,
     type=click.Choice(["auto", "wide", "long"]),
+    help="auto and wide: every image and class (ImageId_ClassId), the format Kaggle scores, "
+    "in the order of a sample_submission.csv beside the images; long: defect rows only "
+    "(unverified on Kaggle).",
 )
 @click.option(
     "--overlays",
