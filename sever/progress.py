@@ -150,9 +150,6 @@ class Tracker:
             self.update()
         self.close()
 
-    def __len__(self) -> int:
-        return int(self.total or 0)
-
     def update(self, n: float = 1) -> None:
         self.done += n
         if self.bar is not None:
