@@ -121,6 +121,20 @@ def test_quietened_logging_shows_nothing(clock, logged) -> None:
     assert read() == []
 
 
+def test_without_severs_logging_lines_go_to_stderr(clock, capsys, monkeypatch) -> None:
+    # sever's Python API in a notebook cell: nobody called setup_logging
+    sever = logging.getLogger("sever")
+    monkeypatch.setattr(sever, "handlers", [])
+    monkeypatch.setattr(sever, "level", logging.NOTSET)
+    with Tracker(2, "predict", "images", interval=0, terminal=False) as bar:
+        clock.now += 1
+        bar.update(2)
+    assert capsys.readouterr().err.splitlines() == [
+        "predict: 2/2 images (100%), 2.00 images/s, 0s left",
+        "predict: 2 images in 1s (2.00 images/s)",
+    ]
+
+
 def test_a_librarys_tqdm_goes_through_the_tracker(clock, logged) -> None:
     read = logged()
     # The kaggle client calls tqdm(total=..., unit="B", ...) and update(n) per chunk.

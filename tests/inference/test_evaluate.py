@@ -84,6 +84,11 @@ def test_a_moved_run_takes_data_dir(project, tiny_data: Path, tmp_path: Path, mo
     assert report["dice_mean"] == pytest.approx(
         last_validation(project["seg"])["val_dice_mean"], abs=1e-6
     )
+    (tmp_path / "data").symlink_to(tiny_data)  # data.dir relative to this folder: found
+    report = evaluate(capsys, "-r", moved, "--last")
+    assert report["dice_mean"] == pytest.approx(
+        last_validation(project["seg"])["val_dice_mean"], abs=1e-6
+    )
 
 
 def test_a_checkpoint_away_from_its_run_is_one_line(project, tmp_path: Path, capsys):
