@@ -146,7 +146,7 @@ def tuning_differences(record: dict, members: list[Member], tta: str, averaging:
         found.append(f"{len(missing)} model(s) not given here ({', '.join(missing)})")
     extra = [str(m.path) for key, m in here.items() if key not in tuned]
     if extra:
-        found.append(f"{len(extra)} model(s) it was not tuned with ({', '.join(extra)})")
+        found.append(f"{len(extra)} model(s) here that it was not tuned with ({', '.join(extra)})")
     if averaging == "weighted" and record["averaging"] == "weighted":
         changed = [
             str(m.path)
@@ -170,8 +170,8 @@ def warn_if_tuned_otherwise(
     if found:
         where = source if not isinstance(source, dict) else "the ensemble's postprocess"
         log.warning(
-            "%s was tuned with %s; its thresholds may not fit this ensemble (tune it again "
-            "with these models and options)",
+            "%s was tuned for another ensemble: %s; its thresholds may not fit this one (tune "
+            "it again with these models and options)",
             where,
             "; ".join(found),
         )

@@ -195,20 +195,20 @@ def test_predict_warns_when_the_tuned_file_was_tuned_otherwise(
     images = ["--images", tiny_data / "test_images", "--out", tmp_path / "s.csv"]
     common = [*images, "--postprocess", tuned, "--workers", "0"]
     code, _, err = cli_output(capsys, "predict", "-r", staged, "--tta", "hflip", *common)
-    assert code == 0 and "was tuned with" not in err
+    assert code == 0 and "was tuned for" not in err
 
     code, _, err = cli_output(capsys, "predict", "-r", staged, *common)
-    warning = [line for line in err.splitlines() if "was tuned with" in line]
+    warning = [line for line in err.splitlines() if "was tuned for" in line]
     assert code == 0 and warning == [
-        f"{tuned} was tuned with TTA hflip (here none); its thresholds may not fit this "
-        "ensemble (tune it again with these models and options)"
+        f"{tuned} was tuned for another ensemble: TTA hflip (here none); its thresholds may "
+        "not fit this one (tune it again with these models and options)"
     ]
     other = project["seg"] / "checkpoints" / "checkpoint-epoch1.pth"
     if not other.is_file():
         other = project["cls"] / "checkpoints" / "last.pth"
     code, _, err = cli_output(capsys, "predict", "-r", seg, "-r", other, "--tta", "hflip", *common)
     assert code == 0, err
-    assert f"1 model(s) it was not tuned with ({other})" in err
+    assert f"1 model(s) here that it was not tuned with ({other})" in err
 
 
 def test_a_pseudo_labelled_checkpoint_loads_without_its_training_files(project, tmp_path: Path):

@@ -106,7 +106,7 @@ def test_every_difference_is_named() -> None:
     assert tuning_differences(RECORD, here, "none", "weighted") == [
         "TTA hflip (here none)",
         "1 model(s) not given here (saved/b.pth)",
-        "1 model(s) it was not tuned with (/kaggle/input/x/d.pth)",
+        "1 model(s) here that it was not tuned with (/kaggle/input/x/d.pth)",
         "other weights for /kaggle/input/x/a.pth",
     ]
     # averaging matters with several segmenters, not with one
