@@ -30,7 +30,10 @@ NO_ARGS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.
 @click.version_option(__version__, prog_name="sever")
 def cli(verbose: bool, debug: bool) -> None:
     """Train, evaluate, ensemble and ship Severstal steel-defect segmentation models."""
+    from sever.progress import interval_from_env
+
     setup_logging(verbose)
+    interval_from_env()  # a bad SEVER_PROGRESS_INTERVAL fails here, before any work
 
 
 config_option = click.option(
@@ -354,13 +357,20 @@ def ensemble_options(func):
 
 def ensemble_members(ensemble, runs, epochs, which, device, tta, averaging, pp_path) -> tuple:
     """(members, post-processing, Sources) from -c ENSEMBLE.yml or -r/-e, with the command
-    line's --tta/--averaging/--postprocess over the file's: for predict and pseudo-label."""
-    from sever.inference.ensemble import check_weights, load_postprocess, resolve_sources
+    line's --tta/--averaging/--postprocess over the file's: for predict, pseudo-label and
+    evaluate. Warns when the post-processing was tuned with other models or options."""
+    from sever.inference.ensemble import (
+        check_weights,
+        load_postprocess,
+        resolve_sources,
+        warn_if_tuned_otherwise,
+    )
 
     src = resolve_sources(ensemble, list(runs), list(epochs), tta, averaging, pp_path)
     postprocess = load_postprocess(src.postprocess, f"{ensemble}: postprocess")
     members = load_members(src.runs, src.epochs, which, device, src.weights)
     check_weights(members, src.averaging, ensemble)
+    warn_if_tuned_otherwise(src.postprocess, members, src.tta, src.averaging)
     return members, postprocess, src
 
 
@@ -380,37 +390,81 @@ def load_members(runs, epochs, which, device: str, weights=None) -> list:
     return members
 
 
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="The runs' dataset folder (default: their data.dir, relative to the folder they "
+    "trained in, else to this one).",
+)
+
+
 @cli.command()
 @model_options
+@ensemble_options
+@data_dir_option
 @click.option(
-    "--postprocess",
-    "pp_path",
+    "--out",
     type=click.Path(path_type=Path),
-    help="Post-processing YAML (e.g. from sever tune); default: the trainer's "
-    "threshold and min_pixels.",
+    help="Where to write the JSON report (default: RUN/eval-<checkpoint>[-<key>].json, the "
+    "key naming the models and options).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-def evaluate(runs, epochs, which, device, batch_size, workers, tta, pp_path, as_json) -> None:
-    """Score a checkpoint on its own run's validation split (full size)."""
+def evaluate(
+    runs,
+    epochs,
+    which,
+    device,
+    batch_size,
+    workers,
+    tta,
+    ensemble,
+    averaging,
+    pp_path,
+    data_dir,
+    out,
+    as_json,
+) -> None:
+    """Score checkpoints on their own runs' validation splits (full size).
+
+    -r takes a run directory or a checkpoint file. A classifier run beside a segmenter
+    (-r SEG -r CLS), or an ensemble file (-c), evaluates gated or scaled post-processing;
+    runs of different folds are each scored on their own fold. Without --postprocess (or
+    the file's), the trainer's threshold and min_pixels: the run's own validation."""
     import json
 
-    from sever.inference.ensemble import load_postprocess
     from sever.inference.evaluate import evaluate as run_evaluation
-    from sever.inference.evaluate import write_report
+    from sever.inference.evaluate import report_path, write_report
+    from sever.inference.validation import run_of
 
-    if len(runs) != 1 or len(epochs) > 1:
-        raise click.UsageError("evaluate takes one run (-r RUN) and at most one -e EPOCH")
-    (member,) = load_members(runs, epochs, which, device)
-    postprocess = load_postprocess(pp_path) if pp_path else None
-    report = run_evaluation(runs[0], member, postprocess, batch_size, workers, tta)
-    path = write_report(report, runs[0], member.path)
+    members, postprocess, src = ensemble_members(
+        ensemble, runs, epochs, which, device, tta, averaging, pp_path
+    )
+    run = run_of(members[0])
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)  # before the work, not after it
+    report = run_evaluation(
+        members,
+        postprocess if src.postprocess is not None else None,
+        src.tta,
+        src.averaging,
+        batch_size,
+        workers,
+        data_dir,
+    )
+    plain = len(members) == 1 and src.tta == "none" and src.postprocess is None
+    path = out or report_path(report, run, plain)
+    replaced = path.is_file()
+    write_report(report, path)
     if as_json:
         click.echo(json.dumps(report))
         return
     for key, value in report.items():
         if isinstance(value, float):
             click.echo(f"{key:>15}: {value:.4f}")
-    click.echo(f"wrote {path}")
+    click.echo(
+        f"wrote {path}"
+        + (" (replacing its report of the same options)" if replaced and out is None else "")
+    )
 
 
 @cli.command()
@@ -430,6 +484,9 @@ def evaluate(runs, epochs, which, device, batch_size, workers, tta, pp_path, as_
     default="auto",
     show_default=True,
     type=click.Choice(["auto", "wide", "long"]),
+    help="auto and wide: every image and class (ImageId_ClassId), the format Kaggle scores, "
+    "in the order of a sample_submission.csv beside the images; long: defect rows only "
+    "(unverified on Kaggle).",
 )
 @click.option(
     "--overlays",
@@ -550,9 +607,21 @@ def pseudo_label(
     type=click.Path(path_type=Path),
     help="Where to write the tuned YAML (default: RUN/postprocess-tuned.yml).",
 )
+@data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print before/after as JSON.")
 def tune(
-    runs, epochs, which, device, batch_size, workers, tta, averaging, pp_path, out, as_json
+    runs,
+    epochs,
+    which,
+    device,
+    batch_size,
+    workers,
+    tta,
+    averaging,
+    pp_path,
+    out,
+    data_dir,
+    as_json,
 ) -> None:
     """Tune per-class thresholds, minimum sizes and presence gates on the validation split.
 
@@ -561,13 +630,18 @@ def tune(
     from sever.fileio import check_output_file
     from sever.inference.ensemble import load_postprocess
     from sever.inference.tune import tune_runs
+    from sever.inference.validation import run_of
 
     if not runs:
         raise click.UsageError("give -r RUN (repeatable)")
-    out = out or Path(runs[0]) / "postprocess-tuned.yml"
-    check_output_file(out, "--out")
+    if out is not None:
+        check_output_file(out, "--out")  # before the models load
+    base = load_postprocess(pp_path)
     members = load_members(runs, epochs, which, device)
-    result = tune_runs(members, load_postprocess(pp_path), tta, averaging, batch_size, workers, out)
+    if out is None:
+        out = run_of(members[0]) / "postprocess-tuned.yml"
+        check_output_file(out, "--out")
+    result = tune_runs(members, base, tta, averaging, batch_size, workers, out, data_dir)
     if as_json:
         import json
 
@@ -601,6 +675,7 @@ def print_tune(result: dict) -> None:
             f"{result['without_presence']['dice_mean']:.4f}, held out "
             f"{result['held_out_without_presence']['dice_mean']:.4f}; scale_c {result['scale_c']}"
         )
+        click.echo(f"presence {result['presence']}: {result['presence_note']}")
 
 
 @cli.command()

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from sever.config import Config, TrainerConfig
 from sever.engine.distributed import World, all_max, all_sum, sync_buffers
@@ -20,6 +18,7 @@ from sever.engine.logs import Board
 from sever.engine.parts import Parts
 from sever.model.build import split_outputs
 from sever.model.metrics import DiceMeter, PresenceMeter, binarize
+from sever.progress import Tracker
 from sever.visualize import denormalize, truth_and_prediction
 
 log = logging.getLogger(__name__)
@@ -167,22 +166,15 @@ def report_step(
     values = {name: value.item() for name, value in terms.items()}
     board.scalars(values, step, "train/")
     board.scalars(learning_rates(parts.optimizer), step, "lr/")
-    if bar.disable:
+    bar.set_postfix(loss=f"{values['loss']:.4f}")
+    if not bar.terminal:
         log.info("epoch %d step %d/%d loss %.4f", epoch, batch, batches, values["loss"])
-    else:
-        bar.set_postfix(loss=f"{values['loss']:.4f}")
 
 
-def progress_bar(iterable, total: int, desc: str) -> tqdm:
-    """tqdm with loss and ETA on a terminal; silent (plain log lines instead) otherwise."""
-    return tqdm(
-        iterable,
-        total=total,
-        desc=desc,
-        leave=False,
-        dynamic_ncols=True,
-        disable=not sys.stderr.isatty(),
-    )
+def progress_bar(iterable, total: int, desc: str) -> Tracker:
+    """tqdm with loss and ETA on a terminal; elsewhere a log line every 30 s (done / total,
+    rate, time left, loss: sever.progress)."""
+    return Tracker(total, desc, "batches", iterable=iterable, leave=False)
 
 
 @torch.no_grad()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -34,6 +36,17 @@ class Member:
     @property
     def has_class_head(self) -> bool:
         return self.task == "classify" or self.config.model.class_head.enabled
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """16 hex digits of the SHA-256 of the weights as loaded: the same for the same
+        model wherever its file lies (a staged copy, weights only, on Kaggle)."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.model.state_dict().items()):
+            digest.update(name.encode())
+            raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+            digest.update(raw.numpy().tobytes())
+        return digest.hexdigest()[:16]
 
 
 def checkpoint_path(run: Path, epoch: int | None = None, which: str = "best") -> Path:
@@ -67,6 +80,9 @@ def load_member(path: Path, device: torch.device, weight: float = 1.0) -> Member
     if not isinstance(stored.get("model"), dict) or not isinstance(state["model"], dict):
         raise CheckpointError(f"{path}: not a sever checkpoint (its 'config' or 'model' is not)")
     stored["model"] = {**stored["model"], "encoder_weights": None}  # weights come from here
+    # Pseudo-label files are training input, checked to exist when a config loads; where
+    # the model predicts (a Kaggle notebook, another folder) they are not needed.
+    stored["data"] = {**stored["data"], "pseudo": None}
     config = config_from_dict(stored, f"{path} (config)")
     model = build_model(config.model, config.task)
     weights = state["model"]

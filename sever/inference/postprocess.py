@@ -35,6 +35,7 @@ import numpy as np
 __all__ = [
     "AVERAGING",
     "CLASSES",
+    "TUNED_WITH",
     "PostProcess",
     "average",
     "gate",
@@ -48,6 +49,9 @@ __all__ = [
 ]
 
 CLASSES = 4
+# A tuned file's record of the models and options it was tuned with (`sever tune` writes
+# it, predict compares it): not a setting, so `PostProcess.from_dict` skips it.
+TUNED_WITH = "tuned_with"
 DEFAULT_MIN_PIXELS = (600, 600, 1000, 2000)
 
 
@@ -338,7 +342,8 @@ class PostProcess:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PostProcess:
-        """Build from a plain dict (e.g. loaded YAML); missing keys take the defaults.
+        """Build from a plain dict (e.g. loaded YAML); missing keys take the defaults, and
+        the `tuned_with` record of a tuned file is skipped.
 
         Raises:
             ValueError: an unknown key (named, with the valid ones) or a bad value.
@@ -346,6 +351,7 @@ class PostProcess:
         if not isinstance(d, Mapping):
             raise ValueError(f"PostProcess: expected a mapping, got {type(d).__name__}")
         valid = [f.name for f in fields(cls)]
+        d = {k: v for k, v in d.items() if k != TUNED_WITH}
         for key in d:
             if key not in valid:
                 close = difflib.get_close_matches(str(key), valid, n=1)

@@ -6,7 +6,6 @@ back), then over the ensemble's members with the chosen averaging (mean, RMS, we
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from sever.data import rle
 from sever.data.augment import build_transform
@@ -37,6 +35,7 @@ from sever.inference.submission import (
     write_submission,
 )
 from sever.model.build import split_outputs
+from sever.progress import Tracker
 from sever.registry import Registry
 from sever.visualize import overlay
 
@@ -232,14 +231,15 @@ def predict_folder(
             folder.mkdir(parents=True, exist_ok=True)
     amp = autocast_dtype(members)
     rles: dict[str, dict[int, str]] = {}
-    for ids, probs, presence in progress(
-        predict_batches(members, loader, tta, averaging, amp), len(loader)
-    ):
-        masks = postprocess_batch(probs, postprocess, presence)
-        for image_id, image_masks in zip(ids, masks, strict=True):
-            rles[image_id] = {c + 1: rle.encode(m) for c, m in enumerate(image_masks) if m.any()}
-            if overlays is not None:
-                write_overlay(images_dir / image_id, image_masks, overlays)
+    with Tracker(len(loader.dataset), "predict", "images") as progress:
+        for ids, probs, presence in predict_batches(members, loader, tta, averaging, amp):
+            masks = postprocess_batch(probs, postprocess, presence)
+            for image_id, image_masks in zip(ids, masks, strict=True):
+                encoded = {c + 1: rle.encode(m) for c, m in enumerate(image_masks) if m.any()}
+                rles[image_id] = encoded
+                if overlays is not None:
+                    write_overlay(images_dir / image_id, image_masks, overlays)
+            progress.update(len(ids))
     write_submission(rles, names, out, fmt, template)
     counts = {f"class {c}": sum(c in r for r in rles.values()) for c in range(1, 5)}
     return {"images": len(rles), **counts}
@@ -251,7 +251,3 @@ def write_overlay(image_path: Path, masks: np.ndarray, folder: Path) -> None:
     _, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
     with atomic_path(folder / f"{image_path.stem}.png") as tmp:
         tmp.write_bytes(png.tobytes())
-
-
-def progress(iterable, total: int):
-    return tqdm(iterable, total=total, desc="predict", disable=not sys.stderr.isatty())

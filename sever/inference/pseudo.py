@@ -34,8 +34,8 @@ from sever.inference.predict import (
     check_members,
     image_loader,
     predict_batches,
-    progress,
 )
+from sever.progress import Tracker
 
 # Verdict codes of `judge`, indexes into VERDICTS.
 PRESENT, ABSENT, UNCERTAIN, DISAGREE = range(4)
@@ -187,19 +187,21 @@ def pseudo_label(
     rows: list[tuple[str, int, str]] = []
     kept_ids: list[str] = []
     counts, seen = 0, 0
-    for ids, probs, presence in progress(
-        predict_batches(members, loader, tta, averaging, amp), len(loader)
-    ):
-        masks = postprocess_batch(probs, postprocess, presence)
-        verdicts = judge(presence_probability(probs, presence), masks, hi, lo)
-        keep = kept(verdicts)
-        counts = counts + tally(verdicts, keep)
-        seen += len(ids)
-        for image_id, image_masks in zip(np.asarray(ids)[keep], masks[keep], strict=True):
-            kept_ids.append(str(image_id))
-            rows += [
-                (str(image_id), c + 1, rle.encode(m)) for c, m in enumerate(image_masks) if m.any()
-            ]
+    with Tracker(len(loader.dataset), "pseudo-label", "images") as progress:
+        for ids, probs, presence in predict_batches(members, loader, tta, averaging, amp):
+            masks = postprocess_batch(probs, postprocess, presence)
+            verdicts = judge(presence_probability(probs, presence), masks, hi, lo)
+            keep = kept(verdicts)
+            counts = counts + tally(verdicts, keep)
+            seen += len(ids)
+            for image_id, image_masks in zip(np.asarray(ids)[keep], masks[keep], strict=True):
+                kept_ids.append(str(image_id))
+                rows += [
+                    (str(image_id), c + 1, rle.encode(m))
+                    for c, m in enumerate(image_masks)
+                    if m.any()
+                ]
+            progress.update(len(ids))
     summary = {
         "images_seen": seen,
         "images_kept": len(kept_ids),

@@ -49,22 +49,20 @@ def write_submission(
 
     Formats:
         'wide': `ImageId_ClassId,EncodedPixels`, a row for every image x class 1..4 in image
-            order, '' where there is no defect. This is the format Kaggle's scorer was built
-            for; prefer it when unsure.
+            order, '' where there is no defect. Kaggle scores this format: late submissions
+            to the competition in it were scored (22,024 rows for the 5,506 test images).
         'long': `ImageId,ClassId,EncodedPixels`, defect rows only (a non-empty mask), in
             image order then class: the convention of the later train.csv, which
-            `score_submission` reads with absent rows meaning empty. Not checked against
-            Kaggle's scorer for the re-released competition: public notebooks for it wrote
-            all four rows per image, empty ones included. If Kaggle rejects a long file, submit
-            the wide format.
-        'auto': the template's format; 'wide' without a template.
+            `score_submission` reads with absent rows meaning empty. Unverified: no scored
+            submission in this format (or in the compact template's) is known.
+        'auto': wide, following a wide template's rows; a long or compact template (the
+            current sample_submission.csv: `ImageId,EncodedPixels,ClassId`, one row per
+            image) gives only the image order, since only the wide format is known to score.
 
     With a template (sample_submission.csv) its images must be exactly the predicted ones
-    and its order is kept: a wide template's rows are reproduced one for one, in its order
-    and spelling; a long template (the later Kaggle file: `ImageId,EncodedPixels,ClassId`,
-    one row per image, ClassId 0) gives the image order and the column order, and only the
-    defect rows are written. An explicit `fmt` other than the template's keeps the template's
-    image order in that format's standard layout.
+    and its image order is kept: a wide template's rows are reproduced one for one, in its
+    order and spelling. With an explicit 'long', a long template also gives the column
+    order.
 
     Args:
         masks_by_image: the predicted RLE per image and class, '' meaning empty; as
@@ -88,7 +86,6 @@ def write_submission(
     if template is not None:
         tmpl_fmt, order, wide_keys, tmpl_columns = read_template(template)
         check_same_images(order, images, template)
-        fmt = tmpl_fmt if fmt == "auto" else fmt
         if tmpl_fmt == "long":
             columns = tmpl_columns
     if fmt in ("auto", "wide"):

@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import yaml
+from torch.utils.data import DataLoader
 
-from sever.errors import CheckpointError, ConfigError
+from sever.errors import ConfigError
 from sever.fileio import atomic_path
+from sever.inference.ensemble import tuned_with
+from sever.inference.postprocess import TUNED_WITH, PostProcess
+from sever.inference.predict import check_members, predict_batches
+from sever.inference.validation import group_by_split, masks_aside, validation_set
+from sever.progress import Tracker
 
 LEVELS = 256
 MIN_PIXELS_GRID = (
@@ -266,6 +273,7 @@ def predict_stats(
     one_class_per_pixel: bool,
     batch_size: int,
     workers: int,
+    data_dir: Path | None = None,
 ) -> tuple[PairStats, list[int]]:
     """Stats over the validation images of every (members, run) group, and the number of
     images of each group.
@@ -273,13 +281,23 @@ def predict_stats(
     Members of one group share a validation split and are ensembled; different groups
     (k-fold runs) have disjoint splits and are concatenated: out-of-fold tuning.
     """
-    parts, sizes = [], []
+    # Every group's images are found before any is predicted.
+    work = []
     for members, run in groups:
         key = cache_key([m.path for m in members], tta, averaging, [m.weight for m in members])
         folder = cache_dir / f"probs-{key}"
-        batches = cached(folder) if (folder / "complete").is_file() else None
-        if batches is None:
-            batches = predicted(members, run, tta, averaging, batch_size, workers, folder)
+        done = (folder / "complete").is_file()
+        work.append(
+            (members, run, folder, None if done else validation_set(run, members[0], data_dir))
+        )
+    parts, sizes = [], []
+    for members, run, folder, dataset in work:
+        if dataset is None:
+            batches = cached(folder)
+        else:
+            batches = predicted(
+                members, dataset, run.name, tta, averaging, batch_size, workers, folder
+            )
         group = [
             pair_stats(b["levels"], b["truth"], one_class_per_pixel, b.get("presence"), b["winner"])
             for b in batches
@@ -290,31 +308,33 @@ def predict_stats(
 
 
 def predicted(
-    members, run: Path, tta: str, averaging: str, batch_size: int, workers: int, folder: Path
+    members,
+    dataset,
+    name: str,
+    tta: str,
+    averaging: str,
+    batch_size: int,
+    workers: int,
+    folder: Path,
 ):
-    """Predict a run's validation split batch by batch, caching each batch as it comes."""
-    import shutil
-
-    from torch.utils.data import DataLoader
-
-    from sever.inference.evaluate import masks_aside, validation_set
-    from sever.inference.predict import predict_batches
-
+    """Predict a run's validation set batch by batch, caching each batch as it comes."""
     shutil.rmtree(folder, ignore_errors=True)  # an incomplete cache from an interrupted run
     folder.mkdir(parents=True)
-    loader = DataLoader(validation_set(run, members[0]), batch_size, num_workers=workers)
+    loader = DataLoader(dataset, batch_size, num_workers=workers)
     truths: list[np.ndarray] = []
     batches = predict_batches(members, masks_aside(loader, truths), tta, averaging)
-    for index, (_, probs, presence) in enumerate(batches):
-        batch = {
-            "levels": quantize(probs),
-            "truth": truths.pop(0).astype(bool),
-            "winner": probs.argmax(axis=1).astype(np.uint8),
-        }
-        if presence is not None:
-            batch["presence"] = presence
-        save_batch(folder / f"batch-{index:05d}.npz", batch)
-        yield batch
+    with Tracker(len(dataset), f"tune: predict {name}", "images") as progress:
+        for index, (ids, probs, presence) in enumerate(batches):
+            batch = {
+                "levels": quantize(probs),
+                "truth": truths.pop(0).astype(bool),
+                "winner": probs.argmax(axis=1).astype(np.uint8),
+            }
+            if presence is not None:
+                batch["presence"] = presence
+            save_batch(folder / f"batch-{index:05d}.npz", batch)
+            progress.update(len(ids))
+            yield batch
     (folder / "complete").touch()
 
 
@@ -336,41 +356,70 @@ def cached(folder: Path):
             yield batch
 
 
-def group_by_split(members: list) -> list[tuple[list, Path]]:
-    """Members with the same validation images form one ensemble; k-fold runs differ."""
-    from sever.data.splits import read_split
-    from sever.engine.runs import run_dir_of
+def tune_stats(stats: PairStats, parts: np.ndarray, base: PostProcess) -> tuple[PostProcess, dict]:
+    """Tune `base` on the stats: the post-processing to write and the report.
 
-    groups: dict[frozenset, tuple[list, Path]] = {}
-    for member in members:
-        run = run_dir_of(member.path)
-        split = read_split(run / "split.csv")
-        key = frozenset(split.loc[split["split"] == "val", "ImageId"])
-        groups.setdefault(key, ([], run))[0].append(member)
-    keys = list(groups)
-    for group, run in groups.values():
-        if not any(m.task == "segment" for m in group):
-            raise CheckpointError(
-                f"{run}: no segmentation model validates on this run's images; a classifier "
-                "must share its segmenters' split (same seed, data.folds and data.fold)"
+    The search covers thresholds and minimum sizes, and with presence also gates and the
+    scaling factor. Those are kept only when they improve the held-out estimate (tuned on
+    the other parts, scored on each in turn), since a gate fitted to a few images can
+    look better on them and be worse on new ones; otherwise the setting without them is
+    written, and `presence_note` says why. The result is never worse than `base` on
+    these images.
+
+    Args:
+        parts: (N,) each image's part for the held-out estimate (`parts_of`).
+    """
+    before = score(stats, base.threshold, base.min_pixels, base.scale_c, base.gate)
+    choice = search(stats)
+    report: dict = {"before": before, "held_out": held_out(stats, parts)}
+    if stats.presence is not None:  # what the presence (gate, scaling) adds, measured
+        alone = search(stats, presence=False)
+        report["without_presence"] = score(stats, alone.thresholds, alone.min_pixels)
+        report["held_out_without_presence"] = held_out(stats, parts, presence=False)
+        with_, without = (report[k]["dice_mean"] for k in ("held_out", "held_out_without_presence"))
+        if choice.gate_or_none is None and choice.scale_c is None:
+            report["presence"] = "unused"
+            report["presence_note"] = "the search chose no gate and no scaling"
+        elif with_ > without:
+            report["presence"] = "kept"
+            report["presence_note"] = (
+                f"gates and scaling improve the held-out estimate ({with_:.4f} with, "
+                f"{without:.4f} without)"
             )
-    for i, a in enumerate(keys):
-        for b in keys[i + 1 :]:
-            if a & b:
-                raise CheckpointError(
-                    f"{groups[a][1]} and {groups[b][1]} validate on overlapping but different "
-                    "images: neither one ensemble nor out-of-fold k-fold runs"
-                )
-    return list(groups.values())
+        else:
+            choice = alone
+            report["presence"] = "dropped"
+            report["presence_note"] = (
+                f"gates and scaling do not improve the held-out estimate ({with_:.4f} with, "
+                f"{without:.4f} without): wrote thresholds and sizes alone"
+            )
+    after = score(stats, choice.thresholds, choice.min_pixels, choice.scale_c, choice.gate)
+    result = tuned(base, choice)
+    if after["dice_mean"] < before["dice_mean"]:
+        result, after = base, before
+    report |= {
+        "after": after,
+        "threshold": list(result.threshold),
+        "min_pixels": list(result.min_pixels),
+        "gate": None if result.gate is None else list(result.gate),
+        "scale_c": result.scale_c,
+    }
+    return result, report
 
 
 def tune_runs(
-    members: list, base, tta: str, averaging: str, batch_size: int, workers: int, out: Path
+    members: list,
+    base: PostProcess,
+    tta: str,
+    averaging: str,
+    batch_size: int,
+    workers: int,
+    out: Path,
+    data_dir: Path | None = None,
 ) -> dict:
-    """Tune `base`'s thresholds and minimum sizes on the members' validation images and
-    write the result as YAML to `out`. Never returns worse than `base` on these images."""
-    from sever.inference.predict import check_members
-
+    """Tune `base`'s thresholds, minimum sizes, gates and scaling on the members'
+    validation images and write the result as YAML to `out`, with the TTA, averaging and
+    models it was tuned with (`tuned_with`, which predict checks)."""
     check_members(members, base)
     if any(base.min_component):
         raise ConfigError(
@@ -378,6 +427,7 @@ def tune_runs(
             "from the starting post-processing"
         )
     groups = group_by_split(members)
+    out.parent.mkdir(parents=True, exist_ok=True)  # before the work, not after it
     stats, sizes = predict_stats(
         groups,
         groups[0][1] / "cache",
@@ -386,32 +436,12 @@ def tune_runs(
         base.one_class_per_pixel,
         batch_size,
         workers,
+        data_dir,
     )
-    before = score(stats, base.threshold, base.min_pixels, base.scale_c, base.gate)
-    choice = search(stats)
-    after = score(stats, choice.thresholds, choice.min_pixels, choice.scale_c, choice.gate)
-    result = tuned(base, choice)
-    if after["dice_mean"] < before["dice_mean"]:
-        result, after = base, before
+    result, report = tune_stats(stats, parts_of(sizes), base)
+    written = result.to_dict() | {TUNED_WITH: tuned_with(members, tta, averaging)}
     with atomic_path(out) as tmp:
-        tmp.write_text(yaml.safe_dump(result.to_dict(), sort_keys=False))
-    report = {
-        "before": before,
-        "after": after,
-        "threshold": list(result.threshold),
-        "min_pixels": list(result.min_pixels),
-        "gate": None if result.gate is None else list(result.gate),
-        "scale_c": result.scale_c,
-        "images": int(stats.truth.shape[0]),
-        "folds": len(groups),
-        "out": str(out),
-    }
-    # "after" is fitted to these images; tuning on the other folds (or the other half)
-    # and scoring on each in turn says what to expect on new images.
-    parts = parts_of(sizes)
-    report["held_out"] = held_out(stats, parts)
-    if stats.presence is not None:  # what the presence (gate, scaling) adds, measured
-        alone = search(stats, presence=False)
-        report["without_presence"] = score(stats, alone.thresholds, alone.min_pixels)
-        report["held_out_without_presence"] = held_out(stats, parts, presence=False)
-    return report
+        tmp.write_text(yaml.safe_dump(written, sort_keys=False))
+    report_order = ["before", "after", "threshold", "min_pixels", "gate", "scale_c"]
+    report = {k: report[k] for k in report_order} | report
+    return report | {"images": int(stats.truth.shape[0]), "folds": len(groups), "out": str(out)}

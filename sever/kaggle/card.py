@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sever.kaggle.staging import Staged
+    from sever.kaggle.staging import Staged, StagedCheckpoint
 
-COMPETITION_INPUT = "/kaggle/input/severstal-steel-defect-detection"
 METRICS = [
     ("val_dice_mean", "Dice"),
     ("val_dice_1", "class 1"),
@@ -123,14 +122,38 @@ def install_lines(staged: Staged, input_dir: str) -> list[str]:
     return lines
 
 
+def best_checkpoint(staged: Staged) -> StagedCheckpoint:
+    """The staged checkpoint to predict with: model_best.pth when staged, else the best by
+    the run's monitored metric (`trainer.monitor`, e.g. 'max val_dice_mean') among those
+    that have it, else the first."""
+    for c in staged.checkpoints:
+        if c.name == "model_best.pth":
+            return c
+    mode, _, key = str(staged.config.get("trainer", {}).get("monitor", "")).partition(" ")
+    scored = [c for c in staged.checkpoints if key in c.metrics]
+    if not scored or mode not in ("max", "min"):
+        return staged.checkpoints[0]
+    sign = 1 if mode == "max" else -1
+    return max(scored, key=lambda c: sign * c.metrics[key])
+
+
+FIND_COMPETITION = [
+    "from sever.kaggle.competition import find_competition",
+    "",
+    "# /kaggle/input/competitions/severstal-steel-defect-detection, or wherever it is attached",
+    "COMPETITION = find_competition()",
+]
+
+
 def predict_cells(staged: Staged, input_dir: str) -> list[str]:
-    """The notebook cells: install offline, then predict with the CLI or from Python."""
-    first = staged.checkpoints[0].name
+    """The notebook cells: install offline, find the competition's data, then predict with
+    the CLI or from Python, with the best checkpoint staged."""
+    best = best_checkpoint(staged).name
     tuned = [f"    --postprocess {input_dir}/postprocess-tuned.yml \\"] if has_tuned(staged) else []
-    models = f"-r {input_dir}/{first}"
+    models = f"-r {input_dir}/{best}"
     intro = (
-        "Predict the test images into a submission (the format follows the competition's "
-        "sample_submission.csv):"
+        "Predict the test images into submission.csv (every image and class, in the wide "
+        "format Kaggle scores; the notebook fills in `{COMPETITION}`):"
     )
     if staged.config.get("task") == "classify":
         models = f"-r SEGMENTER.pth {models}"
@@ -141,12 +164,18 @@ def predict_cells(staged: Staged, input_dir: str) -> list[str]:
         )
     return [
         *install_lines(staged, input_dir),
+        "Find the competition's data, wherever the notebook attached it:",
+        "",
+        "```python",
+        *FIND_COMPETITION,
+        "```",
+        "",
         intro,
         "",
         "```",
         f"!sever predict {models} --tta hflip \\",
         *tuned,
-        f"    --images {COMPETITION_INPUT}/test_images --out submission.csv",
+        "    --images {COMPETITION}/test_images --out submission.csv",
         "```",
         "",
         "Or from Python, for your own ensembling or post-processing:",
@@ -159,11 +188,10 @@ def predict_cells(staged: Staged, input_dir: str) -> list[str]:
         "from sever.inference.predict import predict_folder",
         "",
         'device = torch.device("cuda" if torch.cuda.is_available() else "cpu")',
-        f'member = load_member(Path("{input_dir}/{first}"), device)',
+        f'member = load_member(Path("{input_dir}/{best}"), device)',
         f"postprocess = load_postprocess({pp_argument(staged, input_dir)})",
-        "predict_folder([member], Path(",
-        f'    "{COMPETITION_INPUT}/test_images"), Path("submission.csv"),',
-        '    postprocess, tta="hflip", batch_size=8)',
+        'predict_folder([member], COMPETITION / "test_images", Path("submission.csv"),',
+        '               postprocess, tta="hflip", batch_size=8)',
         "```",
         "",
         "`sever.inference.postprocess` has the pure-numpy steps (`threshold`, "

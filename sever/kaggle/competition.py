@@ -9,7 +9,6 @@ not yet unzipped is only unzipped.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -23,6 +22,29 @@ log = logging.getLogger(__name__)
 COMPETITION = "severstal-steel-defect-detection"
 DEFAULT_DIR = Path("data/raw") / COMPETITION
 MARKER = ".complete"
+KAGGLE_INPUT = Path("/kaggle/input")
+
+
+def find_competition(root: Path | str = KAGGLE_INPUT, name: str = COMPETITION) -> Path:
+    """The competition's data folder in a Kaggle notebook, wherever it is attached.
+
+    Notebooks now attach competitions under `/kaggle/input/competitions/<name>`; older
+    ones under `/kaggle/input/<name>`. This looks there, then one and two levels deeper
+    (`root/*/<name>`, `root/*/*/<name>`), for the folder that holds `test_images/`.
+
+    Raises:
+        DataError: no such folder under `root`.
+    """
+    root = Path(root)
+    places = [root / "competitions" / name, root / name]
+    places += sorted(root.glob(f"*/{name}")) + sorted(root.glob(f"*/*/{name}"))
+    for place in dict.fromkeys(places):
+        if (place / "test_images").is_dir():
+            return place
+    raise DataError(
+        f"{root}: no {name} folder with test_images (looked for {root}/competitions/{name}, "
+        f"{root}/{name} and deeper); attach the competition's data to the notebook"
+    )
 
 
 def download_competition(
@@ -38,6 +60,7 @@ def download_competition(
         DataError: the downloaded archive is damaged.
     """
     from sever.kaggle.client import connect, kaggle_errors, quiet_client
+    from sever.kaggle.transfers import shown_transfers
 
     data_dir = Path(data_dir)
     marker = data_dir / MARKER
@@ -56,10 +79,9 @@ def download_competition(
             "then run again",
         ),
         quiet_client(),
+        shown_transfers(api),
     ):
-        api.competition_download_files(
-            competition, path=str(data_dir), force=force, quiet=not sys.stderr.isatty()
-        )
+        api.competition_download_files(competition, path=str(data_dir), force=force, quiet=False)
     archive = find_archive(data_dir, competition)
     log.info("unzipping %s", archive)
     unzip(archive, data_dir)

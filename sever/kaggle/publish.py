@@ -8,7 +8,6 @@ folder is staged, any failure keeps it and names it in the one-line error.
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from sever.kaggle.staging import (
     make_target,
     stage,
 )
+from sever.kaggle.transfers import shown_transfers
 from sever.kaggle.wheels import KAGGLE_MISSING
 
 log = logging.getLogger(__name__)
@@ -154,26 +154,22 @@ def exists(fetch, action: str) -> bool:
     return True
 
 
-def interactive() -> bool:
-    return sys.stderr.isatty()
-
-
 def publish_dataset(api, staged: Staged, message: str) -> tuple[str, str]:
     from sever.kaggle.client import kaggle_errors, quiet_client
 
     target, folder = staged.target, str(staged.folder)
     ref = f"{target.owner}/{target.slug}"
-    quiet = not interactive()
     if exists(lambda: api.dataset_status(ref), f"looking up dataset {ref}"):
         action = "new version"
         log.info("uploading a new version of dataset %s", ref)
         with kaggle_errors(f"creating a new version of dataset {ref}"), quiet_client():
-            result = api.dataset_create_version(folder, message, quiet=quiet, dir_mode="skip")
+            with shown_transfers(api):
+                result = api.dataset_create_version(folder, message, quiet=False, dir_mode="skip")
     else:
         action = "created"
         log.info("creating dataset %s", ref)
-        with kaggle_errors(f"creating dataset {ref}"), quiet_client():
-            result = api.dataset_create_new(folder, public=target.public, quiet=quiet)
+        with kaggle_errors(f"creating dataset {ref}"), quiet_client(), shown_transfers(api):
+            result = api.dataset_create_new(folder, public=target.public, quiet=False)
     check_response(result, f"dataset {ref}")
     if getattr(result, "invalid_tags", None):
         log.warning("Kaggle ignored unknown tags: %s", ", ".join(result.invalid_tags))
@@ -186,7 +182,6 @@ def publish_model(api, staged: Staged, message: str) -> tuple[str, str]:
     target, folder = staged.target, str(staged.folder)
     model = f"{target.owner}/{target.slug}"
     instance = target.handle
-    quiet = not interactive()
     if not exists(lambda: api.model_get(model), f"looking up model {model}"):
         log.info("creating model %s", model)
         with kaggle_errors(f"creating model {model}"), quiet_client():
@@ -195,12 +190,14 @@ def publish_model(api, staged: Staged, message: str) -> tuple[str, str]:
         action = "new version"
         log.info("uploading a new version of %s", instance)
         with kaggle_errors(f"creating a new version of {instance}"), quiet_client():
-            result = api.model_instance_version_create(instance, folder, message, quiet=quiet)
+            with shown_transfers(api):
+                result = api.model_instance_version_create(instance, folder, message, quiet=False)
     else:
         action = "created"
         log.info("creating model variation %s", instance)
         with kaggle_errors(f"creating model variation {instance}"), quiet_client():
-            result = api.model_instance_create(folder, quiet=quiet)
+            with shown_transfers(api):
+                result = api.model_instance_create(folder, quiet=False)
     check_response(result, instance)
     return action, result.url or f"https://www.kaggle.com/models/{model}"
 

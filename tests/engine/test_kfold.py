@@ -165,7 +165,9 @@ def test_kfold_trains_every_fold_and_tunes_out_of_fold(
     predict_args = ["--images", images, "--out", str(out), "--workers", "0"]
     assert cli("predict", "-c", str(ensemble_path), *predict_args) == 0
     template = pd.read_csv(tiny_data / "sample_submission.csv")
-    assert list(pd.read_csv(out).columns) == list(template.columns)
+    submission = pd.read_csv(out)  # the wide format Kaggle scores, every image and class
+    assert list(submission.columns) == ["ImageId_ClassId", "EncodedPixels"]
+    assert len(submission) == 4 * len(template)
 
     capsys.readouterr()
     pp = tmp_path / "pp.yml"

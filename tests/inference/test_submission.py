@@ -313,7 +313,10 @@ def test_auto_reproduces_a_wide_templates_rows_and_order(tmp_path: Path):
     ]
 
 
-def test_auto_with_the_later_long_template(tmp_path: Path):
+def test_auto_with_the_compact_template_writes_every_image_and_class(tmp_path: Path):
+    # The current sample_submission.csv: three columns, one row per image. Only the wide
+    # format is known to score, so auto writes it: 4 rows per image, in the template's
+    # image order, '' for no defect (Kaggle's test set: 5,506 images -> 22,024 rows).
     template = write(
         tmp_path / "sample_submission.csv",
         "ImageId,EncodedPixels,ClassId",
@@ -324,13 +327,25 @@ def test_auto_with_the_later_long_template(tmp_path: Path):
     path = tmp_path / "sub.csv"
     write_submission(PRED, IMAGES, path, template=template)
     assert path.read_text().splitlines() == [
+        WIDE_HEADER,
+        *[f"c.jpg_{c}," for c in (1, 2, 3, 4)],
+        "b.jpg_1,",
+        "b.jpg_2,9 2",
+        "b.jpg_3,",
+        "b.jpg_4,",
+        "a.jpg_1,3 4",
+        "a.jpg_2,",
+        "a.jpg_3,5 2",
+        "a.jpg_4,",
+    ]
+    # long stays an explicit choice, following the template's columns
+    write_submission(PRED, IMAGES, path, "long", template=template)
+    assert path.read_text().splitlines() == [
         "ImageId,EncodedPixels,ClassId",
         "b.jpg,9 2,2",
         "a.jpg,3 4,1",
         "a.jpg,5 2,3",
     ]
-    write_submission(PRED, IMAGES, path, "wide", template=template)  # explicit fmt wins
-    assert path.read_text().splitlines()[:3] == [WIDE_HEADER, "c.jpg_1,", "c.jpg_2,"]
 
 
 def test_template_images_must_all_be_predicted(tmp_path: Path):

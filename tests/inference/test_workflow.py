@@ -91,8 +91,13 @@ def test_predict_two_checkpoints_writes_a_scorable_submission(
     assert code == 0
     frame = pd.read_csv(out, keep_default_na=False)
     template = pd.read_csv(tiny_data / "sample_submission.csv")
-    # the template is the later long format: the submission follows its columns
-    assert list(frame.columns) == list(template.columns)
+    # the template is the compact format (ImageId,EncodedPixels,ClassId, one row per image);
+    # auto writes the wide format Kaggle scores: every image and class, in its image order
+    assert list(template.columns) == ["ImageId", "EncodedPixels", "ClassId"]
+    assert list(frame.columns) == ["ImageId_ClassId", "EncodedPixels"]
+    assert list(frame["ImageId_ClassId"]) == [
+        f"{image}_{c}" for image in template["ImageId"] for c in (1, 2, 3, 4)
+    ]
     assert len(list((tmp_path / "png").glob("*.png"))) == 4
     wide = tmp_path / "wide.csv"
     assert (

@@ -1,0 +1,104 @@
+"""The model card's notebook cells: the best checkpoint staged, and the competition's data
+found wherever the notebook attached it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sever.errors import DataError
+from sever.kaggle.card import best_checkpoint, model_card
+from sever.kaggle.competition import COMPETITION, find_competition
+from sever.kaggle.staging import Staged, StagedCheckpoint, Target
+
+
+def attach(root: Path, *parts: str) -> Path:
+    folder = root.joinpath(*parts, COMPETITION)
+    (folder / "test_images").mkdir(parents=True)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        ("competitions",),  # where notebooks attach competitions now
+        (),  # where they did
+        ("someone",),  # a copy in a dataset
+        ("someone", "copy"),
+    ],
+)
+def test_the_competition_is_found_wherever_it_is_attached(tmp_path: Path, where) -> None:
+    (tmp_path / "sever-fpn-b5").mkdir()  # another attached dataset
+    folder = attach(tmp_path, *where)
+    assert find_competition(tmp_path) == folder
+
+
+def test_the_current_place_comes_first(tmp_path: Path) -> None:
+    attach(tmp_path)
+    current = attach(tmp_path, "competitions")
+    assert find_competition(tmp_path) == current
+
+
+def test_no_competition_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / COMPETITION).mkdir()  # attached but without test_images
+    with pytest.raises(DataError) as caught:
+        find_competition(tmp_path)
+    assert str(caught.value) == (
+        f"{tmp_path}: no {COMPETITION} folder with test_images (looked for "
+        f"{tmp_path}/competitions/{COMPETITION}, {tmp_path}/{COMPETITION} and deeper); attach "
+        "the competition's data to the notebook"
+    )
+
+
+def checkpoint(name: str, epoch: int, **metrics: float) -> StagedCheckpoint:
+    return StagedCheckpoint(name, Path(name), epoch, metrics, epoch, 1000, 1000)
+
+
+def staged(tmp_path: Path, checkpoints: list[StagedCheckpoint], monitor: str) -> Staged:
+    run = tmp_path / "saved" / "fpn" / "1122-101500"
+    run.mkdir(parents=True, exist_ok=True)
+    target = Target("dataset", "me", "sever-fpn-1122-101500", "sever fpn 1122-101500")
+    config = {"model": {"arch": "FPN"}, "data": {}, "trainer": {"monitor": monitor}}
+    return Staged(tmp_path / "upload", run, target, config, {}, checkpoints, [], ["sever.whl"])
+
+
+@pytest.mark.parametrize(
+    "monitor, chosen",
+    [
+        ("max val_dice_mean", "checkpoint-epoch10.pth"),  # listed second, the best Dice
+        ("min val_loss", "checkpoint-epoch20.pth"),
+        ("max val_f1_mean", "checkpoint-epoch20.pth"),  # nobody has it: the first
+    ],
+)
+def test_the_cells_name_the_best_checkpoint_staged(tmp_path: Path, monitor, chosen) -> None:
+    chosen_ones = [
+        checkpoint("checkpoint-epoch20.pth", 20, val_dice_mean=0.90, val_loss=0.10),
+        checkpoint("checkpoint-epoch10.pth", 10, val_dice_mean=0.92, val_loss=0.12),
+        checkpoint("last.pth", 25, val_dice_mean=0.89, val_loss=0.11),
+    ]
+    folder = staged(tmp_path, chosen_ones, monitor)
+    assert best_checkpoint(folder).name == chosen
+    card = model_card(folder, ["sever.whl"])
+    assert f"!sever predict -r /kaggle/input/sever-fpn-1122-101500/{chosen} --tta hflip" in card
+    assert f'load_member(Path("/kaggle/input/sever-fpn-1122-101500/{chosen}"), device)' in card
+
+
+def test_model_best_is_the_best_when_staged(tmp_path: Path) -> None:
+    chosen = [
+        checkpoint("checkpoint-epoch10.pth", 10, val_dice_mean=0.95),
+        checkpoint("model_best.pth", 10, val_dice_mean=0.95),
+    ]
+    assert best_checkpoint(staged(tmp_path, chosen, "max val_dice_mean")).name == "model_best.pth"
+
+
+def test_the_cells_find_the_competition_instead_of_naming_a_path(tmp_path: Path) -> None:
+    folder = staged(tmp_path, [checkpoint("model_best.pth", 3)], "max val_dice_mean")
+    card = model_card(folder, ["model_best.pth", "sever.whl"])
+    assert "from sever.kaggle.competition import find_competition" in card
+    assert "COMPETITION = find_competition()" in card
+    assert "--images {COMPETITION}/test_images --out submission.csv" in card
+    assert 'predict_folder([member], COMPETITION / "test_images"' in card
+    assert "/kaggle/input/severstal-steel-defect-detection" not in card
+    # the find cell comes after the install and before the predict cell
+    assert card.index("pip install") < card.index("find_competition()") < card.index("!sever")
