@@ -433,15 +433,16 @@ def evaluate(
     import json
 
     from sever.inference.evaluate import evaluate as run_evaluation
+    from sever.fileio import check_output_file
     from sever.inference.evaluate import report_path, write_report
     from sever.inference.validation import run_of
 
+    if out is not None:
+        check_output_file(out, "--out")  # before the models load, not after the work
     members, postprocess, src = ensemble_members(
         ensemble, runs, epochs, which, device, tta, averaging, pp_path
     )
     run = run_of(members[0])
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)  # before the work, not after it
     report = run_evaluation(
         members,
         postprocess if src.postprocess is not None else None,
@@ -454,6 +455,7 @@ def evaluate(
     plain = len(members) == 1 and src.tta == "none" and src.postprocess is None
     path = out or report_path(report, run, plain)
     replaced = path.is_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_report(report, path)
     if as_json:
         click.echo(json.dumps(report))

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -58,39 +59,75 @@ def is_truncated_jpeg(data: np.ndarray) -> bool:
     """True for a JPEG byte stream that lacks its end-of-image marker (FF D9)."""
     if data.size < 4 or data[0] != 0xFF or data[1] != 0xD8:
         return False
-    return not ends_with_eoi(data[-64:])
+    return not ends_with_eoi(data[-64:].tobytes())
 
 
-def ends_with_eoi(tail: np.ndarray) -> bool:
+def ends_with_eoi(tail: bytes) -> bool:
     """The last bytes of a JPEG end with FF D9 (zero padding after it allowed)."""
-    tail = np.trim_zeros(tail, "b")
-    return bool(tail.size >= 2 and tail[-2] == 0xFF and tail[-1] == 0xD9)
+    return tail.rstrip(b"\x00").endswith(b"\xff\xd9")
 
 
 def image_shape(path: str | Path) -> tuple[int, int]:
-    """(H, W) of an image file from its header, without decoding the pixels (a tenth of
-    read_gray's time on a 256x1600 JPEG); a JPEG must also end with its end-of-image
-    marker, which catches most truncated copies.
+    """(H, W) of an image file from its header, without decoding the pixels; a JPEG must
+    also end with its end-of-image marker, which catches most truncated copies. JPEG and
+    PNG headers are read here (about 0.05 ms a file); other formats go through Pillow.
 
     Raises:
         DataError: the file is missing, not an image, or a truncated JPEG.
     """
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            jpeg = image.format == "JPEG"
+        with path.open("rb") as handle:
+            start = handle.read(24)
+            if start[:2] == b"\xff\xd8":
+                shape = jpeg_shape(handle)
+                handle.seek(max(0, handle.seek(0, os.SEEK_END) - 64))
+                if not ends_with_eoi(handle.read()):
+                    raise DataError(f"{path}: truncated JPEG (no end-of-image marker)")
+            elif start[:8] == b"\x89PNG\r\n\x1a\n" and start[12:16] == b"IHDR":
+                shape = int.from_bytes(start[20:24], "big"), int.from_bytes(start[16:20], "big")
+            else:
+                shape = None
+        if shape is None or 0 in shape:
+            with Image.open(path) as image:  # any other format, or an unusual JPEG
+                shape = image.size[::-1]
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         raise DataError(f"{path}: not a readable image") from None
-    if jpeg:
-        with path.open("rb") as handle:
-            handle.seek(max(0, path.stat().st_size - 64))
-            tail = np.frombuffer(handle.read(), np.uint8)
-        if not ends_with_eoi(tail):
-            raise DataError(f"{path}: truncated JPEG (no end-of-image marker)")
-    return height, width
+    return shape
+
+
+# SOF markers: C0-CF but DHT (C4), JPG (C8) and DAC (CC); D0-D7 (RST), D8 (SOI) and 01 (TEM)
+# stand alone; SOS (DA) or EOI (D9) before an SOF means there is none to find.
+SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+STANDALONE = frozenset([*range(0xD0, 0xD9), 0x01])
+
+
+def jpeg_shape(handle: BinaryIO) -> tuple[int, int] | None:
+    """(H, W) from a JPEG's frame header, hopping from segment to segment from byte 2;
+    None where the stream is not what a JPEG should be."""
+    handle.seek(2)
+    while True:
+        marker = handle.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return None
+        code = marker[1]
+        while code == 0xFF:  # fill bytes before a marker
+            code = (handle.read(1) or b"\x00")[0]
+        if code in STANDALONE:
+            continue
+        if code in (0xD9, 0xDA):
+            return None
+        size = handle.read(2)
+        if len(size) < 2:
+            return None
+        if code in SOF:
+            frame = handle.read(5)  # precision, height, width
+            if len(frame) < 5:
+                return None
+            return int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big")
+        handle.seek(int.from_bytes(size, "big") - 2, os.SEEK_CUR)
 
 
 # ---------------------------------------------------------------- output paths

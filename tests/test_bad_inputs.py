@@ -175,6 +175,15 @@ def world(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> World:
     ]
     write(wide / "train.csv", "ImageId_ClassId,EncodedPixels\n" + "\n".join(rows[:-2]) + "\n")
     shutil.copytree(tiny_data / "train_images", bad_data / "images-only" / "train_images")
+    # datasets whose last training image is truncated, of another size, or no image at all
+    last = train_images[-1].name
+    for name, spoil in {
+        "truncated": lambda p: p.write_bytes(p.read_bytes()[:-300]),
+        "wrong-size": lambda p: image(p, 64, 320),
+        "not-an-image": lambda p: p.write_text("not an image"),
+    }.items():
+        shutil.copytree(tiny_data, bad_data / name)
+        spoil(bad_data / name / "train_images" / last)
     return World(root, tiny_data, run, tiny)
 
 
@@ -477,6 +486,41 @@ download-kaggle-json-a-list | 1 | kaggle.json: expected {{"username": ..., "key"
 train-resume-and-config | 1 | --resume continues a run with its own config.yml: drop -c | train --resume {run} -c {tiny}
 train-folds-without-data-folds | 2 | --folds | train -c {tiny} --folds all
 train-folds-spec | 2 | --folds 0-5 | train -c {tiny} -o data.folds=2 --folds 0-5
+train-data-dir-missing | 1 | {tmp}/nowhere: data folder not found (data.dir) | train -c {tiny} -o data.dir={tmp}/nowhere
+train-image-truncated | 1 | truncated JPEG (no end-of-image marker); fix or remove the image | train -c {tiny} -o data.dir={w}/datasets/truncated
+train-image-wrong-size | 1 | size 64x320, but data.image_size is 64x256 | train -c {tiny} -o data.dir={w}/datasets/wrong-size
+train-image-not-an-image | 1 | not-an-image/train_images/ | train -c {tiny} -o data.dir={w}/datasets/not-an-image
+train-no-validation-image | 2 | data.val_fraction 0.01 leaves no validation image; raise it | train -c {tiny} -o data.val_fraction=0.01
+train-batch-larger-than-data | 1 | trainer.batch_size 64 is larger than the | train -c {tiny} -o trainer.batch_size=64
+train-save-dir-under-a-file | 2 | trainer.save_dir: {csv}/sub.csv is a file, not a folder | train -c {tiny} -o trainer.save_dir={csv}/sub.csv/runs
+train-device-without-cuda | 2 | trainer.device: cuda was asked for but CUDA is not available | train -c {tiny} -o trainer.device=cuda
+train-device-garbage | 2 | trainer.device: expected auto, cpu, cuda, cuda:N or mps | train -c {tiny} -o trainer.device=gpu0
+train-weights-not-torch | 1 | text.pth: cannot read weights | train -c {tiny} -o model.encoder_weights={ck}/text.pth
+train-monitor-not-computed | 2 | val_precision_mean | train -c {tiny} -o model.class_head.enabled=true -o "trainer.monitor=max val_precision_mean"
+train-monitor-without-heads | 2 | trainer.monitor: val_f1_mean needs class presence | train -c {tiny} -o "trainer.monitor=max val_f1_mean"
+train-resume-missing | 1 | {tmp}/nowhere: no such run directory or checkpoint (--resume) | train --resume {tmp}/nowhere
+train-resume-not-a-run | 1 | {data}: not a run directory (no config.yml) | train --resume {data}
+train-resume-damaged-checkpoint | 1 | truncated.pth | train --resume {ck}/truncated.pth
+train-resume-state-dict | 1 | state-dict.pth: not a sever checkpoint | train --resume {ck}/state-dict.pth
+train-resume-changes-the-model | 2 | -o model.encoder: a run resumes with its own model.encoder | train --resume {run} -o model.encoder=resnet34
+train-resume-changes-the-optimiser | 2 | -o optimizer.encoder.lr: a run resumes with its own | train --resume {run} -o optimizer.encoder.lr=0.1
+train-resume-changes-the-split | 2 | -o data.val_fraction: a run resumes with its own | train --resume {run} -o data.val_fraction=0.5
+train-resume-bad-override | 2 | trainer.epochs | train --resume {run} -o trainer.epochs=many
+evaluate-run-missing | 1 | {tmp}/nowhere: no such run directory or checkpoint | evaluate -r {tmp}/nowhere
+evaluate-checkpoint-alone | 1 | fpn.pth: not inside its run directory (RUN/checkpoints/), whose split.csv names the validation images | evaluate -r {ck}/fpn.pth
+evaluate-postprocess-typo | 2 | pp-typo.yml: PostProcess: unknown key 'treshold' (did you mean 'threshold'?) | evaluate -r {run} --postprocess {y}/pp-typo.yml
+evaluate-data-dir-missing | 1 | --data-dir {tmp}/nowhere: no train.csv in this folder | evaluate -r {run} --data-dir {tmp}/nowhere
+evaluate-data-dir-other-images | 1 | is {w}/datasets/no-images the dataset this run trained on? | evaluate -r {run} --data-dir {w}/datasets/no-images
+evaluate-two-segmenters-one-split | 1 | fpn.pth: not inside its run directory | evaluate -r {run} -r {ck}/fpn.pth
+evaluate-classifier-alone | 1 | classifier.pth: not inside its run directory | evaluate -r {ck}/classifier.pth
+evaluate-epoch-not-kept | 1 | no checkpoint for epoch 9; kept epochs: 1 (or use --best) | evaluate -r {run} -e 9
+evaluate-out-a-folder | 2 | --out {tmp}: is a folder | evaluate -r {run} --out {tmp}
+evaluate-ensemble-typo | 2 | ens-typo.yml: unknown key 'models.0.weigth' | evaluate -c {y}/ens-typo.yml
+tune-classifier-alone | 1 | classifier.pth: not inside its run directory | tune -r {ck}/classifier.pth
+tune-postprocess-typo | 2 | pp-typo.yml: PostProcess: unknown key 'treshold' | tune -r {run} --postprocess {y}/pp-typo.yml
+tune-data-dir-missing | 1 | --data-dir {tmp}/nowhere: no train.csv in this folder | tune -r {run} --data-dir {tmp}/nowhere
+tune-epoch-not-kept | 1 | no checkpoint for epoch 9; kept epochs: 1 | tune -r {run} -e 9
+predict-format-unknown | 2 | '--format': 'compact' is not one of 'auto', 'wide', 'long' | PREDICT --format compact
 """
 
 # What some cases need around them.

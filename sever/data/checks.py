@@ -94,7 +94,7 @@ def image_shapes(
 
 
 def header_problems(
-    folder: Path, names: list[str], size: tuple[int, int], workers: int = 8
+    folder: Path, names: list[str], size: tuple[int, int], workers: int = 4
 ) -> list[str]:
     """Each image present, an image, and of `size` (H, W): read from the file headers, not
     decoded, so the competition's 12,568 images take seconds (bench/bench_preflight.py)."""

@@ -99,3 +99,70 @@ def test_is_truncated_jpeg(jpeg: Path, tail: bytes | None, truncated: bool):
 def test_is_truncated_jpeg_ignores_other_formats(tmp_path: Path):
     ok, png = cv2.imencode(".png", np.zeros((4, 4), np.uint8))
     assert ok and not is_truncated_jpeg(png[:-5].ravel())
+
+
+# ---------------------------------------------------------------- image headers
+
+
+def write_image(path: Path, shape: tuple[int, int], *params: int) -> Path:
+    rng = np.random.default_rng(0)
+    assert cv2.imwrite(str(path), rng.integers(0, 256, (*shape, 3), dtype=np.uint8), list(params))
+    return path
+
+
+def with_exif(jpeg: Path, size: int) -> Path:
+    """The JPEG with an APP1 segment of `size` bytes after SOI, before the frame header."""
+    data = jpeg.read_bytes()
+    segment = b"\xff\xe1" + (size + 2).to_bytes(2, "big") + bytes(size)
+    jpeg.write_bytes(data[:2] + segment + data[2:])
+    return jpeg
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "params"),
+    [
+        ("base.jpg", (256, 1600), []),
+        ("odd.jpg", (37, 1001), [cv2.IMWRITE_JPEG_QUALITY, 50]),
+        ("progressive.jpg", (64, 256), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),
+        ("restarts.jpg", (64, 256), [cv2.IMWRITE_JPEG_RST_INTERVAL, 4]),
+        ("a.png", (48, 320), []),
+        ("a.bmp", (20, 30), []),  # through Pillow
+        ("a.tif", (21, 31), []),
+    ],
+)
+def test_image_shape_reads_headers_like_pillow(tmp_path, name, shape, params):
+    from PIL import Image
+
+    path = write_image(tmp_path / name, shape, *params)
+    assert fileio.image_shape(path) == shape
+    with Image.open(path) as image:
+        assert image.size[::-1] == shape
+
+
+def test_image_shape_skips_large_segments_before_the_frame(tmp_path):
+    path = with_exif(write_image(tmp_path / "exif.jpg", (70, 90)), 60_000)
+    assert fileio.image_shape(path) == (70, 90)
+    assert read_gray(path).shape == (70, 90)  # still a valid JPEG
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda b: b[:-300], "truncated JPEG (no end-of-image marker)"),
+        (lambda b: b[:40], "truncated JPEG (no end-of-image marker)"),
+        (lambda b: b"not an image at all", "not a readable image"),
+        (lambda b: b"", "not a readable image"),
+        (lambda b: b[:2] + b"\x00" * 200 + b"\xff\xd9", "not a readable image"),
+    ],
+)
+def test_image_shape_refuses_damaged_files(tmp_path, damage, message):
+    path = write_image(tmp_path / "x.jpg", (64, 96))
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DataError) as error:
+        fileio.image_shape(path)
+    assert str(error.value) == f"{path}: {message}"
+
+
+def test_image_shape_of_a_missing_file(tmp_path):
+    with pytest.raises(DataError, match="image file not found"):
+        fileio.image_shape(tmp_path / "gone.jpg")

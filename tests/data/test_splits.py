@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from sever.data.splits import COLUMNS, assign_folds, holdout, make_split, read_split, write_split
-from sever.errors import DataError
+from sever.errors import ConfigError, DataError
 
 
 def class_sets(**strata: int) -> pd.Series:
@@ -103,16 +103,21 @@ def test_make_split_marks_the_chosen_fold_as_validation(fold: int | None, expect
 
 
 @pytest.mark.parametrize(
-    "sets, fraction, folds",
+    "sets, fraction, folds, message",
     [
-        (class_sets(free=2), 0.2, None),  # round(0.4) = 0 validation images
-        (class_sets(free=3), 0.9, None),  # round(2.7) = 3: no training image left
-        (class_sets(free=1), 0.2, 2),  # one image cannot fill both sides
+        # round(0.4) = 0 validation images
+        (class_sets(free=2), 0.2, None, "data.val_fraction 0.2 leaves no validation image; raise"),
+        # round(2.7) = 3: no training image left
+        (class_sets(free=3), 0.9, None, "data.val_fraction 0.9 leaves no training image; lower"),
+        # one image cannot fill both sides
+        (class_sets(free=1), 0.2, 2, "data.folds 2 leaves no "),
     ],
 )
-def test_too_few_images(sets: pd.Series, fraction: float, folds: int | None):
-    with pytest.raises(DataError, match=f"{len(sets)} images are too few to split"):
+def test_too_few_images(sets: pd.Series, fraction: float, folds: int | None, message: str):
+    with pytest.raises(ConfigError) as error:
         make_split(sets, fraction, folds, None, seed=0)
+    assert str(error.value).startswith(message)
+    assert str(error.value).endswith(f"({len(sets)} images in all)")
 
 
 def test_split_file_round_trip(tmp_path: Path):
