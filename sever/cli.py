@@ -432,8 +432,8 @@ def evaluate(
     the file's), the trainer's threshold and min_pixels: the run's own validation."""
     import json
 
-    from sever.inference.evaluate import evaluate as run_evaluation
     from sever.fileio import check_output_file
+    from sever.inference.evaluate import evaluate as run_evaluation
     from sever.inference.evaluate import report_path, write_report
     from sever.inference.validation import run_of
 
