@@ -10,14 +10,24 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from sever.config_errors import describe_error
 from sever.errors import ConfigError
+from sever.registry import Registry
 from sever.yamlio import read_yaml as read_yaml_file
 
 Size = tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]]
@@ -43,11 +53,56 @@ def multiple_of_32(size: Size | None) -> Size | None:
     return size
 
 
-def registered(module: str, registry: str, name: str) -> str:
-    """Check `name` against a registry imported lazily (keeps `sever config` light)."""
-    import importlib
+# Names are checked against the registries that build them. Those live beside torch,
+# albumentations and SMP (seconds to import), so validate() checks names in a second pass:
+# a typo, an unknown key or a wrong type is reported from the first, in under a second.
+NAMES_CHECKED = "names"
 
-    return getattr(importlib.import_module(module), registry).check(name)
+
+def names_checked(info: ValidationInfo) -> bool:
+    """False in validate()'s first pass, which checks keys, types and values only."""
+    return bool((info.context or {}).get(NAMES_CHECKED, True))
+
+
+def recipes() -> Registry:
+    from sever.data.augment import RECIPES  # albumentations: see NAMES_CHECKED
+
+    return RECIPES
+
+
+def samplers() -> Registry:
+    from sever.data.sampling import SAMPLERS  # torch: see NAMES_CHECKED
+
+    return SAMPLERS
+
+
+def architectures() -> Registry:
+    from sever.model.build import ARCHITECTURES  # SMP: see NAMES_CHECKED
+
+    return ARCHITECTURES
+
+
+def optimizers() -> Registry:
+    from sever.model.optim import OPTIMIZERS  # torch: see NAMES_CHECKED
+
+    return OPTIMIZERS
+
+
+def schedulers() -> Registry:
+    from sever.model.optim import SCHEDULERS  # torch: see NAMES_CHECKED
+
+    return SCHEDULERS
+
+
+def encoder_known(name: str) -> str:
+    from sever.model.build import check_encoder  # SMP and timm: see NAMES_CHECKED
+
+    return check_encoder(name)
+
+
+def registered(registry: Callable[[], Registry], name: str, info: ValidationInfo) -> str:
+    """`name` if `registry()` has it (in the pass that checks names), else ValueError."""
+    return registry().check(name) if names_checked(info) else name
 
 
 class NormalizeConfig(Section):
@@ -107,13 +162,13 @@ class DataConfig(Section):
 
     @field_validator("augment")
     @classmethod
-    def _augment(cls, name: str) -> str:
-        return registered("sever.data.augment", "RECIPES", name)
+    def _augment(cls, name: str, info: ValidationInfo) -> str:
+        return registered(recipes, name, info)
 
     @field_validator("sampler")
     @classmethod
-    def _sampler(cls, name: str) -> str:
-        return registered("sever.data.sampling", "SAMPLERS", name)
+    def _sampler(cls, name: str, info: ValidationInfo) -> str:
+        return registered(samplers, name, info)
 
     @model_validator(mode="after")
     def _crop_fits(self) -> DataConfig:
@@ -159,15 +214,13 @@ class ModelConfig(Section):
 
     @field_validator("arch")
     @classmethod
-    def _arch(cls, name: str) -> str:
-        return registered("sever.model.build", "ARCHITECTURES", name)
+    def _arch(cls, name: str, info: ValidationInfo) -> str:
+        return registered(architectures, name, info)
 
     @field_validator("encoder")
     @classmethod
-    def _encoder(cls, name: str) -> str:
-        from sever.model.build import check_encoder
-
-        return check_encoder(name)
+    def _encoder(cls, name: str, info: ValidationInfo) -> str:
+        return encoder_known(name) if names_checked(info) else name
 
     @field_validator("encoder_weights")
     @classmethod
@@ -207,8 +260,8 @@ class OptimizerConfig(Section):
 
     @field_validator("type")
     @classmethod
-    def _type(cls, name: str) -> str:
-        return registered("sever.model.optim", "OPTIMIZERS", name)
+    def _type(cls, name: str, info: ValidationInfo) -> str:
+        return registered(optimizers, name, info)
 
 
 class SchedulerConfig(Section):
@@ -224,8 +277,8 @@ class SchedulerConfig(Section):
 
     @field_validator("type")
     @classmethod
-    def _type(cls, name: str) -> str:
-        return registered("sever.model.optim", "SCHEDULERS", name)
+    def _type(cls, name: str, info: ValidationInfo) -> str:
+        return registered(schedulers, name, info)
 
 
 # What validation computes of presence: mean F1, and F1, precision and recall per class.
@@ -374,12 +427,15 @@ def config_from_dict(data: dict, source: str, overrides: list[str] = ()) -> Conf
 
 
 def validate(merged: dict, sources: dict, default: str, overrides: list[str]) -> Config:
+    """The merged config validated in two passes: keys, types and values first, then the
+    names of components (which imports the libraries that build them; NAMES_CHECKED)."""
     for override in overrides:
         deep_merge(merged, parse_override(override), sources, f"-o {override}")
     try:
+        Config.model_validate(copy.deepcopy(merged), context={NAMES_CHECKED: False})
         return Config.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(describe_error(exc, sources, default=default)) from None
+        raise ConfigError(describe_error(exc, sources, default, Config)) from None
 
 
 def read_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, dict]]:

@@ -32,13 +32,12 @@ EXPECTED = {
 
 
 def describe_error(
-    exc: ValidationError, sources: dict[tuple, str], default: str, root: type | None = None
+    exc: ValidationError, sources: dict[tuple, str], default: str, root: type[BaseModel]
 ) -> str:
     """One line for the first error (and a count of the others).
 
     Args:
-        root: the model validated (for close-match suggestions); default: the experiment
-            schema.
+        root: the model validated (its fields give the close-match suggestions).
     """
     errors = merge_missing_items(exc.errors())
     first = errors[0]
@@ -64,7 +63,7 @@ def merge_missing_items(errors: list[dict]) -> list[dict]:
     return merged
 
 
-def explain(error: dict, loc: tuple[str, ...], root: type | None = None) -> str:
+def explain(error: dict, loc: tuple[str, ...], root: type[BaseModel]) -> str:
     dotted = ".".join(loc)
     kind = error["type"]
     if kind == "too_few_items":
@@ -109,11 +108,8 @@ def source_of(
     return below[-1][1] if below else default
 
 
-def suggest(loc: tuple[str, ...], root: type | None = None) -> str:
+def suggest(loc: tuple[str, ...], root: type[BaseModel]) -> str:
     """` (did you mean 'trainer.epochs'?)` from the fields of the section holding loc[-1]."""
-    if root is None:
-        from sever.config import Config as root
-
     section = section_at(root, loc[:-1])
     if section is None:
         return ""
@@ -121,11 +117,8 @@ def suggest(loc: tuple[str, ...], root: type | None = None) -> str:
     return f" (did you mean '{'.'.join((*loc[:-1], close[0]))}'?)" if close else ""
 
 
-def tuple_length(loc: tuple[str, ...], root: type | None = None) -> int | None:
+def tuple_length(loc: tuple[str, ...], root: type[BaseModel]) -> int | None:
     """How many values the fixed-length tuple field at `loc` takes (None if unknown)."""
-    if root is None:
-        from sever.config import Config as root
-
     section = section_at(root, loc[:-1])
     field = section.model_fields.get(loc[-1]) if section is not None and loc else None
     if field is None:

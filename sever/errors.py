@@ -26,6 +26,10 @@ class CheckpointError(SeverError):
     """A checkpoint or run directory that is missing, corrupt or incompatible."""
 
 
+class TrainingStopped(SeverError):
+    """The loss became non-finite; the last good checkpoint is untouched."""
+
+
 class Interrupted(SeverError):
     """A run stopped on request (Ctrl-C, SIGTERM) with its state saved; the message says
     how to resume. Not a mistake: the CLI prints it without 'error:'."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +32,39 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_folder(path: str | Path, replace: bool = False) -> Iterator[Path]:
+    """Yield a new empty folder beside `path`; rename it to `path` only on success.
+
+    An interrupted writer leaves nothing under the real name, never a half-written folder
+    that a later run would take for a finished one; the temporary folder is removed.
+
+    Args:
+        replace: an existing `path` is swapped out (renamed aside, then deleted) once the
+            new folder is complete; without it `path` must not exist or be empty.
+
+    Raises:
+        FileExistsError: `path` holds files and `replace` is False.
+    """
+    path = Path(path)
+    if not replace and path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise FileExistsError(f"{path}: already exists and is not empty")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if replace and path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        os.replace(tmp, path)  # over a missing or empty folder
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_gray(path: str | Path) -> np.ndarray:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no version check over the network
 
 import albumentations as A  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sever.config import NormalizeConfig, Size  # noqa: E402
 from sever.registry import Registry  # noqa: E402
+
+if TYPE_CHECKING:  # config imports this module to check recipe names
+    from sever.config import NormalizeConfig, Size
 
 
 class NonEmptyCrop(A.CropNonEmptyMaskIfExists):

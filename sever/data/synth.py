@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from sever.data import rle
-from sever.fileio import atomic_path
+from sever.fileio import atomic_folder, atomic_path
 
 CLASSES = (1, 2, 3, 4)
 # Share of defective images containing each class (Kaggle train: 13%, 3.7%, 77%, 12%).
@@ -64,22 +64,24 @@ def generate(
         FileExistsError: ``out_dir`` exists and is not an empty directory.
         ValueError: An argument is out of range.
     """
-    out_dir = Path(out_dir)
     _check_args(n_train, n_test, height, width, fmt)
-    _prepare_out_dir(out_dir)
     id_seq, *image_seqs = np.random.SeedSequence(seed).spawn(1 + n_train + n_test)
     ids = _image_ids(np.random.default_rng(id_seq), n_train + n_test)
-
     labels: dict[str, dict[int, str]] = {}
-    for i, (image_id, seq) in enumerate(zip(ids, image_seqs, strict=True)):
-        image, masks = _make_image(np.random.default_rng(seq), height, width)
-        split = "train_images" if i < n_train else "test_images"
-        _write_jpeg(out_dir / split / image_id, image)
-        if i < n_train:
-            labels[image_id] = {c: rle.encode(m) for c, m in masks.items()}
-
-    _write_train_csv(out_dir / "train.csv", labels, fmt)
-    _write_sample_submission(out_dir / "sample_submission.csv", ids[n_train:], fmt, height * width)
+    # Written beside the target and renamed, so an interrupted run leaves no half dataset
+    # that a later `make train` would take for a finished one.
+    with atomic_folder(out_dir) as folder:
+        (folder / "train_images").mkdir()
+        (folder / "test_images").mkdir()
+        for i, (image_id, seq) in enumerate(zip(ids, image_seqs, strict=True)):
+            image, masks = _make_image(np.random.default_rng(seq), height, width)
+            split = "train_images" if i < n_train else "test_images"
+            _write_jpeg(folder / split / image_id, image)
+            if i < n_train:
+                labels[image_id] = {c: rle.encode(m) for c, m in masks.items()}
+        _write_train_csv(folder / "train.csv", labels, fmt)
+        pixels = height * width
+        _write_sample_submission(folder / "sample_submission.csv", ids[n_train:], fmt, pixels)
     return _summary(labels, n_test)
 
 
@@ -90,16 +92,6 @@ def _check_args(n_train: int, n_test: int, height: int, width: int, fmt: str) ->
         raise ValueError(f"n_train and n_test must be >= 0, got {n_train} and {n_test}")
     if height < MIN_SIZE or width < MIN_SIZE:
         raise ValueError(f"height and width must be >= {MIN_SIZE}, got {height}x{width}")
-
-
-def _prepare_out_dir(out_dir: Path) -> None:
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(
-            f"{out_dir} already exists and is not an empty directory; refusing to overwrite it. "
-            "Choose a new path or remove it first."
-        )
-    (out_dir / "train_images").mkdir(parents=True, exist_ok=True)
-    (out_dir / "test_images").mkdir(exist_ok=True)
 
 
 def _image_ids(rng: Rng, n: int) -> list[str]:

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import re
+import resource
 import sys
 import time
 from collections.abc import Iterator
@@ -297,8 +298,6 @@ def measure_full_step(
     config: Config, parts: Parts, loader: DataLoader, steps: int, warmup: int
 ) -> float:
     """Images/s of `train_one_epoch` over the real loader, after `warmup` batches."""
-    from sever.engine.trainer import Progress
-
     bench_config = config.model_copy(deep=True)
     bench_config.trainer.steps_per_epoch = None  # len(batches) alone sets the length
     batches = Batches(loader, warmup + steps, warmup, parts.device)
@@ -309,7 +308,7 @@ def measure_full_step(
             parts,
             batches,
             1,
-            Progress(),
+            trainer_steps.Progress(),
             Board(Path.cwd(), False),
             Path.cwd(),
             EpochStart(),
@@ -339,8 +338,6 @@ def peak_memory(device: torch.device) -> tuple[int, str]:
     (the whole process, model and data included; DataLoader workers not included)."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device)), "cuda max allocated"
-    import resource
-
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024), "process peak RSS"
 

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from torch.utils.tensorboard import SummaryWriter
 
 from sever.fileio import atomic_path
 
@@ -56,8 +57,6 @@ class Board:
     def __init__(self, folder: Path, enabled: bool, purge_step: int | None = None) -> None:
         self.writer = None
         if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
             self.writer = SummaryWriter(str(folder), purge_step=purge_step)
 
     def scalars(self, values: dict[str, float], step: int, prefix: str = "") -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from sever.config import Config
@@ -115,8 +116,6 @@ def wrap_ddp(model: nn.Module, device: torch.device, world: World) -> nn.Module:
     never uses (EfficientNet's conv_head), hence find_unused_parameters."""
     if not world.distributed:
         return model
-    from torch.nn.parallel import DistributedDataParallel
-
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 

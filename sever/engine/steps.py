@@ -6,6 +6,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -16,12 +17,23 @@ from sever.engine.distributed import World, all_max, all_sum, sync_buffers
 from sever.engine.interrupt import EpochStart, StopEpoch, StopRequest
 from sever.engine.logs import Board
 from sever.engine.parts import Parts
+from sever.errors import TrainingStopped
 from sever.model.build import split_outputs
 from sever.model.metrics import DiceMeter, PresenceMeter, binarize
 from sever.progress import Tracker
 from sever.visualize import denormalize, truth_and_prediction
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """Counters that a checkpoint carries so a resumed run continues where it stopped."""
+
+    epoch: int = 0  # last completed epoch
+    step: int = 0  # optimiser steps so far
+    bad_validations: int = 0  # validations without improvement, for early stopping
+    last_val: dict = field(default_factory=dict)
 
 
 def optimizer_steps(batches: int, trainer: TrainerConfig) -> int:
@@ -47,7 +59,7 @@ def train_one_epoch(
     parts: Parts,
     loader: DataLoader,
     epoch: int,
-    progress,
+    progress: Progress,
     board: Board,
     run: Path,
     begin: EpochStart,
@@ -147,8 +159,6 @@ def optimizer_step(parts: Parts, trainer: TrainerConfig) -> None:
 
 
 def check_finite(first_bad: torch.Tensor, epoch: int, run: Path, world: World) -> None:
-    from sever.engine.trainer import TrainingStopped
-
     # Every process must stop together: a non-finite loss on any rank stops all.
     step = int(all_max(first_bad.clone(), world).item())
     if step >= 0:

@@ -15,13 +15,15 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import segmentation_models_pytorch as smp
 import torch
 import torch.distributed as dist
 
+from sever import __version__
 from sever.config import Config, config_dict
 from sever.data.checks import check_images
 from sever.data.loaders import Loaders, build_loaders, load_labels
@@ -35,24 +37,11 @@ from sever.engine.parts import Parts, build_parts, describe, pick_device
 from sever.engine.resume import ResumePoint, finished, record_config, remove_leftovers
 from sever.engine.runs import create_run_dir
 from sever.engine.saver import INTERRUPTED, CheckpointSaver
-from sever.errors import CheckpointError, ConfigError, Interrupted, SeverError
+from sever.engine.steps import Progress
+from sever.errors import CheckpointError, ConfigError, Interrupted
 from sever.logsetup import add_file_log, remove_handler
 
 log = logging.getLogger(__name__)
-
-
-class TrainingStopped(SeverError):
-    """The loss became non-finite; the last good checkpoint is untouched."""
-
-
-@dataclass
-class Progress:
-    """Counters that a checkpoint carries so a resumed run continues where it stopped."""
-
-    epoch: int = 0  # last completed epoch
-    step: int = 0  # optimiser steps so far
-    bad_validations: int = 0  # validations without improvement, for early stopping
-    last_val: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -301,10 +290,6 @@ def loop(
 
 def checkpoint(config: Config, parts: Parts, progress: Progress, saver: CheckpointSaver) -> dict:
     """The plain-dict checkpoint of the current state."""
-    import segmentation_models_pytorch as smp
-
-    from sever import __version__
-
     return {
         "format": FORMAT_VERSION,
         "model": parts.model.state_dict(),

@@ -22,6 +22,8 @@ from contextlib import contextmanager, redirect_stdout
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import requests
+
 from sever.kaggle import KaggleError
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ def kaggle_json_problem() -> str | None:
 
 def _access_token() -> tuple[str | None, str | None]:
     """(token, where) as kagglesdk finds it: KAGGLE_API_TOKEN or ~/.kaggle/access_token."""
-    try:
+    try:  # with kaggle itself, imported only when credentials are looked for
         from kagglesdk import get_access_token_from_env
     except ImportError:
         return None, None
@@ -257,8 +259,6 @@ def kaggle_errors(action: str, forbidden: str = "") -> Iterator[None]:
         action: what was being done, e.g. 'creating dataset me/x'.
         forbidden: appended to a 403 message (e.g. where to accept competition rules).
     """
-    import requests
-
     try:
         yield
     except KaggleError as exc:

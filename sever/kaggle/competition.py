@@ -15,7 +15,8 @@ from pathlib import Path
 
 from sever.errors import DataError
 from sever.fileio import atomic_path, check_output_folder
-from sever.kaggle import KaggleError
+from sever.kaggle import KaggleError, client
+from sever.kaggle.transfers import shown_transfers
 
 log = logging.getLogger(__name__)
 
@@ -59,26 +60,23 @@ def download_competition(
         KaggleError: no credentials, the rules not accepted, Kaggle unreachable.
         DataError: the downloaded archive is damaged.
     """
-    from sever.kaggle.client import connect, kaggle_errors, quiet_client
-    from sever.kaggle.transfers import shown_transfers
-
     data_dir = Path(data_dir)
     marker = data_dir / MARKER
     if marker.is_file() and not force:
         log.info("%s: already downloaded (--force fetches it again)", data_dir)
         return False
     check_output_folder(data_dir, "DATA_DIR")
-    api = connect()
+    api = client.connect()
     data_dir.mkdir(parents=True, exist_ok=True)
     rules = f"https://www.kaggle.com/c/{competition}/rules"
     log.info("downloading %s into %s", competition, data_dir)
     with (
-        kaggle_errors(
+        client.kaggle_errors(
             f"downloading {competition}",
             forbidden=f"; accept the competition's rules at {rules} with this Kaggle account, "
             "then run again",
         ),
-        quiet_client(),
+        client.quiet_client(),
         shown_transfers(api),
     ):
         api.competition_download_files(competition, path=str(data_dir), force=force, quiet=False)

@@ -11,8 +11,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import requests
+
 from sever.fileio import check_output_folder
-from sever.kaggle import KaggleError
+from sever.kaggle import KaggleError, client
 from sever.kaggle.staging import (
     UPLOAD_ROOT,
     Staged,
@@ -80,22 +82,20 @@ def upload_run(options: UploadOptions) -> UploadResult:
         KaggleError: no credentials or a refused request; after staging, the message
             names the kept folder.
     """
-    from sever.kaggle.client import connect, local_username, username
-
     run, given = find_run(options.run)
     checkpoints = choose_checkpoints(run, options.epochs, options.best, options.last, given)
     check_output_folder(Path(options.root) / run.parent.name / run.name, "--staging-dir")
     api = None
     if options.dry_run:
-        owner = local_username()
+        owner = client.local_username()
         if owner is None and not options.handle:
             log.warning(
                 "no Kaggle username here (KAGGLE_USERNAME or kaggle.json): the staged metadata "
                 "says YOUR-KAGGLE-USERNAME; a real upload fills in yours"
             )
     else:
-        api = connect()
-        owner = username(api)
+        api = client.connect()
+        owner = client.username(api)
     target = make_target(options.target, run, owner, options.handle, options.public)
     packages: tuple[str, ...] = ()
     if options.with_package or options.with_deps:
@@ -140,11 +140,7 @@ def exists(fetch, action: str) -> bool:
     A 404, or a 403 (how Kaggle may answer for a private or missing slug), means no: the
     create call that follows then says plainly if the slug is taken.
     """
-    import requests
-
-    from sever.kaggle.client import kaggle_errors, quiet_client
-
-    with kaggle_errors(action), quiet_client():
+    with client.kaggle_errors(action), client.quiet_client():
         try:
             fetch()
         except requests.HTTPError as exc:
@@ -155,20 +151,25 @@ def exists(fetch, action: str) -> bool:
 
 
 def publish_dataset(api, staged: Staged, message: str) -> tuple[str, str]:
-    from sever.kaggle.client import kaggle_errors, quiet_client
-
     target, folder = staged.target, str(staged.folder)
     ref = f"{target.owner}/{target.slug}"
     if exists(lambda: api.dataset_status(ref), f"looking up dataset {ref}"):
         action = "new version"
         log.info("uploading a new version of dataset %s", ref)
-        with kaggle_errors(f"creating a new version of dataset {ref}"), quiet_client():
+        with (
+            client.kaggle_errors(f"creating a new version of dataset {ref}"),
+            client.quiet_client(),
+        ):
             with shown_transfers(api):
                 result = api.dataset_create_version(folder, message, quiet=False, dir_mode="skip")
     else:
         action = "created"
         log.info("creating dataset %s", ref)
-        with kaggle_errors(f"creating dataset {ref}"), quiet_client(), shown_transfers(api):
+        with (
+            client.kaggle_errors(f"creating dataset {ref}"),
+            client.quiet_client(),
+            shown_transfers(api),
+        ):
             result = api.dataset_create_new(folder, public=target.public, quiet=False)
     check_response(result, f"dataset {ref}")
     if getattr(result, "invalid_tags", None):
@@ -177,25 +178,23 @@ def publish_dataset(api, staged: Staged, message: str) -> tuple[str, str]:
 
 
 def publish_model(api, staged: Staged, message: str) -> tuple[str, str]:
-    from sever.kaggle.client import kaggle_errors, quiet_client
-
     target, folder = staged.target, str(staged.folder)
     model = f"{target.owner}/{target.slug}"
     instance = target.handle
     if not exists(lambda: api.model_get(model), f"looking up model {model}"):
         log.info("creating model %s", model)
-        with kaggle_errors(f"creating model {model}"), quiet_client():
+        with client.kaggle_errors(f"creating model {model}"), client.quiet_client():
             check_response(api.model_create_new(folder), f"model {model}")
     if exists(lambda: api.model_instance_get(instance), f"looking up model variation {instance}"):
         action = "new version"
         log.info("uploading a new version of %s", instance)
-        with kaggle_errors(f"creating a new version of {instance}"), quiet_client():
+        with client.kaggle_errors(f"creating a new version of {instance}"), client.quiet_client():
             with shown_transfers(api):
                 result = api.model_instance_version_create(instance, folder, message, quiet=False)
     else:
         action = "created"
         log.info("creating model variation %s", instance)
-        with kaggle_errors(f"creating model variation {instance}"), quiet_client():
+        with client.kaggle_errors(f"creating model variation {instance}"), client.quiet_client():
             with shown_transfers(api):
                 result = api.model_instance_create(folder, quiet=False)
     check_response(result, instance)
@@ -204,14 +203,13 @@ def publish_model(api, staged: Staged, message: str) -> tuple[str, str]:
 
 def check_response(result, what: str) -> None:
     """Kaggle reports some refusals in the response body rather than the HTTP status."""
-    from sever.kaggle.client import redact
 
     if result is None:
         raise KaggleError(f"{what}: Kaggle returned no response")
     error = getattr(result, "error", None)
     status = getattr(result, "status", None)
     if error or (isinstance(status, str) and status and status.lower() not in ("ok", "ready")):
-        raise KaggleError(redact(f"{what}: Kaggle refused it: {error or status}"))
+        raise KaggleError(client.redact(f"{what}: Kaggle refused it: {error or status}"))
 
 
 def describe_target(target: Target) -> str:

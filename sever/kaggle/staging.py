@@ -25,8 +25,10 @@ import torch
 from sever.engine.checkpoint import load_checkpoint
 from sever.engine.runs import run_dir_of
 from sever.errors import CheckpointError, SeverError
-from sever.fileio import atomic_path
+from sever.fileio import atomic_folder, atomic_path
 from sever.inference.models import checkpoint_path
+from sever.kaggle.card import instance_usage, model_card
+from sever.kaggle.wheels import build_wheel
 
 log = logging.getLogger(__name__)
 
@@ -273,15 +275,9 @@ def stage(
     Returns:
         The staged folder with everything the model card and the upload need.
     """
-    from sever.kaggle.card import instance_usage, model_card
-    from sever.kaggle.wheels import build_wheel
-
     folder = Path(root) / run.parent.name / run.name
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    replaced = folder.exists()
+    with atomic_folder(folder, replace=True) as tmp:
         staged_checkpoints, config, versions = [], {}, {}
         for source in checkpoints:
             log.info("staging %s%s", source, " (weights only)" if weights_only else "")
@@ -299,9 +295,7 @@ def stage(
         card = model_card(staged, sorted(p.name for p in tmp.iterdir()))
         (tmp / "README.md").write_text(card)
         write_metadata(staged, tmp, card, instance_usage(staged))
-        staged.replaced = swap_in(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    staged.replaced = replaced
     metadata = {"dataset-metadata.json", "model-metadata.json", "model-instance-metadata.json"}
     staged.files = sorted(p for p in folder.iterdir() if p.name not in metadata)
     return staged
@@ -320,19 +314,6 @@ def warn_duplicates(checkpoints: list[StagedCheckpoint]) -> None:
                 " and ".join(names),
                 epoch,
             )
-
-
-def swap_in(new: Path, folder: Path) -> bool:
-    """Rename `new` to `folder`, replacing an earlier staging of it; True if one existed."""
-    if not folder.exists():
-        os.replace(new, folder)
-        return False
-    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(folder, old)
-    os.replace(new, folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return True
 
 
 def subtitle(config: dict) -> str:

@@ -19,6 +19,7 @@ import huggingface_hub
 import segmentation_models_pytorch as smp
 import timm
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from sever.errors import CheckpointError, ConfigError
@@ -197,8 +198,6 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     """A state dict from a .pth/.pt (plain or under 'state_dict'/'model') or .safetensors file."""
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(path)
         else:
             with warnings.catch_warnings():  # torch warns about pickles it then refuses

@@ -166,3 +166,37 @@ def test_image_shape_refuses_damaged_files(tmp_path, damage, message):
 def test_image_shape_of_a_missing_file(tmp_path):
     with pytest.raises(DataError, match="image file not found"):
         fileio.image_shape(tmp_path / "gone.jpg")
+
+
+# ---------------------------------------------------------------- atomic folders
+
+
+def test_atomic_folder_appears_whole_or_not_at_all(tmp_path: Path):
+    target = tmp_path / "data"
+    with pytest.raises(RuntimeError), fileio.atomic_folder(target) as folder:
+        (folder / "half.txt").write_text("half")
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []  # neither the target nor the temporary folder
+    with fileio.atomic_folder(target) as folder:
+        (folder / "a.txt").write_text("a")
+        assert not target.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]
+    assert (target / "a.txt").read_text() == "a"
+
+
+def test_atomic_folder_refuses_or_replaces_an_existing_one(tmp_path: Path):
+    target = tmp_path / "staged"
+    target.mkdir()
+    (tmp_path / "empty").mkdir()
+    with fileio.atomic_folder(tmp_path / "empty") as folder:  # an empty folder is taken
+        (folder / "x").write_text("x")
+    (target / "old.txt").write_text("old")
+    with pytest.raises(FileExistsError), fileio.atomic_folder(target):
+        pass
+    with pytest.raises(RuntimeError), fileio.atomic_folder(target, replace=True) as folder:
+        raise RuntimeError("interrupted")
+    assert (target / "old.txt").read_text() == "old"  # a failed replacement keeps the old
+    with fileio.atomic_folder(target, replace=True) as folder:
+        (folder / "new.txt").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "staged"]

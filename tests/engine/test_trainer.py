@@ -15,8 +15,8 @@ from sever.config import config_dict
 from sever.engine import steps
 from sever.engine.checkpoint import load_checkpoint
 from sever.engine.resume import find_resume_point
-from sever.engine.trainer import TrainingStopped, train
-from sever.errors import CheckpointError, DataError
+from sever.engine.trainer import train
+from sever.errors import CheckpointError, DataError, TrainingStopped
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,131 @@
+"""The package's import graph: no cycles, imports at the top of modules, and a config that
+reports a typo without importing torch, SMP or albumentations."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "sever"
+
+# Modules that import sever modules inside functions, each for a measured start-up cost.
+LOCAL_IMPORTS_ALLOWED = {
+    "sever.cli",  # each command imports its library: `sever --help` stays at ~0.3 s
+    "sever.config",  # component registries, in validation's second pass (NAMES_CHECKED)
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> list[tuple[str, bool]]:
+    """(imported sever module, inside a function) for every import outside TYPE_CHECKING."""
+    tree = ast.parse(path.read_text())
+    found: list[tuple[str, bool]] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            inner = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+            if isinstance(child, ast.Import):
+                found.extend((a.name, inner) for a in child.names if a.name.startswith("sever"))
+            elif isinstance(child, ast.ImportFrom) and (child.module or "").startswith("sever"):
+                module = child.module or ""
+                found.append((module, inner))
+                found.extend((f"{module}.{a.name}", inner) for a in child.names)
+            visit(child, inner)
+
+    visit(tree, False)
+    return found
+
+
+def graph() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """module -> the sever modules it imports, and module -> those it imports locally."""
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    edges: dict[str, set[str]] = {m: set() for m in modules}
+    local: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in modules.items():
+        for target, inner in imports(path):
+            if target in modules and target != name:
+                edges[name].add(target)
+                if inner:
+                    local[name].add(target)
+    return edges, local
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def connect(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in edges[v]:
+            if w not in index:
+                connect(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in edges:
+        if v not in index:
+            connect(v)
+    return found
+
+
+def test_no_import_cycles() -> None:
+    edges, _ = graph()
+    assert cycles(edges) == []
+
+
+def test_cycles_are_found() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_sever_modules_are_imported_at_the_top() -> None:
+    _, local = graph()
+    offenders = {m: sorted(t) for m, t in local.items() if t and m not in LOCAL_IMPORTS_ALLOWED}
+    assert offenders == {}
+
+
+def test_a_config_typo_needs_no_heavy_library(tmp_path: Path) -> None:
+    """Keys, types and values are checked before the names that need torch, SMP or
+    albumentations to check: a typo in a full recipe is reported without importing them."""
+    recipe = PACKAGE.parent / "experiments" / "fpn-b5.yml"
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from sever.config import load_config
+        from sever.errors import ConfigError
+        try:
+            load_config({str(recipe)!r}, ["trainer.epoch=3"])
+        except ConfigError as error:
+            print(error)
+        heavy = ["torch", "segmentation_models_pytorch", "albumentations", "timm"]
+        print(sorted(m for m in heavy if m in sys.modules))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    message, loaded = done.stdout.strip().splitlines()
+    assert message == (
+        "-o trainer.epoch=3: unknown key 'trainer.epoch' (did you mean 'trainer.epochs'?)"
+    )
+    assert loaded == "[]"
