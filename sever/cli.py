@@ -216,7 +216,9 @@ def synth(
     check_output_folder(out_dir, "OUT_DIR")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise SeverError(f"{out_dir}: already exists and is not empty; choose another folder")
-    summary = generate(out_dir, n_train, n_test, height, width, fmt, seed)
+    summary = generate(
+        out_dir, n_train, n_test, height, width, "wide" if fmt == "wide" else "long", seed
+    )
     for key, value in summary.items():
         click.echo(f"{key:>22}: {value}")
     click.echo(f"wrote {out_dir}")

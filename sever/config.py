@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -183,7 +183,7 @@ class DataConfig(Section):
     def _fold(self) -> DataConfig:
         if self.fold is not None and self.folds is None:
             raise ValueError("data.fold is set but data.folds is not; set data.folds (e.g. 5)")
-        if self.fold is not None and self.fold >= self.folds:
+        if self.fold is not None and self.folds is not None and self.fold >= self.folds:
             raise ValueError(f"data.fold {self.fold} is out of range for {self.folds} folds")
         return self
 
@@ -401,7 +401,9 @@ class Config(Section):
 # ---------------------------------------------------------------- loading
 
 
-def load_config(paths: list[str | Path] | str | Path, overrides: list[str] = ()) -> Config:
+def load_config(
+    paths: list[str | Path] | list[Path] | str | Path, overrides: Sequence[str] = ()
+) -> Config:
     """Merge YAML files (later wins) and `key.path=value` overrides into a validated Config.
 
     Raises:
@@ -418,7 +420,7 @@ def load_config(paths: list[str | Path] | str | Path, overrides: list[str] = ())
     return validate(merged, sources, str(paths[-1]), overrides)
 
 
-def config_from_dict(data: dict, source: str, overrides: list[str] = ()) -> Config:
+def config_from_dict(data: dict, source: str, overrides: Sequence[str] = ()) -> Config:
     """Validate a config stored as a plain dict (a checkpoint's), with overrides."""
     merged: dict[str, Any] = {}
     sources: dict[tuple, str] = {}
@@ -426,7 +428,7 @@ def config_from_dict(data: dict, source: str, overrides: list[str] = ()) -> Conf
     return validate(merged, sources, source, overrides)
 
 
-def validate(merged: dict, sources: dict, default: str, overrides: list[str]) -> Config:
+def validate(merged: dict, sources: dict, default: str, overrides: Sequence[str]) -> Config:
     """The merged config validated in two passes: keys, types and values first, then the
     names of components (which imports the libraries that build them; NAMES_CHECKED)."""
     for override in overrides:
@@ -462,7 +464,7 @@ def read_yaml(path: Path) -> dict:
     return data
 
 
-def parse_override(text: str) -> dict:
+def parse_override(text: str) -> dict[str, Any]:
     """`trainer.epochs=3` -> {'trainer': {'epochs': 3}}; the value is parsed as YAML."""
     key, sep, raw = text.partition("=")
     if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*", key):
@@ -473,6 +475,7 @@ def parse_override(text: str) -> dict:
         value = raw
     for part in reversed(key.split(".")):
         value = {part: value}
+    assert isinstance(value, dict)
     return value
 
 

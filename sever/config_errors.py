@@ -39,7 +39,7 @@ def describe_error(
     Args:
         root: the model validated (its fields give the close-match suggestions).
     """
-    errors = merge_missing_items(exc.errors())
+    errors = merge_missing_items([dict(e) for e in exc.errors()])
     first = errors[0]
     # pydantic names the member of a union it tried (`lax-or-strict[...]`): not a key
     loc = tuple(str(part) for part in first["loc"] if not re.search(r"[\[\]()]", str(part)))
@@ -135,9 +135,10 @@ def section_at(model: type[BaseModel], path: tuple[str, ...]) -> type[BaseModel]
         field = model.model_fields.get(key)
         if field is None:
             return None
-        model = next((t for t in flatten(field.annotation) if is_model(t)), None)
-        if model is None:
+        inner = next((t for t in flatten(field.annotation) if is_model(t)), None)
+        if inner is None:
             return None
+        model = inner
     return model
 
 

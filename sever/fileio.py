@@ -50,7 +50,7 @@ def atomic_folder(path: str | Path, replace: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     if not replace and path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise FileExistsError(f"{path}: already exists and is not empty")
+        raise FileExistsError(f"{path}: already exists and is not empty; refusing to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     old = path.with_name(f".{path.name}.old-{os.getpid()}")

@@ -244,8 +244,8 @@ def tqdm_replaced(module: ModuleType, describe: Callable[[], str]) -> Iterator[N
             initial=kwargs.get("initial") or 0,
         )
 
-    module.tqdm = factory
+    module.tqdm = factory  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        module.tqdm = original
+        module.tqdm = original  # type: ignore[attr-defined]

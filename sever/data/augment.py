@@ -34,7 +34,7 @@ class NonEmptyCrop(A.CropNonEmptyMaskIfExists):
 
     def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
         mask = data.get("mask")
-        if not self.packable(mask):
+        if mask is None or not self.packable(mask):
             return super().get_params_dependent_on_data(params, data)
         height, width, channels = mask.shape
         packed = mask.view(np.dtype(f"u{channels}")).reshape(-1)

@@ -58,8 +58,8 @@ class SteelDataset(Dataset):
         if seed is not None:
             self.transform.set_random_seed(seed)
         image_id = self.image_ids[index]
-        image = read_gray(self.images_dir / image_id)
-        out = self.transform(image=image, mask=self.mask(image_id, *image.shape))
+        gray = read_gray(self.images_dir / image_id)
+        out = self.transform(image=gray, mask=self.mask(image_id, *gray.shape))
         image = torch.from_numpy(np.ascontiguousarray(out["image"]))[None]
         mask = torch.from_numpy(np.ascontiguousarray(out["mask"].transpose(2, 0, 1)))
         return image, mask, image_id

@@ -10,21 +10,33 @@ from pathlib import Path
 import albumentations as A
 import pandas as pd
 import torch
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
-from sever.config import Config
+from sever.config import Config, PseudoConfig
 from sever.data.augment import build_transform
 from sever.data.checks import check_dataset
 from sever.data.dataset import SteelDataset
-from sever.data.sampling import SAMPLERS, PseudoBatchSampler, ShardSampler
+from sever.data.sampling import (
+    SAMPLERS,
+    EpochOrder,
+    EpochSampler,
+    PseudoBatchSampler,
+    ShardSampler,
+)
 from sever.data.tables import Labels, read_labels
 from sever.errors import DataError
 
 
 @dataclass
 class Loaders:
+    """The loaders, the training loader's epoch sampler (`set_epoch` every epoch), and
+    how many images each side has."""
+
     train: DataLoader
     val: DataLoader
+    sampler: EpochOrder
+    train_images: int
+    val_images: int
 
 
 def load_labels(config: Config) -> Labels:
@@ -83,50 +95,60 @@ def build_loaders(
         config.model.classes,
     )
     class_sets = split.set_index("ImageId").loc[train_ids, "classes"]
+    sampler: EpochSampler | PseudoBatchSampler
     sampler = SAMPLERS[data.sampler](class_sets, data.balance_share, config.seed)
+    training: Dataset = train_set
     if data.pseudo is not None:
+        pseudo = data.pseudo
         pseudo_set = pseudo_dataset(
-            config, train_set.transform, {*labels.images, *split["ImageId"]}
+            config, pseudo, train_set.transform, {*labels.images, *split["ImageId"]}
         )
         try:
             sampler = PseudoBatchSampler(
                 sampler,
                 len(pseudo_set),
                 trainer.batch_size,
-                data.pseudo.fraction,
-                data.pseudo.sample_rate,
+                pseudo.fraction,
+                pseudo.sample_rate,
                 config.seed,
             )
         except ValueError as exc:
-            raise DataError(f"{data.pseudo.csv}: {exc}") from None
-        train_set = SeededConcat([train_set, pseudo_set])
+            raise DataError(f"{pseudo.csv}: {exc}") from None
+        training = SeededConcat([train_set, pseudo_set])
     sampler.shard(rank, world)
-    common = {
-        "worker_init_fn": ignore_ctrl_c,
-        "num_workers": data.workers,
-        "pin_memory": cuda,
-        "persistent_workers": data.workers > 0,
-        "prefetch_factor": 4 if data.workers > 0 else None,
-    }
-    # a flat sampler even with pseudo-labels: the trainer calls loader.sampler.set_epoch,
-    # and PseudoBatchSampler lays its items out batch after batch for this batch size
-    train = DataLoader(
-        train_set,
-        trainer.batch_size,
-        sampler=sampler,
-        drop_last=True,
-        generator=own_generator(config.seed),
-        **common,
-    )
+    # a flat sampler even with pseudo-labels: PseudoBatchSampler lays its items out batch
+    # after batch for this batch size
+    train = loader(config, training, trainer.batch_size, sampler, cuda, drop_last=True)
     val_sampler = ShardSampler(len(val_set), rank, world) if world > 1 else None
-    val = DataLoader(
-        val_set,
-        trainer.val_batch_size or trainer.batch_size,
-        sampler=val_sampler,
+    val_batch = trainer.val_batch_size or trainer.batch_size
+    val = loader(config, val_set, val_batch, val_sampler, cuda, drop_last=False)
+    n_train = len(train_set) + (len(pseudo_set) if data.pseudo is not None else 0)
+    return Loaders(train, val, sampler, n_train, len(val_set))
+
+
+def loader(
+    config: Config,
+    dataset: Dataset,
+    batch_size: int,
+    sampler: Sampler | None,
+    cuda: bool,
+    drop_last: bool,
+) -> DataLoader:
+    """A DataLoader with `data.workers` persistent workers that ignore Ctrl-C, drawing
+    their seeds from its own generator (see own_generator)."""
+    workers = config.data.workers
+    return DataLoader(
+        dataset,
+        batch_size,
+        sampler=sampler,
+        drop_last=drop_last,
         generator=own_generator(config.seed),
-        **common,
+        worker_init_fn=ignore_ctrl_c,
+        num_workers=workers,
+        pin_memory=cuda,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
     )
-    return Loaders(train, val)
 
 
 def ignore_ctrl_c(worker_id: int) -> None:
@@ -156,13 +178,15 @@ def pseudo_ids(csv: Path, listed: list[str]) -> list[str]:
     return sorted(ids)
 
 
-def pseudo_dataset(config: Config, transform: A.Compose, labelled_ids: set[str]) -> SteelDataset:
-    """The pseudo-labelled images of `config.data.pseudo`, augmented like training images.
+def pseudo_dataset(
+    config: Config, pseudo: PseudoConfig, transform: A.Compose, labelled_ids: set[str]
+) -> SteelDataset:
+    """The pseudo-labelled images of `pseudo` (config.data.pseudo), augmented like
+    training images.
 
     Raises:
         DataError: an image is missing, or is also a training/validation image.
     """
-    pseudo = config.data.pseudo
     labels = read_labels(pseudo.csv, None, config.data.image_size)
     ids = pseudo_ids(pseudo.csv, labels.images)
     for image_id in ids:

@@ -133,14 +133,14 @@ def _decode_packed(starts: np.ndarray, ends: np.ndarray, height: int, width: int
     # column before. Rows are padded to whole 64-bit words for the scan.
     first_col = starts // height
     last_col = (ends - 1) // height
-    cols = [first_col, last_col]
-    rows = [starts - first_col * height, ends - last_col * height]
+    col_parts = [first_col, last_col]
+    row_parts = [starts - first_col * height, ends - last_col * height]
     spans = np.flatnonzero(last_col > first_col)
     if spans.size:  # runs carried over into columns first_col + 1 ... last_col
         carried = _ranges(first_col[spans] + 1, last_col[spans] - first_col[spans])
-        cols.append(carried)
-        rows.append(np.zeros_like(carried))
-    cols, rows = np.concatenate(cols), np.concatenate(rows)
+        col_parts.append(carried)
+        row_parts.append(np.zeros_like(carried))
+    cols, rows = np.concatenate(col_parts), np.concatenate(row_parts)
     row_bytes = -(-width // 64) * 8
     packed = np.zeros((height + 1, row_bytes), np.uint8)
     # XOR, not assignment: up to 8 toggles share a byte, and touching runs toggle one pixel
@@ -174,7 +174,7 @@ def encode(mask: np.ndarray) -> str:
     hit = np.flatnonzero(above != below)
     if hit.size == 0:
         return ""
-    bits = np.flatnonzero(np.unpackbits(above[hit] ^ below[hit]).view(bool))
+    bits = np.flatnonzero(np.unpackbits((above[hit] ^ below[hit]).astype(np.uint8, copy=False)).view(bool))
     hit = hit[bits >> 3]
     row = hit // packed.shape[1]  # floor division by a scalar is much faster than np.divmod
     byte = hit - row * packed.shape[1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from itertools import islice
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,15 @@ from torch.utils.data import Sampler
 from sever.registry import Registry
 
 RARE_CLASSES = ("1", "2", "4")
+
+
+class EpochOrder(Protocol):
+    """What the trainer asks of a training sampler: draw `epoch`'s order, and `skip` the
+    first items of this process's share (batches a stopped run already trained)."""
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None: ...
+
+    def shard(self, rank: int, world: int) -> None: ...
 
 
 class EpochSampler(Sampler[tuple[int, int]]):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Literal
 
 import cv2
@@ -160,9 +161,9 @@ def _background(rng: Rng, height: int, width: int) -> np.ndarray:
     illum = cv2.resize(grid.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
     # Noise stretched along x gives the long horizontal streaks left by the rolls.
     cols = max(2, width // int(rng.integers(15, 80)))
-    marks = rng.standard_normal((height, cols), dtype=np.float32)
-    marks = cv2.resize(marks, (width, height), interpolation=cv2.INTER_LINEAR)
-    marks = cv2.GaussianBlur(marks, (0, 0), sigmaX=3, sigmaY=rng.uniform(0.5, 1.5))
+    noise = rng.standard_normal((height, cols), dtype=np.float32)
+    stretched = cv2.resize(noise, (width, height), interpolation=cv2.INTER_LINEAR)
+    marks = cv2.GaussianBlur(stretched, (0, 0), sigmaX=3, sigmaY=rng.uniform(0.5, 1.5))
     img = mean + rng.uniform(0.015, 0.06) * illum + rng.uniform(0.015, 0.05) * marks
     return img.astype(np.float32)
 
@@ -283,8 +284,8 @@ def _draw_streaks(rng: Rng, img: np.ndarray, scale: float, x_range: tuple) -> np
             poly = _blob_polygon(rng, cx, cy, r * rng.uniform(1, 3), r, jitter=0.5)
         cv2.fillPoly(region, [poly], 1)
     # Altered texture: finer, horizontally stretched roughness plus a brightness shift.
-    rough = rng.standard_normal((height, max(2, width // 6)), dtype=np.float32)
-    rough = cv2.resize(rough, (width, height), interpolation=cv2.INTER_LINEAR)
+    fine = rng.standard_normal((height, max(2, width // 6)), dtype=np.float32)
+    rough = cv2.resize(fine, (width, height), interpolation=cv2.INTER_LINEAR)
     shift = _contrast(rng, 0.02, 0.12) * (-1 if rng.random() < 0.6 else 1)
     texture = shift + _contrast(rng, 0.01, 0.06) * rough
     soft = cv2.GaussianBlur(region.astype(np.float32), (0, 0), 1.5 * scale + 1)
@@ -344,7 +345,7 @@ def _write_jpeg(path: Path, gray: np.ndarray) -> None:
         raise OSError(f"could not write image {path}")
 
 
-def _write_csv_atomic(path: Path, header: list[str], rows: list[list]) -> None:
+def _write_csv_atomic(path: Path, header: list[str], rows: Sequence[Sequence[object]]) -> None:
     # Written with the csv module, not sever.data.tables, so tests of the reader against
     # this output are an independent check rather than a writer agreeing with itself.
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
@@ -354,6 +355,7 @@ def _write_csv_atomic(path: Path, header: list[str], rows: list[list]) -> None:
 
 
 def _write_train_csv(path: Path, labels: dict[str, dict[int, str]], fmt: str) -> None:
+    rows: list[list[object]]
     if fmt == "wide":
         rows = [
             [f"{image_id}_{c}", labels[image_id].get(c, "")]
@@ -367,6 +369,7 @@ def _write_train_csv(path: Path, labels: dict[str, dict[int, str]], fmt: str) ->
 
 
 def _write_sample_submission(path: Path, test_ids: list[str], fmt: str, n_pixels: int) -> None:
+    rows: list[list[object]]
     if fmt == "wide":
         rows = [[f"{i}_{c}", "1 1"] for i in sorted(test_ids) for c in CLASSES]
         _write_csv_atomic(path, ["ImageId_ClassId", "EncodedPixels"], rows)

@@ -125,7 +125,7 @@ def check_class_ids(
     ]
     if found and problems is None:
         raise DataError(found[0])
-    if found:
+    if found and problems is not None:
         problems.extend(found)
     frame = frame.loc[~bad].assign(ClassId=ids[~bad].astype(int))
     frame["EncodedPixels"] = frame["EncodedPixels"].str.strip()

@@ -36,7 +36,8 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from sever.config import Config
-from sever.data.loaders import build_loaders, load_labels
+from sever.data.loaders import Loaders, build_loaders, load_labels
+from sever.data.sampling import EpochOrder
 from sever.data.splits import make_split
 from sever.engine import steps as trainer_steps
 from sever.engine.interrupt import EpochStart, StopRequest
@@ -141,16 +142,24 @@ class Batches:
     so the device has no queued work from the untimed batches.
     """
 
-    def __init__(self, loader: DataLoader, total: int, skip: int, device: torch.device) -> None:
-        self.loader, self.total, self.skip, self.device = loader, total, skip, device
+    def __init__(
+        self, loader: DataLoader, order: EpochOrder, total: int, skip: int, device: torch.device
+    ) -> None:
+        self.loader, self.order, self.total = loader, order, total
+        self.skip, self.device = skip, device
         self.start: float | None = None
+
+    def elapsed(self) -> float:
+        """Seconds since batch `skip` was asked for."""
+        assert self.start is not None, "not iterated yet"
+        return time.perf_counter() - self.start
 
     def __len__(self) -> int:
         return self.total
 
     def __iter__(self) -> Iterator:
         epoch, served = 1, 0
-        self.loader.sampler.set_epoch(epoch)
+        self.order.set_epoch(epoch)
         batches = iter(self.loader)
         while served < self.total:
             if served == self.skip and self.start is None:
@@ -160,7 +169,7 @@ class Batches:
                 batch = next(batches)
             except StopIteration:
                 epoch += 1
-                self.loader.sampler.set_epoch(epoch)
+                self.order.set_epoch(epoch)
                 batches = iter(self.loader)
                 continue
             yield batch
@@ -182,9 +191,10 @@ def run_bench(config: Config, steps: int, warmup: int = 2) -> dict:
     data = config.data
     split = make_split(labels.class_sets(), data.val_fraction, data.folds, data.fold, config.seed)
     # As `sever train` builds them: same loader settings, same seeded initial weights.
-    loader = build_loaders(config, labels, split, torch.cuda.is_available()).train
+    loaders = build_loaders(config, labels, split, torch.cuda.is_available())
     torch.manual_seed(config.seed)
-    parts = build_parts(config, trainer_steps.optimizer_steps(len(loader), config.trainer))
+    per_epoch = trainer_steps.optimizer_steps(len(loaders.train), config.trainer)
+    parts = build_parts(config, per_epoch)
     if parts.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(parts.device)
     height, width = data.crop or data.image_size
@@ -201,9 +211,9 @@ def run_bench(config: Config, steps: int, warmup: int = 2) -> dict:
     flops = count_flops(parts, images, masks) / batch
     compute = measure_compute(config, parts, images, masks, steps, warmup)
     log.info("compute: %.2f images/s", compute)
-    loading = measure_loader(loader, steps, parts.device)
+    loading = measure_loader(loaders, steps, parts.device)
     log.info("data loading: %.2f samples/s with %d worker(s)", loading, data.workers)
-    full = measure_full_step(config, parts, loader, steps, warmup)
+    full = measure_full_step(config, parts, loaders, steps, warmup)
     log.info("full training step: %.2f images/s", full)
     memory, memory_kind = peak_memory(parts.device)
     advice = loader_advice(loading, compute, data.workers, os.cpu_count())
@@ -287,20 +297,20 @@ def measure_compute(
     return steps * len(images) / (time.perf_counter() - start)
 
 
-def measure_loader(loader: DataLoader, steps: int, device: torch.device) -> float:
+def measure_loader(loaders: Loaders, steps: int, device: torch.device) -> float:
     """Samples/s of the training loader alone, after its first batch (worker start-up)."""
-    batches = Batches(loader, 1 + steps, 1, device)
+    batches = Batches(loaders.train, loaders.sampler, 1 + steps, 1, device)
     samples = [len(images) for images, _, _ in batches]
-    return sum(samples[1:]) / (time.perf_counter() - batches.start)
+    return sum(samples[1:]) / batches.elapsed()
 
 
 def measure_full_step(
-    config: Config, parts: Parts, loader: DataLoader, steps: int, warmup: int
+    config: Config, parts: Parts, loaders: Loaders, steps: int, warmup: int
 ) -> float:
     """Images/s of `train_one_epoch` over the real loader, after `warmup` batches."""
     bench_config = config.model_copy(deep=True)
     bench_config.trainer.steps_per_epoch = None  # len(batches) alone sets the length
-    batches = Batches(loader, warmup + steps, warmup, parts.device)
+    batches = Batches(loaders.train, loaders.sampler, warmup + steps, warmup, parts.device)
     with quiet(trainer_steps.log):
         # It ends with .item() on the device's loss sums: a synchronisation.
         trainer_steps.train_one_epoch(
@@ -314,7 +324,7 @@ def measure_full_step(
             EpochStart(),
             StopRequest(),  # not entered: no signal handlers while measuring
         )
-    return steps * config.trainer.batch_size / (time.perf_counter() - batches.start)
+    return steps * config.trainer.batch_size / batches.elapsed()
 
 
 def synchronize(device: torch.device) -> None:
@@ -344,7 +354,12 @@ def peak_memory(device: torch.device) -> tuple[int, str]:
 
 def utilisation(parts: Parts, flops: float, compute: float, full: float) -> dict:
     """MFU of the full step and of compute alone against the GPU's peak, or a note why not."""
-    result = {"peak_tflops": None, "mfu": None, "mfu_compute": None, "mfu_note": None}
+    result: dict[str, float | str | None] = {
+        "peak_tflops": None,
+        "mfu": None,
+        "mfu_compute": None,
+        "mfu_note": None,
+    }
     if parts.device.type != "cuda":
         result["mfu_note"] = "MFU is measured on CUDA only"
         return result

@@ -77,7 +77,8 @@ def resolve_checkpoint(path: Path, which: str = "last") -> Path:
 
 def rng_state() -> dict:
     """Every RNG the trainer touches, as tensors and plain values."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    assert isinstance(np_state, tuple)
     state = {
         "torch": torch.get_rng_state(),
         "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
@@ -91,7 +92,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"]))
+    keys = state["numpy"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
     random.setstate((3, tuple(state["python"]), None))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -61,11 +64,11 @@ def all_max(tensor: torch.Tensor, world: World) -> torch.Tensor:
     return tensor
 
 
-def share(value: object, world: World) -> object:
+def share(value: T, world: World) -> T:
     """Rank 0's value, on every rank (e.g. the run directory it created)."""
     if not world.distributed:
         return value
-    box = [value]
+    box: list[T] = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from sever.config import Config
@@ -16,7 +17,7 @@ from sever.engine.distributed import World
 from sever.errors import ConfigError
 from sever.model.build import build_model
 from sever.model.losses import build_loss
-from sever.model.optim import build_optimizer, build_scheduler, steps_per_iteration
+from sever.model.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,7 @@ class Parts:
     forward: nn.Module
     loss: nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: object
-    per_iteration: bool
+    scheduler: LRScheduler | ReduceLROnPlateau
     scaler: torch.amp.GradScaler | None
     ema: AveragedModel | None
     channels_last: bool
@@ -103,7 +103,6 @@ def build_parts(config: Config, steps_per_epoch: int, world: World = World()) ->
         loss=build_loss(config).to(device),
         optimizer=optimizer,
         scheduler=scheduler,
-        per_iteration=steps_per_iteration(scheduler),
         scaler=scaler,
         ema=ema,
         channels_last=trainer.channels_last,

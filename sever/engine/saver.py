@@ -46,7 +46,7 @@ class CheckpointSaver:
 
         Call before building the checkpoint, so the checkpoint holds the updated state.
         """
-        self.dropped: list[int] = []
+        self.dropped = []
         self.improved = value is not None and self.better(value, self.best)
         if value is not None and not math.isnan(value) and self.top_k:
             self.kept.append((value, epoch))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, cast
 
 import torch
 from torch.utils.data import DataLoader
@@ -20,6 +21,7 @@ from sever.engine.parts import Parts
 from sever.errors import TrainingStopped
 from sever.model.build import split_outputs
 from sever.model.metrics import DiceMeter, PresenceMeter, binarize
+from sever.model.optim import steps_per_iteration
 from sever.progress import Tracker
 from sever.visualize import denormalize, truth_and_prediction
 
@@ -54,10 +56,18 @@ def to_device(parts: Parts, images: torch.Tensor, masks: torch.Tensor) -> tuple:
     return images, masks.to(parts.device, non_blocking=True).float()
 
 
+class BatchStream(Protocol):
+    """What an epoch trains on: a DataLoader, or the bench's timed stand-in for one."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]: ...
+
+
 def train_one_epoch(
     config: Config,
     parts: Parts,
-    loader: DataLoader,
+    loader: BatchStream,
     epoch: int,
     progress: Progress,
     board: Board,
@@ -152,7 +162,7 @@ def optimizer_step(parts: Parts, trainer: TrainerConfig) -> None:
     else:
         parts.optimizer.step()
     parts.optimizer.zero_grad(set_to_none=True)
-    if parts.per_iteration:
+    if steps_per_iteration(parts.scheduler):
         parts.scheduler.step()
     if parts.ema is not None:
         parts.ema.update_parameters(parts.model)
@@ -213,7 +223,7 @@ def validate(config: Config, parts: Parts, loader: DataLoader, epoch: int, board
         if class_logits is not None:
             presence.update(torch.sigmoid(class_logits.float()) > threshold, masks.amax((2, 3)))
     sums = reduce_sums(sums, parts.world)
-    scores = {k: v / len(loader.dataset) for k, v in sums.items()}
+    scores = {k: v / len(cast(Sized, loader.dataset)) for k, v in sums.items()}
     if config.task == "segment":
         scores |= DiceMeter.from_state(all_sum(dice.state(), parts.world)).compute()
     if config.task == "classify" or config.model.class_head.enabled:

@@ -22,6 +22,7 @@ import pandas as pd
 import segmentation_models_pytorch as smp
 import torch
 import torch.distributed as dist
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from sever import __version__
 from sever.config import Config, config_dict
@@ -88,8 +89,12 @@ def train(
             run = resume.run
         else:
             make = new_run or (lambda: create_run_dir(config))
-            run = share(make() if world.main else None, world)
-        handler = add_file_log(run / "train.log") if world.main else quiet()
+            made = share(make() if world.main else None, world)
+            assert made is not None
+            run = made
+        handler = add_file_log(run / "train.log") if world.main else None
+        if not world.main:
+            quiet()
         try:
             if resume and world.main:
                 remove_leftovers(run)
@@ -189,8 +194,8 @@ def fit(config: Config, run: Path, setup: Setup, world: World = World()) -> Path
     log.info(
         "run %s: %d training / %d validation images on %s%s",
         run,
-        len(loaders.train.dataset),
-        len(loaders.val.dataset),
+        loaders.train_images,
+        loaders.val_images,
         describe(parts),
         f" x {world.size} processes" if world.distributed else "",
     )
@@ -252,7 +257,7 @@ def loop(
         begin, start = start or EpochStart(), None
         if not begin.batches:  # mid-epoch, the RNG continues from the stop (restore)
             torch.manual_seed(config.seed * 100_003 + epoch)
-        loaders.train.sampler.set_epoch(epoch, begin.batches * trainer.batch_size)
+        loaders.sampler.set_epoch(epoch, begin.batches * trainer.batch_size)
         row = steps.train_one_epoch(
             config, parts, loaders.train, epoch, progress, board, run, begin, stop
         )
@@ -262,7 +267,7 @@ def loop(
             row |= val
             progress.last_val = val
             value = row[trainer.monitor_metric]
-            if not parts.per_iteration:
+            if isinstance(parts.scheduler, ReduceLROnPlateau):
                 parts.scheduler.step(value)
         improved = saver.record(epoch, value)
         if value is not None:

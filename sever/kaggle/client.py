@@ -66,8 +66,8 @@ def kaggle_json_problem() -> str | None:
         data = json.loads(path.read_text())
     except UnicodeDecodeError:
         return f"{path}: not a text file, so not a Kaggle token"
-    except ValueError as exc:  # the position only: the file holds a secret
-        where = f"line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else "?"
+    except json.JSONDecodeError as exc:  # the position only: the file holds a secret
+        where = f"line {exc.lineno} column {exc.colno}"
         return f"{path}: not valid JSON (at {where})"
     except OSError as exc:
         return f"{path}: cannot read it ({exc.strerror})"
@@ -157,9 +157,9 @@ def kaggle_api_class() -> type:
         shell.__path__ = list(spec.submodule_search_locations)
         shell.__spec__ = spec
         try:
-            shell.__version__ = version("kaggle")
+            setattr(shell, "__version__", version("kaggle"))  # noqa: B010 (a bare module)
         except PackageNotFoundError:
-            shell.__version__ = "0"
+            setattr(shell, "__version__", "0")  # noqa: B010
         sys.modules["kaggle"] = shell
     try:
         from kaggle.api.kaggle_api_extended import KaggleApi

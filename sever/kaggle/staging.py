@@ -278,7 +278,9 @@ def stage(
     folder = Path(root) / run.parent.name / run.name
     replaced = folder.exists()
     with atomic_folder(folder, replace=True) as tmp:
-        staged_checkpoints, config, versions = [], {}, {}
+        staged_checkpoints: list[StagedCheckpoint] = []
+        config: dict = {}
+        versions: dict = {}
         for source in checkpoints:
             log.info("staging %s%s", source, " (weights only)" if weights_only else "")
             item, state = stage_checkpoint(source, tmp, weights_only, run)

@@ -80,7 +80,7 @@ def source_files(dist: Distribution) -> list[tuple[str, Path]]:
         posix = record.as_posix()
         if posix.startswith("..") or ".dist-info/" in posix or skipped(Path(posix)):
             continue
-        files.append((posix, Path(dist.locate_file(record))))
+        files.append((posix, Path(str(dist.locate_file(record)))))
     return files
 
 
@@ -131,11 +131,11 @@ def build_wheel(name: str, out_dir: Path) -> Path:
         parts = record.as_posix().split("/")
         if len(parts) > 2 and parts[0].endswith(".dist-info") and parts[1] == "licenses":
             entries.append(
-                (f"{info}/{'/'.join(parts[1:])}", Path(dist.locate_file(record)).read_bytes())
+                (f"{info}/{'/'.join(parts[1:])}", Path(str(dist.locate_file(record))).read_bytes())
             )
     entries.append((f"{info}/WHEEL", WHEEL_FILE.encode()))
-    record = "\n".join([*(record_line(a, d) for a, d in entries), f"{info}/RECORD,,"]) + "\n"
-    entries.append((f"{info}/RECORD", record.encode()))
+    listing = "\n".join([*(record_line(a, d) for a, d in entries), f"{info}/RECORD,,"]) + "\n"
+    entries.append((f"{info}/RECORD", listing.encode()))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = Path(out_dir) / f"{project}-{version}-py3-none-any.whl"

@@ -69,9 +69,10 @@ def build_model(cfg: ModelConfig, task: str = "segment") -> nn.Module:
     weights = cfg.encoder_weights
     local = weights not in (None, "imagenet")
     model = create(cfg, None if local else weights, task)
-    if local:
-        load_encoder_weights(model.encoder, Path(weights), cfg.encoder)
-    use_one_channel(first_conv(model.encoder, cfg.encoder), cfg.input_channel)
+    encoder = module(model, "encoder")
+    if weights is not None and local:
+        load_encoder_weights(encoder, Path(weights), cfg.encoder)
+    use_one_channel(first_conv(encoder, cfg.encoder), cfg.input_channel)
     if task == "segment" and cfg.dropout > 0 and cfg.arch not in NATIVE_DROPOUT:
         add_head_dropout(model, cfg.dropout)
     return model
@@ -97,7 +98,9 @@ def create(cfg: ModelConfig, weights: str | None, task: str = "segment") -> nn.M
 
 def segmenter(cfg: ModelConfig, weights: str | bool | None) -> nn.Module:
     """SMP's `cfg.arch` with 4 mask logits, dropout and the optional presence head."""
-    kwargs = {NATIVE_DROPOUT[cfg.arch]: cfg.dropout} if cfg.arch in NATIVE_DROPOUT else {}
+    kwargs: dict[str, object] = (
+        {NATIVE_DROPOUT[cfg.arch]: cfg.dropout} if cfg.arch in NATIVE_DROPOUT else {}
+    )
     if cfg.class_head.enabled:
         kwargs["aux_params"] = dict(
             classes=cfg.classes,
@@ -196,6 +199,7 @@ def download_hint(encoder: str, exc: Exception | str) -> str:
 
 def read_state_dict(path: Path) -> dict[str, Tensor]:
     """A state dict from a .pth/.pt (plain or under 'state_dict'/'model') or .safetensors file."""
+    state: object
     try:
         if path.suffix == ".safetensors":
             state = load_file(path)
@@ -268,7 +272,7 @@ def use_one_channel(conv: nn.Conv2d, channel: str) -> None:
 
 def add_head_dropout(model: nn.Module, p: float) -> None:
     """Put nn.Dropout2d(p) on the decoder features, in front of the segmentation head."""
-    head = model.segmentation_head
+    head = module(model, "segmentation_head")
     if isinstance(head, nn.Sequential):
         # The head's own children keep their names, so the parameter names
         # (segmentation_head.0.weight) are those of the model built without dropout.
@@ -276,6 +280,13 @@ def add_head_dropout(model: nn.Module, p: float) -> None:
     else:
         layers = [("dropout", nn.Dropout2d(p)), ("head", head)]
     model.segmentation_head = nn.Sequential(OrderedDict(layers))
+
+
+def module(model: nn.Module, name: str) -> nn.Module:
+    """A named submodule (an SMP model's `encoder`, `segmentation_head`), typed as one."""
+    child = getattr(model, name)
+    assert isinstance(child, nn.Module), name
+    return child
 
 
 def split_outputs(
@@ -293,6 +304,6 @@ def split_outputs(
 
 def encoder_and_rest(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """The encoder's parameters, and all the others (decoder, heads): the optimiser groups."""
-    encoder = list(model.encoder.parameters())
+    encoder = list(module(model, "encoder").parameters())
     ids = {id(p) for p in encoder}
     return encoder, [p for p in model.parameters() if id(p) not in ids]

@@ -41,6 +41,8 @@ class SegmentationLoss(nn.Module):
         class_head: weight and per-class pos_weight of the class head's BCE.
     """
 
+    pos_weight: Tensor | None  # a buffer (None: unweighted)
+
     def __init__(self, loss: LossConfig, class_head: ClassHeadConfig) -> None:
         super().__init__()
         self.weights = {name: w for name, w in loss.model_dump().items() if w > 0}
@@ -84,6 +86,8 @@ class PresenceLoss(nn.Module):
     Args:
         pos_weight: per-class weight of the positive term (rare classes up), or None.
     """
+
+    pos_weight: Tensor | None  # a buffer (None: unweighted)
 
     def __init__(self, pos_weight: tuple[float, ...] | None) -> None:
         super().__init__()

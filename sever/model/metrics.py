@@ -8,6 +8,7 @@ score. Runs on whatever device the tensors are on, with no I/O.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -64,18 +65,24 @@ def dice_per_pair(pred: Tensor, truth: Tensor) -> Tensor:
     return torch.where(sizes == 0, torch.ones_like(dice), dice)
 
 
+M = TypeVar("M", bound="SummedMeter")
+
+
 class SummedMeter:
     """A meter that keeps only sums in `self.sums` (rows x classes), so a distributed run
     all-reduces `state()` (sum) and rebuilds the meter with `from_state`."""
 
     sums: Tensor  # set by the subclass's __init__(classes)
 
+    def __init__(self, classes: int) -> None:
+        raise NotImplementedError
+
     def state(self) -> Tensor:
         """The raw sums, a copy safe to all-reduce."""
         return self.sums.clone()
 
     @classmethod
-    def from_state(cls, state: Tensor):
+    def from_state(cls: type[M], state: Tensor) -> M:
         """A meter holding the sums `state`, e.g. all-reduced over processes."""
         meter = cls(state.shape[1])
         meter.sums = state.clone()

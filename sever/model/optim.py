@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 import torch
 from torch import nn
@@ -105,7 +105,10 @@ def plateau_scheduler(
     optimizer: Optimizer, cfg: SchedulerConfig, steps_per_epoch: int, monitor_mode: str
 ) -> ReduceLROnPlateau:
     return ReduceLROnPlateau(
-        optimizer, mode=monitor_mode, factor=cfg.plateau_factor, patience=cfg.plateau_patience
+        optimizer,
+        mode="max" if monitor_mode == "max" else "min",
+        factor=cfg.plateau_factor,
+        patience=cfg.plateau_patience,
     )
 
 
@@ -131,7 +134,8 @@ def build_scheduler(
     return SCHEDULERS[cfg.type](optimizer, cfg, steps_per_epoch, monitor_mode)
 
 
-def steps_per_iteration(scheduler: Scheduler) -> bool:
-    """True: call `scheduler.step()` after each optimiser step; False: call
-    `scheduler.step(value)` after each validation with the monitored value."""
-    return not isinstance(scheduler, ReduceLROnPlateau)
+def steps_per_iteration(scheduler: Scheduler) -> TypeGuard[LambdaLR]:
+    """True (the LambdaLR schedules): call `scheduler.step()` after each optimiser step;
+    False (plateau): call `scheduler.step(value)` after each validation with the
+    monitored value."""
+    return isinstance(scheduler, LambdaLR)

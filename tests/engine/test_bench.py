@@ -62,14 +62,16 @@ def test_peak_tflops(name, precision, expected) -> None:
 
 
 class FakeLoader:
-    """Three batches per epoch; records the epochs it is set to."""
+    """Three batches per epoch; as its own epoch sampler, records the epochs it is set to."""
 
     def __init__(self) -> None:
-        self.sampler = self
         self.epochs: list[int] = []
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
         self.epochs.append(epoch)
+
+    def shard(self, rank: int, world: int) -> None:
+        pass
 
     def __iter__(self):
         return iter("abc")
@@ -77,7 +79,7 @@ class FakeLoader:
 
 def test_batches_run_across_epochs() -> None:
     loader = FakeLoader()
-    batches = Batches(loader, total=7, skip=2, device=torch.device("cpu"))
+    batches = Batches(loader, loader, total=7, skip=2, device=torch.device("cpu"))
     assert len(batches) == 7 and batches.start is None
     assert "".join(batches) == "abcabca"
     assert loader.epochs == [1, 2, 3]
