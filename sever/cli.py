@@ -197,6 +197,62 @@ def bench(
 
 
 @cli.command()
+@click.option(
+    "-r",
+    "--run",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The run directory whose checkpoints to average.",
+)
+@click.option(
+    "-e", "--epoch", "epochs", multiple=True, type=int, help="An epoch to average; repeatable."
+)
+@click.option(
+    "--top",
+    type=click.IntRange(2),
+    help="The run's K best kept epochs by its monitored metric (default: all kept).",
+)
+@click.option(
+    "--bn",
+    default="recompute",
+    show_default=True,
+    type=click.Choice(["recompute", "average"]),
+    help="BatchNorm statistics: recomputed on the training images (swa_utils.update_bn), "
+    "or averaged like the weights.",
+)
+@click.option(
+    "--bn-batches",
+    type=click.IntRange(1),
+    help="Training batches for --bn recompute (default: one epoch's).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="The checkpoint to write (default: RUN/checkpoints/average-e<N>-...pth).",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def average(run, epochs, top, bn, bn_batches, out, device, as_json) -> None:
+    """Average the weights of a run's best checkpoints into one checkpoint."""
+    import json
+
+    from sever.engine.average import AverageOptions, average_run
+    from sever.fileio import check_output_file
+    from sever.inference.models import inference_device
+
+    if out is not None:
+        check_output_file(out, "--out")
+    where = inference_device(device)  # checked before any work
+    options = AverageOptions(run, list(epochs), top, bn, out, where, bn_batches)
+    report = average_run(options)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+        return
+    for line in report.lines():
+        click.echo(line)
+
+
+@cli.command()
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @click.option("--n-train", default=400, show_default=True, type=click.IntRange(1))
 @click.option("--n-test", default=100, show_default=True, type=click.IntRange(0))

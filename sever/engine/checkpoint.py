@@ -55,6 +55,16 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
+def evaluated_weights(state: dict) -> dict[str, torch.Tensor]:
+    """The model weights a checkpoint is validated and used with: its EMA weights when
+    the run kept them (AveragedModel's, without its `module.` prefix and step count),
+    else its model's."""
+    ema = state.get("ema")
+    if not ema:
+        return dict(state["model"])
+    return {k.removeprefix("module."): v for k, v in ema.items() if k != "n_averaged"}
+
+
 def link_or_copy(source: Path, target: Path) -> None:
     """Make `target` the same file as `source` (hard link, else copy), atomically."""
     with atomic_path(target) as tmp:

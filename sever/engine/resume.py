@@ -71,12 +71,27 @@ def find_resume_point(path: Path) -> ResumePoint:
         for name in (INTERRUPTED, "last.pth"):
             checkpoint = path / "checkpoints" / name
             if checkpoint.is_file():
-                return ResumePoint(path, checkpoint, load_checkpoint(checkpoint))
+                return ResumePoint(path, checkpoint, resumable(checkpoint))
         return ResumePoint(path, None, None)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such run directory or checkpoint (--resume)")
+    return ResumePoint(run_dir_of(path), path, resumable(path))
+
+
+def resumable(path: Path) -> dict:
+    """The checkpoint at `path`, which must hold the training state, not weights only.
+
+    Raises:
+        CheckpointError: unreadable, or weights only (an upload's, an average's).
+    """
     state = load_checkpoint(path)
-    return ResumePoint(run_dir_of(path), path, state)
+    missing = [k for k in ("optimizer", "scheduler", "saver", "rng", "step") if k not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path}: cannot resume from a weights-only checkpoint (no {', '.join(missing)}); "
+            "resume from the run's own checkpoints/last.pth"
+        )
+    return state
 
 
 def resumed_config(point: ResumePoint, overrides: list[str]) -> Config:

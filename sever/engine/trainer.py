@@ -324,13 +324,7 @@ def restore(
     """Load a checkpoint's state into the parts; for a mid-epoch stop, where its epoch
     continues."""
     state = resume.state
-    assert state is not None
-    missing = [k for k in ("optimizer", "scheduler", "saver", "rng", "step") if k not in state]
-    if missing:
-        raise CheckpointError(
-            f"{resume.checkpoint}: cannot resume from a weights-only checkpoint (no "
-            f"{', '.join(missing)}); resume from the run's own checkpoints/last.pth"
-        )
+    assert state is not None  # a checkpoint find_resume_point found resumable
     try:
         parts.model.load_state_dict(state["model"])
         if parts.ema is not None and state.get("ema"):
