@@ -140,6 +140,22 @@ class PseudoConfig(Section):
         return path
 
 
+class CropStage(Section):
+    """From `from_epoch` on, each training batch is cropped to one of `sizes` (drawn per
+    batch, seeded by (seed, epoch)): several sizes within an epoch, a progressive
+    schedule across epochs, or both."""
+
+    from_epoch: Annotated[int, Field(ge=1)]
+    sizes: Annotated[list[Size], Field(min_length=1)]
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, sizes: list[Size]) -> list[Size]:
+        for size in sizes:
+            multiple_of_32(size)
+        return sizes
+
+
 class DataConfig(Section):
     dir: Path = Path("data/synthetic")
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
@@ -147,6 +163,7 @@ class DataConfig(Section):
     fold: Annotated[int, Field(ge=0)] | None = None
     image_size: Size = (256, 1600)
     crop: Size | None = (256, 384)
+    crops: list[CropStage] = []  # crop sizes by epoch; `crop` before the first stage
     augment: str = "heavy-crop"
     normalize: NormalizeConfig = NormalizeConfig()
     sampler: str = "random"
@@ -172,12 +189,33 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _crop_fits(self) -> DataConfig:
-        if self.crop and (self.crop[0] > self.image_size[0] or self.crop[1] > self.image_size[1]):
+        height, width = self.image_size
+        if self.crop and (self.crop[0] > height or self.crop[1] > width):
             raise ValueError(
                 f"data.crop {list(self.crop)} is larger than data.image_size "
                 f"{list(self.image_size)}"
             )
+        for i, stage in enumerate(self.crops):
+            for size in stage.sizes:
+                if size[0] > height or size[1] > width:
+                    raise ValueError(
+                        f"data.crops.{i}.sizes: {list(size)} is larger than data.image_size "
+                        f"{list(self.image_size)}"
+                    )
+        starts = [stage.from_epoch for stage in self.crops]
+        if starts != sorted(set(starts)):
+            raise ValueError(
+                f"data.crops: from_epoch must increase from stage to stage, got {starts}"
+            )
         return self
+
+    def crop_sizes(self, epoch: int) -> list[Size | None]:
+        """The crop sizes training batches take in `epoch` (1-based); [None]: full images."""
+        sizes: list[Size | None] = [self.crop]
+        for stage in self.crops:
+            if stage.from_epoch <= epoch:
+                sizes = list(stage.sizes)
+        return sizes
 
     @model_validator(mode="after")
     def _fold(self) -> DataConfig:
@@ -211,6 +249,9 @@ class ModelConfig(Section):
     classes: Annotated[int, Field(ge=1)] = 4
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     class_head: ClassHeadConfig = ClassHeadConfig()
+    # Start from another run's weights (its best checkpoint) or a checkpoint's: checked
+    # when training starts, so a checkpoint trained this way loads where it is not.
+    init_from: Path | None = None
 
     @field_validator("arch")
     @classmethod
@@ -230,7 +271,7 @@ class ModelConfig(Section):
         raise ValueError(f"expected 'imagenet', null or an existing weights file, got {value!r}")
 
 
-class LossConfig(Section):
+class LossWeights(Section):
     """Weights of the loss terms (each a name in sever.model.losses.LOSSES); 0 = off."""
 
     bce: Annotated[float, Field(ge=0)] = 0.6
@@ -238,11 +279,55 @@ class LossConfig(Section):
     lovasz: Annotated[float, Field(ge=0)] = 0.0
     focal: Annotated[float, Field(ge=0)] = 0.0
 
+    def weights(self) -> dict[str, float]:
+        """Term name -> weight, the terms in use only."""
+        return {name: getattr(self, name) for name in LOSS_TERMS if getattr(self, name) > 0}
+
     @model_validator(mode="after")
-    def _any(self) -> LossConfig:
-        if not any(self.model_dump().values()):
+    def _any(self) -> LossWeights:
+        if not self.weights():
             raise ValueError("expected at least one loss term with a weight above 0")
         return self
+
+
+LOSS_TERMS = ("bce", "dice", "lovasz", "focal")
+
+
+class LossStage(LossWeights):
+    """From `from_epoch` on, these weights replace the ones before (a term not named: 0)."""
+
+    from_epoch: Annotated[int, Field(ge=2)]
+    bce: Annotated[float, Field(ge=0)] = 0.0
+    dice: Annotated[float, Field(ge=0)] = 0.0
+
+
+class LossConfig(LossWeights):
+    """The loss weights from epoch 1, and `stages` that change them later in training
+    (e.g. BCE + Dice, then Lovasz for the last epochs)."""
+
+    stages: list[LossStage] = []
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LossConfig:
+        starts = [stage.from_epoch for stage in self.stages]
+        if starts != sorted(set(starts)):
+            raise ValueError(
+                f"loss.stages: from_epoch must increase from stage to stage, got {starts}"
+            )
+        return self
+
+    def at_epoch(self, epoch: int) -> dict[str, float]:
+        """The weights in use in `epoch` (1-based)."""
+        current: LossWeights = self
+        for stage in self.stages:
+            if stage.from_epoch <= epoch:
+                current = stage
+        return current.weights()
+
+    def all_terms(self) -> list[str]:
+        """Every term some epoch uses, in LOSS_TERMS order."""
+        used = set(self.weights()).union(*(stage.weights() for stage in self.stages))
+        return [name for name in LOSS_TERMS if name in used]
 
 
 class GroupConfig(Section):

@@ -112,6 +112,21 @@ RECIPES: Registry[Callable[[Size | None], list]] = Registry(
 )
 
 
+class TransformsBySize:
+    """The training pipeline of `recipe` for each crop size a batch may take (data.crops),
+    built on first use in each loader worker."""
+
+    def __init__(self, recipe: str, normalize: NormalizeConfig) -> None:
+        self.recipe, self.normalize = recipe, normalize
+        self.built: dict[tuple[int, int] | None, A.Compose] = {}
+
+    def __call__(self, size: Size | None) -> A.Compose:
+        key = (size[0], size[1]) if size is not None else None
+        if key not in self.built:
+            self.built[key] = build_transform(self.recipe, size, self.normalize, True)
+        return self.built[key]
+
+
 def build_transform(
     recipe: str, size: Size | None, normalize: NormalizeConfig, train: bool, seed: int = 0
 ) -> A.Compose:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import albumentations as A
@@ -26,6 +26,7 @@ class SteelDataset(Dataset):
         rles: ImageId -> {ClassId: rle}; images without an entry are defect-free.
         transform: albumentations pipeline taking image (H, W) and mask (H, W, C).
         classes: number of classes C (ClassIds 1..C).
+        by_size: the pipeline for a crop size, for items that name one (data.crops).
     """
 
     def __init__(
@@ -35,12 +36,14 @@ class SteelDataset(Dataset):
         rles: dict[str, dict[int, str]],
         transform: A.Compose,
         classes: int = 4,
+        by_size: Callable[[tuple[int, int] | None], A.Compose] | None = None,
     ) -> None:
         self.images_dir = Path(images_dir)
         self.image_ids = list(image_ids)
         self.rles = rles
         self.transform = transform
         self.classes = classes
+        self.by_size = by_size
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -52,14 +55,18 @@ class SteelDataset(Dataset):
             mask[:, :, class_id - 1] = rle.decode(encoded, height, width)
         return mask
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, str]:
-        """`key` is an index, or (index, augmentation seed) from an epoch sampler."""
-        index, seed = key if isinstance(key, tuple) else (key, None)
+    def __getitem__(self, key: int | tuple) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """`key` is an index, (index, augmentation seed) from an epoch sampler, or (index,
+        seed, crop size) where batches take several crop sizes."""
+        index, seed, *size = key if isinstance(key, tuple) else (key, None)
+        transform = self.transform
+        if size and self.by_size is not None:
+            transform = self.by_size(size[0])
         if seed is not None:
-            self.transform.set_random_seed(seed)
+            transform.set_random_seed(seed)
         image_id = self.image_ids[index]
         gray = read_gray(self.images_dir / image_id)
-        out = self.transform(image=gray, mask=self.mask(image_id, *gray.shape))
+        out = transform(image=gray, mask=self.mask(image_id, *gray.shape))
         image = torch.from_numpy(np.ascontiguousarray(out["image"]))[None]
         mask = torch.from_numpy(np.ascontiguousarray(out["mask"].transpose(2, 0, 1)))
         return image, mask, image_id

@@ -13,11 +13,12 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
 from sever.config import Config, PseudoConfig
-from sever.data.augment import build_transform
+from sever.data.augment import TransformsBySize, build_transform
 from sever.data.checks import check_dataset
 from sever.data.dataset import SteelDataset
 from sever.data.sampling import (
     SAMPLERS,
+    CropSizes,
     EpochOrder,
     EpochSampler,
     PseudoBatchSampler,
@@ -86,6 +87,7 @@ def build_loaders(
         rles,
         build_transform(data.augment, data.crop, data.normalize, True),
         config.model.classes,
+        TransformsBySize(data.augment, data.normalize) if data.crops else None,
     )
     val_set = SteelDataset(
         images,
@@ -95,7 +97,7 @@ def build_loaders(
         config.model.classes,
     )
     class_sets = split.set_index("ImageId").loc[train_ids, "classes"]
-    sampler: EpochSampler | PseudoBatchSampler
+    sampler: EpochSampler | PseudoBatchSampler | CropSizes
     sampler = SAMPLERS[data.sampler](class_sets, data.balance_share, config.seed)
     training: Dataset = train_set
     if data.pseudo is not None:
@@ -115,6 +117,8 @@ def build_loaders(
         except ValueError as exc:
             raise DataError(f"{pseudo.csv}: {exc}") from None
         training = SeededConcat([train_set, pseudo_set])
+    if data.crops:
+        sampler = CropSizes(sampler, trainer.batch_size, data.crop_sizes, config.seed)
     sampler.shard(rank, world)
     # a flat sampler even with pseudo-labels: PseudoBatchSampler lays its items out batch
     # after batch for this batch size
@@ -203,10 +207,11 @@ def pseudo_dataset(
 
 
 class SeededConcat(ConcatDataset):
-    """ConcatDataset whose items may be (index, augmentation seed), as samplers give."""
+    """ConcatDataset whose items may be (index, augmentation seed[, crop size]), as
+    samplers give."""
 
-    def __getitem__(self, key: int | tuple[int, int]):
-        index, seed = key if isinstance(key, tuple) else (key, None)
+    def __getitem__(self, key: int | tuple):
+        index, *rest = key if isinstance(key, tuple) else (key,)
         part = bisect.bisect_right(self.cumulative_sizes, index)
         local = index - (self.cumulative_sizes[part - 1] if part else 0)
-        return self.datasets[part][(local, seed) if seed is not None else local]
+        return self.datasets[part][(local, *rest) if rest else local]

@@ -215,6 +215,51 @@ class PseudoBatchSampler(Sampler[tuple[int, int]]):
         return islice((item for batch in batches for item in batch), self.skip, None)
 
 
+class CropSizes(Sampler[tuple]):
+    """The items of a training sampler with the crop size of their batch: (index, seed,
+    size). Each run of `batch_size` items (this process's batches, as the DataLoader cuts
+    them) shares one size, drawn per batch from the epoch's sizes with (seed, epoch)
+    alone, so a resumed run crops as an uninterrupted one; every process draws the same
+    sizes for its batches b = 0, 1, ...
+
+    Args:
+        inner: the epoch sampler (or PseudoBatchSampler) giving (index, seed).
+        sizes_at: epoch -> the sizes its batches may take (DataConfig.crop_sizes).
+    """
+
+    def __init__(
+        self,
+        inner: EpochSampler | PseudoBatchSampler,
+        batch_size: int,
+        sizes_at: Callable[[int], list],
+        seed: int,
+    ) -> None:
+        self.inner, self.batch_size, self.sizes_at, self.seed = inner, batch_size, sizes_at, seed
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+        self.inner.set_epoch(epoch, skip)
+
+    def shard(self, rank: int, world: int) -> None:
+        self.inner.shard(rank, world)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def batch_sizes(self) -> list:
+        """The crop size of each of this epoch's batches, in order."""
+        sizes = self.sizes_at(self.epoch)
+        rng = np.random.default_rng([self.seed, self.epoch, 2])
+        batches = -(-len(self.inner) // self.batch_size)
+        return [sizes[i] for i in rng.integers(len(sizes), size=batches)]
+
+    def __iter__(self) -> Iterator[tuple]:
+        sizes = self.batch_sizes()
+        for position, (index, seed) in enumerate(self.inner, start=self.skip):
+            yield index, seed, sizes[position // self.batch_size]
+
+
 class ShardSampler(Sampler[int]):
     """Validation under DDP: process `rank` takes items rank, rank + world, ... (no padding,
     so every image is scored exactly once over all processes)."""

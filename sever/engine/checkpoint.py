@@ -65,6 +65,53 @@ def evaluated_weights(state: dict) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in ema.items() if k != "n_averaged"}
 
 
+def misfit(own: dict, given: dict) -> str:
+    """`3 missing keys (e.g. 'decoder.p5.weight'), 1 misshapen key (...)`: how the state
+    dict `given` differs from a model's own."""
+    kinds = {
+        "missing": sorted(own.keys() - given.keys()),
+        "unexpected": sorted(given.keys() - own.keys()),
+        "misshapen": sorted(
+            k for k in own.keys() & given.keys() if own[k].shape != getattr(given[k], "shape", None)
+        ),
+    }
+    parts = [
+        f"{len(keys)} {kind} key{'s' * (len(keys) > 1)} (e.g. '{keys[0]}')"
+        for kind, keys in kinds.items()
+        if keys
+    ]
+    return ", ".join(parts) or "they do not load"
+
+
+def initial_weights(source: Path, model: torch.nn.Module) -> dict:
+    """Load into `model` the weights a new run starts from (`model.init_from`): a run's
+    best checkpoint or a checkpoint file, its EMA weights where kept. Returns where they
+    came from, for the run's checkpoints.
+
+    Raises:
+        CheckpointError: no such run or checkpoint, or weights that do not fit the model.
+    """
+    path = Path(source)
+    if path.is_dir():
+        path = path / "checkpoints" / "model_best.pth"
+    if not path.is_file():
+        raise CheckpointError(
+            f"model.init_from: {source}: no such run (with checkpoints/model_best.pth) or "
+            "checkpoint"
+        )
+    state = load_checkpoint(path)
+    weights = evaluated_weights(state)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError:
+        raise CheckpointError(
+            f"model.init_from: {path}: its weights do not fit this model "
+            f"({misfit(model.state_dict(), weights)}); start from a run of the same "
+            "model.arch, encoder and classes"
+        ) from None
+    return {"checkpoint": str(path), "epoch": state.get("epoch")}
+
+
 def link_or_copy(source: Path, target: Path) -> None:
     """Make `target` the same file as `source` (hard link, else copy), atomically."""
     with atomic_path(target) as tmp:

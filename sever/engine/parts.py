@@ -16,7 +16,7 @@ from sever.config import Config
 from sever.engine.distributed import World
 from sever.errors import ConfigError
 from sever.model.build import build_model
-from sever.model.losses import build_loss
+from sever.model.losses import PresenceLoss, SegmentationLoss, build_loss
 from sever.model.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ class Parts:
     amp_dtype: torch.dtype | None
     model: nn.Module
     forward: nn.Module
-    loss: nn.Module
+    loss: SegmentationLoss | PresenceLoss
     optimizer: torch.optim.Optimizer
     scheduler: LRScheduler | ReduceLROnPlateau
     scaler: torch.amp.GradScaler | None

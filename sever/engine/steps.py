@@ -36,6 +36,7 @@ class Progress:
     step: int = 0  # optimiser steps so far
     bad_validations: int = 0  # validations without improvement, for early stopping
     last_val: dict = field(default_factory=dict)
+    origin: dict | None = None  # the weights a run started from (model.init_from)
 
 
 def optimizer_steps(batches: int, trainer: TrainerConfig) -> int:
@@ -265,7 +266,7 @@ def metric_columns(config: Config) -> list[str]:
     if config.task == "classify":
         terms = ["cls"]
     else:
-        terms = [name for name, weight in config.loss.model_dump().items() if weight > 0]
+        terms = config.loss.all_terms()
         terms += ["cls"] if config.model.class_head.enabled else []
     columns = ["epoch", "train_loss", *(f"train_{t}" for t in terms)]
     columns += ["val_loss", *(f"val_{t}" for t in terms)]

@@ -30,7 +30,7 @@ from sever.data.checks import check_images
 from sever.data.loaders import Loaders, build_loaders, load_labels
 from sever.data.splits import make_split, read_split, write_split
 from sever.engine import steps
-from sever.engine.checkpoint import FORMAT_VERSION, rng_state, set_rng_state
+from sever.engine.checkpoint import FORMAT_VERSION, initial_weights, rng_state, set_rng_state
 from sever.engine.distributed import World, barrier, close_world, init_world, share
 from sever.engine.interrupt import EpochStart, StopEpoch, StopRequest
 from sever.engine.logs import Board, MetricsLog
@@ -53,6 +53,7 @@ class Setup:
     loaders: Loaders
     parts: Parts
     resume: ResumePoint | None = None
+    init_from: dict | None = None  # where a new run's weights came from (model.init_from)
 
 
 def train(
@@ -83,7 +84,7 @@ def train(
             return resume.run
         if not resume:
             check_save_dir(config.trainer.save_dir)
-        setup = prepare(config, split_file(resume), world)
+        setup = prepare(config, split_file(resume), world, fresh=resume is None)
         setup.resume = resume
         if resume:
             run = resume.run
@@ -149,9 +150,14 @@ def check_save_dir(save_dir: Path) -> None:
         )
 
 
-def prepare(config: Config, split_file: Path | None, world: World) -> Setup:
+def prepare(config: Config, split_file: Path | None, world: World, fresh: bool = True) -> Setup:
     """Read and check the data, deal (or read back) the split and build the loaders and
-    the model, optimiser and schedule: every check that can fail, before any output."""
+    the model, optimiser and schedule: every check that can fail, before any output.
+
+    Args:
+        fresh: a new run, which starts from `model.init_from`'s weights if set (a resumed
+            one continues from its own).
+    """
     labels = load_labels(config)
     if split_file is not None:
         split = read_split(split_file)
@@ -171,7 +177,13 @@ def prepare(config: Config, split_file: Path | None, world: World) -> Setup:
         config, labels, split, torch.cuda.is_available(), world.rank, world.size
     )
     parts = build_parts(config, steps.optimizer_steps(len(loaders.train), config.trainer), world)
-    return Setup(split, loaders, parts)
+    origin = None
+    if fresh and config.model.init_from is not None:
+        origin = initial_weights(config.model.init_from, parts.model)
+        if parts.ema is not None:  # the EMA weights start where the model does
+            parts.ema.module.load_state_dict(parts.model.state_dict())
+        log.info("weights from %s (epoch %s)", origin["checkpoint"], origin["epoch"])
+    return Setup(split, loaders, parts, init_from=origin)
 
 
 def fit(config: Config, run: Path, setup: Setup, world: World = World()) -> Path:
@@ -179,7 +191,7 @@ def fit(config: Config, run: Path, setup: Setup, world: World = World()) -> Path
         write_split(setup.split, run / "split.csv")
     parts, loaders, trainer, resume = setup.parts, setup.loaders, config.trainer, setup.resume
     state = resume.state if resume else None
-    progress = Progress()
+    progress = Progress(origin=setup.init_from)
     saver = CheckpointSaver(
         run / "checkpoints", trainer.monitor_mode, trainer.save_top_k, trainer.save_period
     )
@@ -257,6 +269,10 @@ def loop(
         begin, start = start or EpochStart(), None
         if not begin.batches:  # mid-epoch, the RNG continues from the stop (restore)
             torch.manual_seed(config.seed * 100_003 + epoch)
+        weights = parts.loss.set_epoch(epoch)
+        if weights is not None:
+            terms = ", ".join(f"{name} {weight:g}" for name, weight in weights.items())
+            log.info("epoch %d: the loss is now %s (loss.stages)", epoch, terms)
         loaders.sampler.set_epoch(epoch, begin.batches * trainer.batch_size)
         row = steps.train_one_epoch(
             config, parts, loaders.train, epoch, progress, board, run, begin, stop
@@ -309,6 +325,7 @@ def checkpoint(config: Config, parts: Parts, progress: Progress, saver: Checkpoi
         "saver": saver.state_dict(),
         "rng": rng_state(),
         "world_size": parts.world.size,
+        "init_from": progress.origin,
         "config": config_dict(config),
         "versions": {
             "sever": __version__,
@@ -343,6 +360,7 @@ def restore(
     progress.epoch, progress.step = state["epoch"], state["step"]
     progress.bad_validations = state["bad_validations"]
     progress.last_val = dict(state.get("metrics", {}))
+    progress.origin = state.get("init_from")
     set_rng_state(state["rng"])
     partial = state.get("partial")
     if not partial:

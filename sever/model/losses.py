@@ -37,7 +37,8 @@ class SegmentationLoss(nn.Module):
     """The weighted sum of the active mask losses, plus the class head's BCE.
 
     Args:
-        loss: the weight of each term in `LOSSES`; terms weighted 0 are not computed.
+        loss: the weight of each term in `LOSSES` (terms weighted 0 are not computed), and
+            the stages that change them; `set_epoch` picks the epoch's weights.
         class_head: weight and per-class pos_weight of the class head's BCE.
     """
 
@@ -45,8 +46,9 @@ class SegmentationLoss(nn.Module):
 
     def __init__(self, loss: LossConfig, class_head: ClassHeadConfig) -> None:
         super().__init__()
-        self.weights = {name: w for name, w in loss.model_dump().items() if w > 0}
-        self.terms = nn.ModuleDict({name: LOSSES[name]() for name in self.weights})
+        self.config = loss
+        self.weights = loss.at_epoch(1)
+        self.terms = nn.ModuleDict({name: LOSSES[name]() for name in loss.all_terms()})
         self.class_weight = class_head.weight
         pos_weight = class_head.pos_weight
         # A buffer, so it follows the module to the device.
@@ -68,7 +70,7 @@ class SegmentationLoss(nn.Module):
         # Sums of many small terms and log-sigmoids lose too much in bf16/fp16.
         with torch.autocast(device_type=mask_logits.device.type, enabled=False):
             mask_logits, masks = mask_logits.float(), masks.float()
-            out = {name: term(mask_logits, masks) for name, term in self.terms.items()}
+            out = {name: self.terms[name](mask_logits, masks) for name in self.weights}
             total = sum(self.weights[name] * value for name, value in out.items())
             if class_logits is not None:
                 out["cls"] = self.class_loss(class_logits.float(), masks)
@@ -78,6 +80,13 @@ class SegmentationLoss(nn.Module):
 
     def class_loss(self, class_logits: Tensor, masks: Tensor) -> Tensor:
         return presence_bce(class_logits, masks, self.pos_weight)
+
+    def set_epoch(self, epoch: int) -> dict[str, float] | None:
+        """Use `epoch`'s weights; the new weights when they change, else None."""
+        weights = self.config.at_epoch(epoch)
+        changed = weights != self.weights
+        self.weights = weights
+        return weights if changed else None
 
 
 class PresenceLoss(nn.Module):
@@ -100,6 +109,10 @@ class PresenceLoss(nn.Module):
             value = presence_bce(class_logits.float(), masks.float(), self.pos_weight)
         return {"cls": value, "loss": value}
 
+    def set_epoch(self, epoch: int) -> dict[str, float] | None:
+        """One loss all along: nothing changes."""
+        return None
+
 
 def presence_bce(class_logits: Tensor, masks: Tensor, pos_weight: Tensor | None) -> Tensor:
     """BCE of class logits (N, C) against per-class presence in `masks` (N, C, H, W)."""
@@ -107,7 +120,7 @@ def presence_bce(class_logits: Tensor, masks: Tensor, pos_weight: Tensor | None)
     return F.binary_cross_entropy_with_logits(class_logits, present, pos_weight=pos_weight)
 
 
-def build_loss(config: Config) -> nn.Module:
+def build_loss(config: Config) -> SegmentationLoss | PresenceLoss:
     """The loss of the config's task: masks (+ presence head) or presence alone."""
     if config.task == "classify":
         return PresenceLoss(config.model.class_head.pos_weight)

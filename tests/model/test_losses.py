@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from sever.config import ClassHeadConfig, Config, LossConfig
+from sever.config import LOSS_TERMS, ClassHeadConfig, Config, LossConfig, LossWeights
 from sever.model.losses import LOSSES, SegmentationLoss, build_loss
 
 LN3 = math.log(3)  # sigmoid(+-ln 3) = 0.75 / 0.25
@@ -21,7 +21,7 @@ def one_pixel_defect() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_every_config_term_is_registered():
-    assert set(LossConfig.model_fields) == set(LOSSES)
+    assert set(LOSS_TERMS) == set(LOSSES) == set(LossWeights.model_fields)
 
 
 def test_default_is_bce_and_dice_by_hand():
