@@ -410,6 +410,12 @@ class TrainerConfig(Section):
     log_images: Annotated[int, Field(ge=0)] = 4
     log_every: Annotated[int, Field(ge=1)] = 50
 
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp(cls, value: object) -> object:
+        """YAML reads a bare `off` as false: `amp: off` means what it says."""
+        return "off" if value is False else value
+
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:

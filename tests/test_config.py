@@ -160,3 +160,13 @@ RECIPES = sorted(p for p in (ROOT / "experiments").glob("*.yml") if p.name != "b
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_shipped_experiments_validate(path: Path) -> None:
     assert isinstance(load_config(path), Config)
+
+
+def test_a_bare_off_means_off(tmp_path: Path) -> None:
+    """YAML 1.1 reads `off` as false; `trainer.amp: off` must still mean amp off."""
+    path = tmp_path / "x.yml"
+    path.write_text("name: x\ntrainer:\n  amp: off\n")
+    assert load_config(path).trainer.amp == "off"
+    assert load_config(path, ["trainer.amp=off"]).trainer.amp == "off"
+    with pytest.raises(ConfigError, match="trainer.amp"):
+        load_config(path, ["trainer.amp=on"])

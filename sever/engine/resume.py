@@ -75,7 +75,8 @@ def find_resume_point(path: Path) -> ResumePoint:
         return ResumePoint(path, None, None)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such run directory or checkpoint (--resume)")
-    return ResumePoint(run_dir_of(path), path, resumable(path))
+    state = resumable(path)
+    return ResumePoint(run_dir_of(path), path, state)
 
 
 def resumable(path: Path) -> dict:
