@@ -679,7 +679,8 @@ def run(proof: Proof, wheels: Path | None) -> None:
         proof.step(("train", precision), "train", lambda t, p=precision: proof.train(p, t))
     proof.step(("train", "comparison"), None, lambda t: compare_training(proof.report["train"]))
     proof.step(("predict",), "predict", proof.predict)
-    # The cheaper compile first, so a short budget still brings one compiled figure back.
+    # se_resnext50 first: fewer and plainer layers than efficientnet-b5, so likely the
+    # quicker to compile, and a short budget still brings one compiled figure back.
     for model in reversed(MODELS):
         proof.step(
             ("bench", model.name, COMPILED),
@@ -708,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="gpu-proof-"))
     work.mkdir(parents=True, exist_ok=True)
     proof = Proof(args.out.resolve(), work.resolve(), settings, args.dry_run, argv)
-    # The device's time limit sends SIGTERM: stop the step in hand, keep what was measured.
+    # A SIGTERM (a time limit, a scheduler) stops the step in hand; the report keeps the rest.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         run(proof, args.wheels.resolve() if args.wheels else None)
