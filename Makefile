@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DATA   := data/synthetic
 DEMO   := experiments/demo.yml
 
-.PHONY: install data train test lint format bench clean
+.PHONY: install data train test lint format bench gpu-wheels clean
 
 install: $(STAMP)
 
@@ -39,6 +39,21 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	for script in bench/bench_*.py; do $(BIN)/python $$script || exit 1; done
+
+# Wheels for bench/gpu_proof.py on the GPU machine (no package index there): what its
+# Python 3.12 lacks, listed in bench/gpu-wheels.txt, for CPython 3.12 on manylinux x86-64.
+# Downloaded beside .whl and swapped in, so a stale version never sits next to a new one.
+GPU_WHEELS    := .whl
+GPU_PLATFORMS := manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 \
+                 manylinux2014_x86_64 manylinux1_x86_64
+
+gpu-wheels:
+	rm -rf $(GPU_WHEELS).tmp
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp $(addprefix --platform ,$(GPU_PLATFORMS)) \
+		-d $(GPU_WHEELS).tmp -r bench/gpu-wheels.txt
+	rm -rf $(GPU_WHEELS) && mv $(GPU_WHEELS).tmp $(GPU_WHEELS)
+	@du -ch $(GPU_WHEELS)/*.whl | tail -1
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build *.egg-info
