@@ -11,6 +11,8 @@ typo answer in about 0.3-0.6 s without them.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import os
 import sys
@@ -335,113 +337,99 @@ def score(submission: Path, truth: Path, images_dir: Path | None, as_json: bool)
         click.echo(f"{key:>9}: {value:.5f}" if isinstance(value, float) else f"{key:>9}: {value}")
 
 
-def model_options(func):
-    """-r/-e/--best/--last: which checkpoints; and where and how fast to run them."""
-    options = [
-        click.option(
-            "-r",
-            "--run",
-            "runs",
-            multiple=True,
-            type=click.Path(path_type=Path),
-            help="Run directory (or a checkpoint file); repeat for an ensemble.",
-        ),
-        click.option(
-            "-e",
-            "--epoch",
-            "epochs",
-            multiple=True,
-            type=int,
-            help="Epoch of each run's checkpoint-epochN.pth; repeatable.",
-        ),
-        click.option(
-            "--best",
-            "which",
-            flag_value="best",
-            default=True,
-            help="Each run's model_best.pth (the default without -e).",
-        ),
-        click.option("--last", "which", flag_value="last", help="Each run's last.pth."),
-        click.option(
-            "--device",
-            default="auto",
-            show_default=True,
-            help="auto (CUDA, else CPU), cpu, cuda, cuda:N.",
-        ),
-        click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1)),
-        click.option("--workers", default=2, show_default=True, type=click.IntRange(0)),
-        click.option(
-            "--tta",
-            default="none",
-            show_default=True,
-            type=click.Choice(["none", "hflip", "vflip", "both"]),
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+# Which models (-r/-e/--best/--last), how their predictions combine, and where and how fast
+# to run them: gathered by `ensemble_options` into one EnsembleOptions.
+MODEL_OPTIONS = [
+    click.option(
+        "-r",
+        "--run",
+        "runs",
+        multiple=True,
+        type=click.Path(path_type=Path),
+        help="Run directory (or a checkpoint file); repeat for an ensemble.",
+    ),
+    click.option(
+        "-e",
+        "--epoch",
+        "epochs",
+        multiple=True,
+        type=int,
+        help="Epoch of each run's checkpoint-epochN.pth; repeatable.",
+    ),
+    click.option(
+        "--best",
+        "which",
+        flag_value="best",
+        default=True,
+        help="Each run's model_best.pth (the default without -e).",
+    ),
+    click.option("--last", "which", flag_value="last", help="Each run's last.pth."),
+    click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        help="auto (CUDA, else CPU), cpu, cuda, cuda:N.",
+    ),
+    click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1)),
+    click.option("--workers", default=2, show_default=True, type=click.IntRange(0)),
+    click.option(
+        "--tta",
+        default="none",
+        show_default=True,
+        type=click.Choice(["none", "hflip", "vflip", "both"]),
+    ),
+]
+# -c ENSEMBLE.yml, and what the command line says over the file: predict, evaluate,
+# pseudo-label.
+FILE_OPTIONS = [
+    click.option(
+        "-c",
+        "--config",
+        "file",
+        type=click.Path(path_type=Path),
+        help="Ensemble YAML: models with weights, TTA, averaging, post-processing.",
+    ),
+    click.option(
+        "--averaging",
+        type=click.Choice(["mean", "rms", "weighted"]),
+        help="Ensemble averaging (default: mean, or the ensemble file's).",
+    ),
+    click.option(
+        "--postprocess",
+        type=click.Path(path_type=Path),
+        help="Post-processing YAML (default: the ensemble file's, else the defaults).",
+    ),
+]
 
 
-def ensemble_options(func):
-    """-c ENSEMBLE.yml, --averaging, --postprocess: for predict and pseudo-label."""
-    options = [
-        click.option(
-            "-c",
-            "--config",
-            "ensemble",
-            type=click.Path(path_type=Path),
-            help="Ensemble YAML: models with weights, TTA, averaging, post-processing.",
-        ),
-        click.option(
-            "--averaging",
-            type=click.Choice(["mean", "rms", "weighted"]),
-            help="Ensemble averaging (default: mean, or the ensemble file's).",
-        ),
-        click.option(
-            "--postprocess",
-            "pp_path",
-            type=click.Path(path_type=Path),
-            help="Post-processing YAML (default: the ensemble file's, else the defaults).",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+def ensemble_options(*options):
+    """Add `options` to a command, and hand it their values as one EnsembleOptions: its
+    first argument, `spec`."""
+
+    def decorate(command):
+        @functools.wraps(command)
+        def run(**values):
+            from sever.inference import EnsembleOptions
+
+            names = {f.name for f in dataclasses.fields(EnsembleOptions)} & values.keys()
+            return command(EnsembleOptions(**{k: values.pop(k) for k in names}), **values)
+
+        for option in reversed(options):
+            run = option(run)
+        return run
+
+    return decorate
 
 
-def ensemble_members(ensemble, runs, epochs, which, device, tta, averaging, pp_path) -> tuple:
-    """(members, post-processing, Sources) from -c ENSEMBLE.yml or -r/-e, with the command
-    line's --tta/--averaging/--postprocess over the file's: for predict, pseudo-label and
-    evaluate. Warns when the post-processing was tuned with other models or options."""
-    from sever.inference.ensemble import (
-        check_weights,
-        load_postprocess,
-        resolve_sources,
-        warn_if_tuned_otherwise,
-    )
+def echo_report(report, as_json: bool) -> None:
+    """An inference report: its lines, or with --json one JSON object."""
+    import json
 
-    src = resolve_sources(ensemble, list(runs), list(epochs), tta, averaging, pp_path)
-    postprocess = load_postprocess(src.postprocess, f"{ensemble}: postprocess")
-    members = load_members(src.runs, src.epochs, which, device, src.weights)
-    check_weights(members, src.averaging, ensemble)
-    warn_if_tuned_otherwise(src.postprocess, members, src.tta, src.averaging)
-    return members, postprocess, src
-
-
-def load_members(runs, epochs, which, device: str, weights=None) -> list:
-    from sever.inference.models import (
-        check_compatible,
-        inference_device,
-        load_member,
-        select_checkpoints,
-    )
-
-    where = inference_device(device)
-    paths = select_checkpoints(list(runs), list(epochs), which)
-    weights = weights or [1.0] * len(paths)
-    members = [load_member(p, where, w) for p, w in zip(paths, weights, strict=True)]
-    check_compatible(members)
-    return members
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+        return
+    for line in report.lines():
+        click.echo(line)
 
 
 data_dir_option = click.option(
@@ -450,11 +438,13 @@ data_dir_option = click.option(
     help="The runs' dataset folder (default: their data.dir, relative to the folder they "
     "trained in, else to this one).",
 )
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print the report as one JSON object."
+)
 
 
 @cli.command()
-@model_options
-@ensemble_options
+@ensemble_options(*MODEL_OPTIONS, *FILE_OPTIONS)
 @data_dir_option
 @click.option(
     "--out",
@@ -462,70 +452,24 @@ data_dir_option = click.option(
     help="Where to write the JSON report (default: RUN/eval-<checkpoint>[-<key>].json, the "
     "key naming the models and options).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-def evaluate(
-    runs,
-    epochs,
-    which,
-    device,
-    batch_size,
-    workers,
-    tta,
-    ensemble,
-    averaging,
-    pp_path,
-    data_dir,
-    out,
-    as_json,
-) -> None:
+@json_option
+def evaluate(spec, data_dir: Path | None, out: Path | None, as_json: bool) -> None:
     """Score checkpoints on their own runs' validation splits (full size).
 
     -r takes a run directory or a checkpoint file. A classifier run beside a segmenter
     (-r SEG -r CLS), or an ensemble file (-c), evaluates gated or scaled post-processing;
     runs of different folds are each scored on their own fold. Without --postprocess (or
     the file's), the trainer's threshold and min_pixels: the run's own validation."""
-    import json
-
     from sever.fileio import check_output_file
-    from sever.inference.evaluate import evaluate as run_evaluation
-    from sever.inference.evaluate import report_path, write_report
-    from sever.inference.validation import run_of
+    from sever.inference import Ensemble, evaluate_runs
 
     if out is not None:
         check_output_file(out, "--out")  # before the models load, not after the work
-    members, postprocess, src = ensemble_members(
-        ensemble, runs, epochs, which, device, tta, averaging, pp_path
-    )
-    run = run_of(members[0])
-    report = run_evaluation(
-        members,
-        postprocess if src.postprocess is not None else None,
-        src.tta,
-        src.averaging,
-        batch_size,
-        workers,
-        data_dir,
-    )
-    plain = len(members) == 1 and src.tta == "none" and src.postprocess is None
-    path = out or report_path(report, run, plain)
-    replaced = path.is_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_report(report, path)
-    if as_json:
-        click.echo(json.dumps(report))
-        return
-    for key, value in report.items():
-        if isinstance(value, float):
-            click.echo(f"{key:>15}: {value:.4f}")
-    click.echo(
-        f"wrote {path}"
-        + (" (replacing its report of the same options)" if replaced and out is None else "")
-    )
+    echo_report(evaluate_runs(Ensemble.from_options(spec), data_dir, out), as_json)
 
 
 @cli.command()
-@model_options
-@ensemble_options
+@ensemble_options(*MODEL_OPTIONS, *FILE_OPTIONS)
 @click.option(
     "--images",
     "images_dir",
@@ -549,47 +493,19 @@ def evaluate(
     type=click.Path(path_type=Path),
     help="Also write PNGs of the predicted masks over the images here.",
 )
+@json_option
 def predict(
-    runs,
-    epochs,
-    which,
-    device,
-    batch_size,
-    workers,
-    tta,
-    ensemble,
-    images_dir,
-    out,
-    fmt,
-    averaging,
-    pp_path,
-    overlays,
+    spec, images_dir: Path, out: Path, fmt: str, overlays: Path | None, as_json: bool
 ) -> None:
     """Predict a folder of images into a Kaggle submission."""
-    from sever.inference.predict import predict_folder
+    from sever.inference import Ensemble, predict_folder
 
-    members, postprocess, src = ensemble_members(
-        ensemble, runs, epochs, which, device, tta, averaging, pp_path
-    )
-    summary = predict_folder(
-        members,
-        images_dir,
-        out,
-        postprocess,
-        fmt,
-        src.tta,
-        src.averaging,
-        batch_size,
-        workers,
-        overlays,
-    )
-    click.echo(", ".join(f"{k}: {v}" for k, v in summary.items()))
-    click.echo(f"wrote {out}")
+    report = predict_folder(Ensemble.from_options(spec), images_dir, out, fmt, overlays)
+    echo_report(report, as_json)
 
 
 @cli.command("pseudo-label")
-@model_options
-@ensemble_options
+@ensemble_options(*MODEL_OPTIONS, *FILE_OPTIONS)
 @click.option(
     "--images",
     "images_dir",
@@ -605,56 +521,29 @@ def predict(
 )
 @click.option("--hi", default=0.95, show_default=True, type=float, help="Present above this.")
 @click.option("--lo", default=0.05, show_default=True, type=float, help="Absent below this.")
-def pseudo_label(
-    runs,
-    epochs,
-    which,
-    device,
-    batch_size,
-    workers,
-    tta,
-    ensemble,
-    images_dir,
-    out,
-    hi,
-    lo,
-    averaging,
-    pp_path,
-) -> None:
+@json_option
+def pseudo_label(spec, images_dir: Path, out: Path, hi: float, lo: float, as_json: bool) -> None:
     """Keep the images the ensemble is sure about as pseudo-labels (train.csv format)."""
-    from sever.inference.pseudo import check_cutoffs, pseudo_label, sibling
+    from sever.inference import Ensemble
+    from sever.inference.pseudo import check_cutoffs, pseudo_label
 
-    check_cutoffs(hi, lo)
-    members, postprocess, src = ensemble_members(
-        ensemble, runs, epochs, which, device, tta, averaging, pp_path
-    )
-    summary = pseudo_label(
-        members,
-        images_dir,
-        out,
-        postprocess,
-        hi,
-        lo,
-        src.tta,
-        src.averaging,
-        batch_size,
-        workers,
-    )
-    click.echo(f"images: {summary['images_seen']} seen, {summary['images_kept']} kept")
-    for c, counts in summary["classes"].items():
-        click.echo(f"class {c}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    for path in (out, sibling(out, "images.txt"), sibling(out, "summary.json")):
-        click.echo(f"wrote {path}")
+    check_cutoffs(hi, lo)  # before the models load
+    echo_report(pseudo_label(Ensemble.from_options(spec), images_dir, out, hi, lo), as_json)
 
 
 @cli.command()
-@model_options
-@click.option(
-    "--averaging", default="mean", show_default=True, type=click.Choice(["mean", "rms", "weighted"])
+@ensemble_options(
+    *MODEL_OPTIONS,
+    click.option(
+        "--averaging",
+        default="mean",
+        show_default=True,
+        type=click.Choice(["mean", "rms", "weighted"]),
+    ),
 )
 @click.option(
     "--postprocess",
-    "pp_path",
+    "start",
     type=click.Path(path_type=Path),
     help="Starting post-processing (kept for what is not tuned).",
 )
@@ -665,73 +554,20 @@ def pseudo_label(
 )
 @data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print before/after as JSON.")
-def tune(
-    runs,
-    epochs,
-    which,
-    device,
-    batch_size,
-    workers,
-    tta,
-    averaging,
-    pp_path,
-    out,
-    data_dir,
-    as_json,
-) -> None:
+def tune(spec, start: Path | None, out: Path | None, data_dir: Path | None, as_json: bool) -> None:
     """Tune per-class thresholds, minimum sizes and presence gates on the validation split.
 
     Give a classifier run (task: classify) beside the segmenters, or use models with a
     class head, to also tune the presence gate and the threshold scaling."""
     from sever.fileio import check_output_file
-    from sever.inference.ensemble import load_postprocess
-    from sever.inference.tune import tune_runs
-    from sever.inference.validation import run_of
+    from sever.inference import Ensemble, load_postprocess, tune_runs
 
-    if not runs:
+    if not spec.runs:
         raise click.UsageError("give -r RUN (repeatable)")
     if out is not None:
         check_output_file(out, "--out")  # before the models load
-    base = load_postprocess(pp_path)
-    members = load_members(runs, epochs, which, device)
-    if out is None:
-        out = run_of(members[0]) / "postprocess-tuned.yml"
-        check_output_file(out, "--out")
-    result = tune_runs(members, base, tta, averaging, batch_size, workers, out, data_dir)
-    if as_json:
-        import json
-
-        click.echo(json.dumps(result))
-        return
-    print_tune(result)
-    click.echo(f"wrote {out}")
-
-
-def print_tune(result: dict) -> None:
-    """Tune's table: before and after per class with the chosen values, then the held-out
-    estimates."""
-    click.echo(f"{'':>10}{'before':>9}{'after':>9}  threshold  min_pixels  gate")
-    gate = result["gate"] or [0.0] * 4
-    for key in ["dice_mean"] + [f"dice_{c}" for c in range(1, 5)]:
-        extra = ""
-        if key != "dice_mean":
-            c = int(key[-1]) - 1
-            extra = (
-                f"  {result['threshold'][c]:9.3f}  {result['min_pixels'][c]:10d}  {gate[c]:4.2f}"
-            )
-        click.echo(f"{key:>10}{result['before'][key]:9.4f}{result['after'][key]:9.4f}{extra}")
-    how = "the other folds" if result["folds"] > 1 else "the other half of the images"
-    click.echo(
-        f"held out (tuned on {how}, scored on each in turn): "
-        f"dice_mean {result['held_out']['dice_mean']:.4f}; 'after' is fitted to these images"
-    )
-    if "without_presence" in result:
-        click.echo(
-            f"without presence (no gate, no scaling): dice_mean "
-            f"{result['without_presence']['dice_mean']:.4f}, held out "
-            f"{result['held_out_without_presence']['dice_mean']:.4f}; scale_c {result['scale_c']}"
-        )
-        click.echo(f"presence {result['presence']}: {result['presence_note']}")
+    base = load_postprocess(start)
+    echo_report(tune_runs(Ensemble.from_options(spec), base, out, data_dir), as_json)
 
 
 @cli.command()

@@ -81,7 +81,17 @@ def test_the_cells_name_the_best_checkpoint_staged(tmp_path: Path, monitor, chos
     assert best_checkpoint(folder).name == chosen
     card = model_card(folder, ["sever.whl"])
     assert f"!sever predict -r /kaggle/input/sever-fpn-1122-101500/{chosen} --tta hflip" in card
-    assert f'load_member(Path("/kaggle/input/sever-fpn-1122-101500/{chosen}"), device)' in card
+    assert f'    [Path("/kaggle/input/sever-fpn-1122-101500/{chosen}")],' in card
+
+
+def test_the_python_cell_takes_the_tuned_post_processing(tmp_path: Path) -> None:
+    folder = staged(tmp_path, [checkpoint("model_best.pth", 3)], "max val_dice_mean")
+    assert "postprocess=" not in model_card(folder, ["sever.whl"])
+    (folder.run / "postprocess-tuned.yml").write_text("threshold: 0.4\n")
+    card = model_card(folder, ["sever.whl"])
+    tuned = "/kaggle/input/sever-fpn-1122-101500/postprocess-tuned.yml"
+    assert f"    --postprocess {tuned} \\" in card
+    assert f'    postprocess=Path("{tuned}"),' in card
 
 
 def test_model_best_is_the_best_when_staged(tmp_path: Path) -> None:
@@ -98,7 +108,7 @@ def test_the_cells_find_the_competition_instead_of_naming_a_path(tmp_path: Path)
     assert "from sever.kaggle.competition import find_competition" in card
     assert "COMPETITION = find_competition()" in card
     assert "--images {COMPETITION}/test_images --out submission.csv" in card
-    assert 'predict_folder([member], COMPETITION / "test_images"' in card
+    assert 'predict_folder(ensemble, COMPETITION / "test_images"' in card
     assert "/kaggle/input/severstal-steel-defect-detection" not in card
     # the find cell comes after the install and before the predict cell
     assert card.index("pip install") < card.index("find_competition()") < card.index("!sever")

@@ -10,6 +10,7 @@ import json
 import logging
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from conftest import cli_output, write_tiny
@@ -158,7 +159,26 @@ def test_with_deps_adds_wheels_and_the_notebook_cells(run: Path, offline: Path, 
     card = (folder / "README.md").read_text()
     slug = f"sever-tiny-{run.name}"
     assert f"!pip install --no-index --no-deps /kaggle/input/{slug}/*.whl" in card
-    assert "from sever.inference.predict import predict_folder" in card
+    assert "from sever.inference import Ensemble, predict_folder" in card
+
+
+def test_the_notebook_cell_predicts_from_python(
+    run: Path, tiny_data: Path, offline: Path, capsys, monkeypatch
+) -> None:
+    # The card's Python cell as is, with the staged folder where Kaggle would attach it.
+    code, _, err = cli_output(capsys, "upload", "-r", run, "--dry-run")
+    assert code == 0, err
+    folder = staged_folder(run, offline)
+    card = (folder / "README.md").read_text()
+    start = card.index("```python\nfrom pathlib import Path\nfrom sever.inference import")
+    cell = card[start + len("```python\n") : card.index("```", start + 3)]
+    cell = cell.replace(f"/kaggle/input/sever-tiny-{run.name}", str(folder))
+    monkeypatch.chdir(offline)
+    namespace = {"COMPETITION": tiny_data}
+    exec(cell, namespace)
+    assert namespace["ensemble"].tta == "hflip"
+    frame = pd.read_csv(offline / "submission.csv", keep_default_na=False)
+    assert len(frame) == 4 * 4  # the wide format: every test image and class
 
 
 def test_model_target_writes_model_metadata(run: Path, offline: Path, capsys) -> None:

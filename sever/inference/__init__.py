@@ -1,0 +1,76 @@
+"""Inference: one `Ensemble`, one call per command, a typed report back.
+
+    from sever.inference import Ensemble, predict_folder
+
+    ensemble = Ensemble.from_runs(["saved/demo/1122-101500"], tta="hflip")
+    report = predict_folder(ensemble, Path("test_images"), Path("submission.csv"))
+    print(*report.lines(), sep="\\n")
+
+Every command reads the same way: options -> `EnsembleOptions` -> `Ensemble.from_options`
+-> `predict_folder`, `evaluate_runs`, `tune_runs` or `pseudo_label` -> a report with
+`lines()` and `to_dict()`. The pure cores (`postprocess`, `search`) need none of this.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "Ensemble",
+    "EnsembleOptions",
+    "EvalReport",
+    "PostProcess",
+    "PredictReport",
+    "PseudoReport",
+    "TuneReport",
+    "evaluate_runs",
+    "load_postprocess",
+    "predict_folder",
+    "pseudo_label",
+    "score_submission",
+    "tune_runs",
+    "write_submission",
+]
+
+# The module of each public name, imported on first use: `import sever.inference.postprocess`
+# (pure numpy, 0.4 s) must not pay for torch and segmentation-models-pytorch (7 to 12 s
+# measured on the 2-core dev machine), nor must `sever score`, which reads CSVs only.
+_HOME = {
+    "Ensemble": "ensemble",
+    "EnsembleOptions": "ensemble",
+    "EvalReport": "evaluate",
+    "PostProcess": "postprocess",
+    "PredictReport": "predict",
+    "PseudoReport": "pseudo",
+    "TuneReport": "tune",
+    "evaluate_runs": "evaluate",
+    "load_postprocess": "postprocess_file",
+    "predict_folder": "predict",
+    "pseudo_label": "pseudo",
+    "score_submission": "submission",
+    "tune_runs": "tune",
+    "write_submission": "submission",
+}
+
+if TYPE_CHECKING:
+    from sever.inference.ensemble import Ensemble, EnsembleOptions
+    from sever.inference.evaluate import EvalReport, evaluate_runs
+    from sever.inference.postprocess import PostProcess
+    from sever.inference.postprocess_file import load_postprocess
+    from sever.inference.predict import PredictReport, predict_folder
+    from sever.inference.pseudo import PseudoReport, pseudo_label
+    from sever.inference.submission import score_submission, write_submission
+    from sever.inference.tune import TuneReport, tune_runs
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'sever.inference' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"sever.inference.{_HOME[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,22 +1,30 @@
-"""Ensemble files: which checkpoints, their weights, TTA, averaging and post-processing.
+"""The Ensemble every inference command runs, and the ensemble files it can come from.
 
-models:
-  - run: saved/fpn-b5/1122-101500      # its best checkpoint (or `epoch: 40`, `last: true`)
-    weight: 1.0
-  - checkpoint: saved/unet-b5/1121-090000/checkpoints/checkpoint-epoch52.pth
-    weight: 0.5
-tta: hflip
-averaging: rms            # mean | rms | weighted (uses the weights)
-postprocess: tuned.yml    # a file written by `sever tune`, or the mapping itself
+An ensemble file::
+
+    models:
+      - run: saved/fpn-b5/1122-101500      # its best checkpoint (or `epoch: 40`, `last: true`)
+        weight: 1.0
+      - checkpoint: saved/unet-b5/1121-090000/checkpoints/checkpoint-epoch52.pth
+        weight: 0.5
+    tta: hflip
+    averaging: rms            # mean | rms | weighted (uses the weights)
+    postprocess: tuned.yml    # a file written by `sever tune`, or the mapping itself
+
+The command line's `-r RUN [-e EPOCH ... | --best | --last]` says the same without a file.
+Either way the options become one `EnsembleOptions`, and `Ensemble.from_options` loads it:
+the file's models turn into checkpoints as `-r` names them, and the command line's
+--tta/--averaging/--postprocess win over the file's.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import torch
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -28,11 +36,127 @@ from pydantic import (
 
 from sever.config_errors import describe_error
 from sever.errors import CheckpointError, ConfigError
-from sever.inference.models import Member, checkpoint_path
-from sever.inference.postprocess import TUNED_WITH, PostProcess
+from sever.inference.models import (
+    Member,
+    checkpoint_path,
+    inference_device,
+    load_members,
+    select_checkpoints,
+)
+from sever.inference.postprocess import PostProcess
+from sever.inference.postprocess_file import load_postprocess, warn_if_tuned_otherwise
 from sever.yamlio import read_yaml
 
-log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class EnsembleOptions:
+    """What an ensemble is built from: an ensemble file (-c) or runs (-r/-e/--best/--last),
+    how their predictions combine, and where and how fast to run them.
+
+    Attributes:
+        file: an ensemble file; its models, weights, TTA, averaging and post-processing.
+        runs: run directories or checkpoint files (without `file`).
+        epochs: each run's checkpoint-epochN.pth (every epoch for every run).
+        which: "best" or "last": each run's checkpoint without `epochs`.
+        weights: one per checkpoint (default 1), used by weighted averaging alone.
+        tta: "none" keeps the file's; "hflip", "vflip" or "both" replaces it.
+        averaging: "mean", "rms" or "weighted"; None: the file's, else mean.
+        postprocess: a post-processing file or mapping; None: the file's, else none given
+            (each command's default: see `Ensemble.postprocess`).
+        device: auto (CUDA, else the CPU), cpu, cuda, cuda:N or mps.
+    """
+
+    file: Path | None = None
+    runs: tuple[Path, ...] = ()
+    epochs: tuple[int, ...] = ()
+    which: str = "best"
+    weights: tuple[float, ...] | None = None
+    tta: str = "none"
+    averaging: str | None = None
+    postprocess: Path | dict | None = None
+    device: str = "auto"
+    batch_size: int = 4
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """Models that predict together, and how: TTA views averaged in probability space,
+    then the segmenters averaged, then post-processed; with the batch size and loader
+    workers to run at. The device is the members' own.
+
+    Attributes:
+        members: segmenters, and classifiers beside them (their presence gates or scales
+            the masks); loaded, in eval mode, on one device.
+        postprocess: None when none was given: predict and pseudo-label then use the
+            defaults (`PostProcess()`), evaluate the trainer's threshold and min_pixels.
+    """
+
+    members: list[Member]
+    tta: str = "none"
+    averaging: str = "mean"
+    postprocess: PostProcess | None = None
+    batch_size: int = 4
+    workers: int = 2
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.members[0].model.parameters()).device
+
+    @classmethod
+    def from_options(cls, options: EnsembleOptions) -> Ensemble:
+        """Load the checkpoints that the options name and check they fit together.
+
+        Warns (one line) when the post-processing was tuned with other models or options.
+
+        Raises:
+            ConfigError: -c and -r together, or neither; a bad ensemble or post-processing
+                file; weights that the averaging would ignore.
+            CheckpointError: a missing, unreadable or incompatible checkpoint.
+            OptionError: a device this machine does not have.
+        """
+        if options.file is not None:
+            options = file_options(options)
+        elif not options.runs:
+            raise ConfigError("give -r RUN (repeatable) or -c ENSEMBLE.yml")
+        averaging = options.averaging or "mean"
+        postprocess = None
+        if options.postprocess is not None:
+            name = f"{options.file}: postprocess" if options.file else "postprocess"
+            postprocess = load_postprocess(options.postprocess, name)
+        device = inference_device(options.device)
+        paths = select_checkpoints(list(options.runs), list(options.epochs), options.which)
+        if options.weights is not None and len(options.weights) != len(paths):
+            raise ConfigError(
+                f"weights: {len(options.weights)} given for {len(paths)} checkpoints; give one "
+                "per checkpoint"
+            )
+        members = load_members(paths, device, options.weights)
+        check_weights(members, averaging, options.file)
+        ensemble = cls(
+            members, options.tta, averaging, postprocess, options.batch_size, options.workers
+        )
+        warn_if_tuned_otherwise(options.postprocess, ensemble)
+        return ensemble
+
+    @classmethod
+    def from_runs(
+        cls,
+        runs: Sequence[Path | str],
+        epochs: Sequence[int] = (),
+        which: str = "best",
+        **settings: Any,
+    ) -> Ensemble:
+        """The ensemble of `-r RUN ... [-e EPOCH ... | --best | --last]`; `settings` are the
+        other fields of EnsembleOptions (tta, averaging, postprocess, device, ...)."""
+        runs, epochs = tuple(map(Path, runs)), tuple(epochs)
+        return cls.from_options(EnsembleOptions(runs=runs, epochs=epochs, which=which, **settings))
+
+    @classmethod
+    def from_file(cls, path: Path | str, **settings: Any) -> Ensemble:
+        """The ensemble of an ensemble file; `settings` (tta, averaging, postprocess,
+        device, ...) win over the file's as on the command line."""
+        return cls.from_options(EnsembleOptions(file=Path(path), **settings))
 
 
 class ModelEntry(BaseModel):
@@ -52,6 +176,8 @@ class ModelEntry(BaseModel):
 
 
 class EnsembleConfig(BaseModel):
+    """The schema of an ensemble file."""
+
     model_config = ConfigDict(extra="forbid")
 
     models: Annotated[list[ModelEntry], Field(min_length=1)]
@@ -81,168 +207,37 @@ def load_ensemble(path: Path) -> EnsembleConfig:
         raise ConfigError(describe_error(exc, {}, str(path), EnsembleConfig)) from None
 
 
-def load_postprocess(source: Path | dict | None, name: str = "postprocess") -> PostProcess:
-    """A PostProcess from a YAML file (as `sever tune` writes), a mapping, or the defaults.
-
-    Args:
-        name: where a mapping came from, for messages (e.g. 'ensemble.yml: postprocess').
-    """
-    return read_postprocess(source, name)[0]
-
-
-def read_postprocess(
-    source: Path | dict | None, name: str = "postprocess"
-) -> tuple[PostProcess, dict | None]:
-    """The PostProcess of a YAML file, a mapping or the defaults, and the `tuned_with`
-    record of a tuned file (None without one)."""
-    if source is None:
-        return PostProcess(), None
-    if not isinstance(source, dict):
-        name = str(source)
-        source = read_yaml(Path(source), "post-processing file") or {}
-    try:
-        postprocess = PostProcess.from_dict(source)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{name}: {exc}") from None
-    record = source.get(TUNED_WITH)
-    if record is not None:
-        try:
-            record = TunedWith.model_validate(record).model_dump()
-        except ValidationError as exc:
-            raise ConfigError(describe_error(exc, {}, f"{name}: {TUNED_WITH}", TunedWith)) from None
-    return postprocess, record
-
-
-class TunedModel(BaseModel):
-    checkpoint: str
-    weight: float = 1.0
-    task: str = "segment"
-    weights_sha256: str
-
-
-class TunedWith(BaseModel):
-    """What a tuned file was tuned with: `sever tune` writes it, predict compares it."""
-
-    tta: str
-    averaging: str
-    models: list[TunedModel]
-
-
-def tuned_with(members: list[Member], tta: str, averaging: str) -> dict:
-    """The `tuned_with` record of a tuned file: TTA, averaging, and each model's checkpoint,
-    weight, task and weights fingerprint (the same wherever the file is copied)."""
-    models = [
-        {
-            "checkpoint": str(m.path),
-            "weight": m.weight,
-            "task": m.task,
-            "weights_sha256": m.fingerprint,
-        }
-        for m in members
-    ]
-    return {"tta": tta, "averaging": averaging, "models": models}
-
-
-def tuning_differences(record: dict, members: list[Member], tta: str, averaging: str) -> list[str]:
-    """How this ensemble differs from the one a post-processing was tuned with (empty
-    when it is the same: TTA, averaging where it matters, models by their weights, and
-    their weights under weighted averaging)."""
-    found = []
-    if record["tta"] != tta:
-        found.append(f"TTA {record['tta']} (here {tta})")
-    segmenters = sum(m.task == "segment" for m in members)
-    if record["averaging"] != averaging and segmenters > 1:
-        found.append(f"averaging {record['averaging']} (here {averaging})")
-    tuned = {m["weights_sha256"]: m for m in record["models"]}
-    here = {m.fingerprint: m for m in members}
-    missing = [m["checkpoint"] for key, m in tuned.items() if key not in here]
-    if missing:
-        found.append(f"{len(missing)} model(s) not given here ({', '.join(missing)})")
-    extra = [str(m.path) for key, m in here.items() if key not in tuned]
-    if extra:
-        found.append(f"{len(extra)} model(s) here that it was not tuned with ({', '.join(extra)})")
-    if averaging == "weighted" and record["averaging"] == "weighted":
-        changed = [
-            str(m.path)
-            for key, m in here.items()
-            if key in tuned and tuned[key]["weight"] != m.weight
-        ]
-        if changed:
-            found.append(f"other weights for {', '.join(changed)}")
-    return found
-
-
-def warn_if_tuned_otherwise(
-    source: Path | dict | None, members: list[Member], tta: str, averaging: str
-) -> list[str]:
-    """Log one warning when the post-processing was tuned with other models or options
-    than these; returns what differs."""
-    _, record = read_postprocess(source)
-    if record is None:
-        return []
-    found = tuning_differences(record, members, tta, averaging)
-    if found:
-        where = source if not isinstance(source, dict) else "the ensemble's postprocess"
-        log.warning(
-            "%s was tuned for another ensemble: %s; its thresholds may not fit this one (tune "
-            "it again with these models and options)",
-            where,
-            "; ".join(found),
-        )
-    return found
-
-
-@dataclass(frozen=True)
-class Sources:
-    """What to run, from -r/-e/--best or an ensemble file (predict, pseudo-label)."""
-
-    runs: list[Path]
-    epochs: list[int]
-    weights: list[float] | None
-    tta: str
-    averaging: str
-    postprocess: Path | dict | None
-
-
-def resolve_sources(
-    ensemble: Path | None,
-    runs: list[Path],
-    epochs: list[int],
-    tta: str,
-    averaging: str | None,
-    pp_path: Path | None,
-) -> Sources:
-    """The ensemble file's models, TTA, averaging and post-processing; command-line
-    --tta/--averaging/--postprocess win over the file's."""
-    if ensemble is None:
-        if not runs:
-            raise ConfigError("give -r RUN (repeatable) or -c ENSEMBLE.yml")
-        return Sources(list(runs), list(epochs), None, tta, averaging or "mean", pp_path)
-    if runs:
+def file_options(options: EnsembleOptions) -> EnsembleOptions:
+    """The options with the ensemble file's models as checkpoints (as -r names them), with
+    their weights, and the file's TTA, averaging and post-processing where the options
+    do not say otherwise."""
+    path = options.file
+    if options.runs:
         raise ConfigError("give either -c ENSEMBLE.yml or -r RUN, not both")
-    spec = load_ensemble(ensemble)
+    spec = load_ensemble(path)
     paths = []
     for i, m in enumerate(spec.models):
         try:
             paths.append(entry_checkpoint(m))
         except CheckpointError as exc:
-            raise CheckpointError(f"{ensemble}: models.{i}: {exc}") from None
-    weights = [m.weight for m in spec.models]
-    chosen = averaging or spec.averaging
+            raise CheckpointError(f"{path}: models.{i}: {exc}") from None
+    weights = tuple(m.weight for m in spec.models)
+    chosen = options.averaging or spec.averaging
     if chosen != "weighted" and any(w != 1.0 for w in weights):
-        by = f"--averaging {chosen}" if averaging else f"averaging: {chosen}"
+        by = f"--averaging {chosen}" if options.averaging else f"averaging: {chosen}"
         listed = ", ".join(f"{w:g}" for w in weights)
         raise ConfigError(
-            f"{ensemble}: {by} ignores the models' weights ({listed}); set averaging: "
+            f"{path}: {by} ignores the models' weights ({listed}); set averaging: "
             "weighted to use them, or remove the weights"
         )
-    return Sources(
-        paths,
-        [],
-        weights,
-        spec.tta if tta == "none" else tta,
-        chosen,
-        pp_path or spec.postprocess,
+    return replace(
+        options,
+        runs=tuple(paths),
+        epochs=(),
+        weights=weights,
+        tta=spec.tta if options.tta == "none" else options.tta,
+        averaging=chosen,
+        postprocess=options.postprocess or spec.postprocess,
     )
 
 
@@ -269,5 +264,6 @@ def check_weights(members: list[Member], averaging: str, source: Path | None) ->
                 f"{where}{m.path} is a classifier: its weight {m.weight:g} would be ignored "
                 "(classifiers' presence is a plain mean); remove it"
             )
-    if sum(m.weight for m in members if m.task == "segment") <= 0:
+    segmenters = [m for m in members if m.task == "segment"]
+    if segmenters and sum(m.weight for m in segmenters) <= 0:
         raise ConfigError(f"{where}every segmentation model has weight 0; give one a weight > 0")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -99,6 +100,17 @@ def load_member(path: Path, device: torch.device, weight: float = 1.0) -> Member
         ) from None
     model.to(device).eval()
     return Member(path, model, config, weight)
+
+
+def load_members(
+    paths: list[Path], device: torch.device, weights: Sequence[float] | None = None
+) -> list[Member]:
+    """Load every checkpoint onto `device` (with its weight, default 1) and check that
+    they can be ensembled."""
+    weights = list(weights or [1.0] * len(paths))
+    members = [load_member(p, device, w) for p, w in zip(paths, weights, strict=True)]
+    check_compatible(members)
+    return members
 
 
 def misfit(own: dict, given: dict) -> str:

@@ -7,6 +7,7 @@ back), then over the ensemble's members with the chosen averaging (mean, RMS, we
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -26,6 +27,7 @@ from sever.fileio import (
     image_shape,
     read_gray,
 )
+from sever.inference.ensemble import Ensemble
 from sever.inference.models import Member
 from sever.inference.postprocess import PostProcess, average, postprocess_batch
 from sever.inference.submission import (
@@ -66,20 +68,14 @@ TTA: Registry[list[Flip]] = Registry(
 )
 
 
-def image_loader(
-    images_dir: Path,
-    members: Member | list[Member],
-    batch_size: int,
-    workers: int,
-    ids: list[str] | None = None,
-) -> DataLoader:
+def image_loader(images_dir: Path, ensemble: Ensemble, ids: list[str] | None = None) -> DataLoader:
     """Full-size, normalised images of a folder (or the given ids), in name order within
     each size: a batch holds images of one size, so a folder may mix sizes.
 
     Every image's header is read first, so an unreadable file or a size the models cannot
     take is a one-line error before any inference.
     """
-    members = [members] if isinstance(members, Member) else members
+    members = ensemble.members
     ids = image_files(images_dir) if ids is None else ids
     if not ids:
         raise DataError(f"{images_dir}: no images (.jpg, .jpeg, .png) in this folder")
@@ -89,8 +85,8 @@ def image_loader(
     dataset = ImageFolderDataset(images_dir, ids, transform)
     return DataLoader(
         dataset,
-        batch_sampler=size_batches(sizes, batch_size),
-        num_workers=workers,
+        batch_sampler=size_batches(sizes, ensemble.batch_size),
+        num_workers=ensemble.workers,
         pin_memory=torch.cuda.is_available(),
     )
 
@@ -145,34 +141,36 @@ def member_probs(
     return (None if probs is None else probs / n), (None if presence is None else presence / n)
 
 
-def predict_batches(
-    members: list[Member],
-    loader: DataLoader,
-    tta: str = "none",
-    averaging: str = "mean",
-    amp_dtype: torch.dtype | None = None,
-) -> Iterator[tuple[list[str], np.ndarray | None, np.ndarray | None]]:
-    """Yield (image ids, probabilities (N, C, H, W) float32, presence (N, C) or None).
+def predict_batch(
+    ensemble: Ensemble, images: torch.Tensor, amp_dtype: torch.dtype | None = None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Probabilities (N, C, H, W) float32 and presence (N, C) of a batch (N, 1, H, W).
 
     Probabilities average the segmenters' masks (None if every member is a classifier);
     presence is the mean over every member with one: the segmenters' classification heads
     and the standalone classifiers (None if no member has one).
     """
-    views = TTA[tta]
-    device = next(members[0].model.parameters()).device
-    weights = [m.weight for m in members if m.task == "segment"]
+    views = TTA[ensemble.tta]
+    images = images.to(ensemble.device, non_blocking=True)
+    outputs = [member_probs(m, images, views, amp_dtype) for m in ensemble.members]
+    masks = [p.cpu().numpy() for p, _ in outputs if p is not None]
+    probs = None
+    if masks:
+        weighted = ensemble.averaging == "weighted"
+        weights = [m.weight for m in ensemble.members if m.task == "segment"]
+        probs = average(np.stack(masks), ensemble.averaging, weights if weighted else None)
+        probs = probs.astype(np.float32)
+    heads = [c.cpu().numpy() for _, c in outputs if c is not None]
+    return probs, np.mean(heads, axis=0) if heads else None
+
+
+def predict_batches(
+    ensemble: Ensemble, loader: DataLoader, amp_dtype: torch.dtype | None = None
+) -> Iterator[tuple[list[str], np.ndarray | None, np.ndarray | None]]:
+    """Yield (image ids, probabilities, presence) for each batch of an `image_loader`
+    (see `predict_batch`)."""
     for images, ids in loader:
-        images = images.to(device, non_blocking=True)
-        outputs = [member_probs(m, images, views, amp_dtype) for m in members]
-        masks = [p.cpu().numpy() for p, _ in outputs if p is not None]
-        probs = None
-        if masks:
-            probs = average(
-                np.stack(masks), averaging, weights if averaging == "weighted" else None
-            )
-            probs = probs.astype(np.float32)
-        heads = [c.cpu().numpy() for _, c in outputs if c is not None]
-        yield list(ids), probs, np.mean(heads, axis=0) if heads else None
+        yield list(ids), *predict_batch(ensemble, images, amp_dtype)
 
 
 def check_members(members: list[Member], postprocess: PostProcess) -> None:
@@ -190,37 +188,51 @@ def check_members(members: list[Member], postprocess: PostProcess) -> None:
         )
 
 
-def autocast_dtype(members: list[Member]) -> torch.dtype | None:
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """bf16 autocast on GPUs that support it; full precision elsewhere."""
-    device = next(members[0].model.parameters()).device
     return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
 
 
+@dataclass(frozen=True)
+class PredictReport:
+    """What predict wrote: how many images, how many with a defect of each class."""
+
+    images: int
+    with_defect: dict[int, int]
+    out: Path
+
+    def lines(self) -> list[str]:
+        counts = [f"class {c}: {n}" for c, n in self.with_defect.items()]
+        return [", ".join([f"images: {self.images}", *counts]), f"wrote {self.out}"]
+
+    def to_dict(self) -> dict:
+        with_defect = {str(c): n for c, n in self.with_defect.items()}
+        return {"images": self.images, "with_defect": with_defect, "out": str(self.out)}
+
+
 def predict_folder(
-    members: list[Member],
+    ensemble: Ensemble,
     images_dir: Path,
     out: Path,
-    postprocess: PostProcess,
     fmt: str = "auto",
-    tta: str = "none",
-    averaging: str = "mean",
-    batch_size: int = 4,
-    workers: int = 2,
     overlays: Path | None = None,
-) -> dict:
+) -> PredictReport:
     """Predict every image of a folder into a submission CSV (written atomically).
 
-    With fmt 'auto', a sample_submission.csv beside the folder is the template.
-    Returns a summary: images, and images with a defect per class.
+    Args:
+        fmt: 'auto' (the wide format, in the order of a sample_submission.csv beside the
+            folder when there is one), 'wide' or 'long'.
+        overlays: a folder for PNGs of the predicted masks over the images.
     """
     # Everything that can be checked is checked before the work, not after it.
-    check_members(members, postprocess)
+    postprocess = ensemble.postprocess or PostProcess()
+    check_members(ensemble.members, postprocess)
     if fmt not in FORMATS:
         raise OptionError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
     check_output_file(out, "--out")
     if overlays is not None:
         check_output_folder(overlays, "--overlays")
-    loader = image_loader(images_dir, members, batch_size, workers)
+    loader = image_loader(images_dir, ensemble)
     names = list(loader.dataset.image_ids)
     template = images_dir.parent / "sample_submission.csv"
     template = template if fmt == "auto" and template.is_file() else None
@@ -229,10 +241,10 @@ def predict_folder(
     for folder in (out.parent, overlays):
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
-    amp = autocast_dtype(members)
+    amp = autocast_dtype(ensemble.device)
     rles: dict[str, dict[int, str]] = {}
     with Tracker(len(loader.dataset), "predict", "images") as progress:
-        for ids, probs, presence in predict_batches(members, loader, tta, averaging, amp):
+        for ids, probs, presence in predict_batches(ensemble, loader, amp):
             masks = postprocess_batch(probs, postprocess, presence)
             for image_id, image_masks in zip(ids, masks, strict=True):
                 encoded = {c + 1: rle.encode(m) for c, m in enumerate(image_masks) if m.any()}
@@ -241,8 +253,8 @@ def predict_folder(
                     write_overlay(images_dir / image_id, image_masks, overlays)
             progress.update(len(ids))
     write_submission(rles, names, out, fmt, template)
-    counts = {f"class {c}": sum(c in r for r in rles.values()) for c in range(1, 5)}
-    return {"images": len(rles), **counts}
+    counts = {c: sum(c in r for r in rles.values()) for c in range(1, 5)}
+    return PredictReport(len(rles), counts, out)
 
 
 def write_overlay(image_path: Path, masks: np.ndarray, folder: Path) -> None:

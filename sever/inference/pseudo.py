@@ -16,6 +16,7 @@ One uncertain or disagreeing class drops the whole image. The core (`presence_pr
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from sever.data.tables import LONG, write_labels
 from sever.engine.runs import run_dir_of
 from sever.errors import CheckpointError, ConfigError, OptionError
 from sever.fileio import atomic_path, check_output_file
+from sever.inference.ensemble import Ensemble
 from sever.inference.models import Member
 from sever.inference.postprocess import PostProcess, postprocess_batch
 from sever.inference.predict import (
@@ -157,38 +159,71 @@ def check_unlabelled(images_dir: Path, images: list[str], members: list[Member])
             )
 
 
+@dataclass(frozen=True)
+class PseudoReport:
+    """What pseudo-label kept and why it dropped the rest, and the files it wrote.
+
+    Attributes:
+        classes: per class ('1'..'4'), the counts of COUNTS; each adds up to `seen`.
+        presence: where the presence probabilities came from.
+    """
+
+    seen: int
+    kept: int
+    hi: float
+    lo: float
+    presence: str
+    classes: dict[str, dict[str, int]]
+    out: Path
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.out, sibling(self.out, "images.txt"), sibling(self.out, "summary.json")]
+
+    def to_dict(self) -> dict:
+        """The summary: `<out stem>-summary.json` and --json."""
+        return {
+            "images_seen": self.seen,
+            "images_kept": self.kept,
+            "images_dropped": self.seen - self.kept,
+            "hi": self.hi,
+            "lo": self.lo,
+            "presence": self.presence,
+            "classes": self.classes,
+        }
+
+    def lines(self) -> list[str]:
+        lines = [f"images: {self.seen} seen, {self.kept} kept"]
+        for c, counts in self.classes.items():
+            lines.append(f"class {c}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        return lines + [f"wrote {path}" for path in self.files]
+
+
 def pseudo_label(
-    members: list[Member],
-    images_dir: Path,
-    out: Path,
-    postprocess: PostProcess,
-    hi: float = 0.95,
-    lo: float = 0.05,
-    tta: str = "none",
-    averaging: str = "mean",
-    batch_size: int = 4,
-    workers: int = 2,
-) -> dict:
+    ensemble: Ensemble, images_dir: Path, out: Path, hi: float = 0.95, lo: float = 0.05
+) -> PseudoReport:
     """Pseudo-label a folder; write the kept images' defects, their ids and a summary.
 
     Writes, each atomically: `out` (long ImageId,ClassId,EncodedPixels, defect rows only),
     `<out stem>-images.txt` (every kept ImageId, defect-free ones included, one a line)
-    and `<out stem>-summary.json` (the returned summary).
+    and `<out stem>-summary.json` (the report's `to_dict()`).
     """
     # Everything that can be checked is checked before the work, not after it.
+    postprocess = ensemble.postprocess or PostProcess()
+    members = ensemble.members
     check_cutoffs(hi, lo)
     check_members(members, postprocess)
     check_outputs(out)
     heads = any(m.has_class_head for m in members)
-    loader = image_loader(images_dir, members, batch_size, workers)
+    loader = image_loader(images_dir, ensemble)
     check_unlabelled(images_dir, list(loader.dataset.image_ids), members)
     out.parent.mkdir(parents=True, exist_ok=True)
-    amp = autocast_dtype(members)
+    amp = autocast_dtype(ensemble.device)
     rows: list[tuple[str, int, str]] = []
     kept_ids: list[str] = []
     counts, seen = 0, 0
     with Tracker(len(loader.dataset), "pseudo-label", "images") as progress:
-        for ids, probs, presence in predict_batches(members, loader, tta, averaging, amp):
+        for ids, probs, presence in predict_batches(ensemble, loader, amp):
             masks = postprocess_batch(probs, postprocess, presence)
             verdicts = judge(presence_probability(probs, presence), masks, hi, lo)
             keep = kept(verdicts)
@@ -202,21 +237,18 @@ def pseudo_label(
                     if m.any()
                 ]
             progress.update(len(ids))
-    summary = {
-        "images_seen": seen,
-        "images_kept": len(kept_ids),
-        "images_dropped": seen - len(kept_ids),
-        "hi": hi,
-        "lo": lo,
-        "presence": "classifiers and class heads" if heads else "max pixel probability",
-        "classes": {
-            str(c + 1): dict(zip(COUNTS, map(int, row), strict=True))
-            for c, row in enumerate(counts)
-        },
-    }
+    report = PseudoReport(
+        seen,
+        len(kept_ids),
+        hi,
+        lo,
+        "classifiers and class heads" if heads else "max pixel probability",
+        {str(c + 1): dict(zip(COUNTS, map(int, row), strict=True)) for c, row in enumerate(counts)},
+        out,
+    )
     write_labels(pd.DataFrame(rows, columns=list(LONG)), kept_ids, out, "long")
     with atomic_path(sibling(out, "images.txt")) as tmp:
         tmp.write_text("".join(f"{i}\n" for i in kept_ids))
     with atomic_path(sibling(out, "summary.json")) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+        tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return report

@@ -22,7 +22,9 @@ from sever.data.splits import read_split
 from sever.data.tables import read_labels
 from sever.engine.runs import run_dir_of
 from sever.errors import CheckpointError, DataError
+from sever.inference.ensemble import Ensemble
 from sever.inference.models import Member
+from sever.inference.predict import predict_batch
 
 
 def training_folder(run: Path, config: Config) -> Path | None:
@@ -100,12 +102,14 @@ def validation_set(run: Path, member: Member, data_dir: Path | None = None) -> S
     )
 
 
-def masks_aside(loader: DataLoader, truths: list[np.ndarray]) -> Iterator[tuple[object, list[str]]]:
-    """(images, ids) for predict_batches from a labelled loader, appending each batch's
-    masks (N, C, H, W) to `truths` as it goes, so one pass reads every image once."""
+def validation_batches(
+    ensemble: Ensemble, dataset: SteelDataset
+) -> Iterator[tuple[list[str], np.ndarray | None, np.ndarray | None, np.ndarray]]:
+    """Yield (image ids, probabilities, presence, true masks (N, C, H, W)) for each batch
+    of a labelled dataset, in full precision: one pass reads every image once."""
+    loader = DataLoader(dataset, ensemble.batch_size, num_workers=ensemble.workers)
     for images, masks, ids in loader:
-        truths.append(masks.numpy())
-        yield images, ids
+        yield list(ids), *predict_batch(ensemble, images), masks.numpy()
 
 
 def group_by_split(members: list[Member], need_segmenter: bool = True) -> list[tuple[list, Path]]:

@@ -151,12 +151,14 @@ def predict_cells(staged: Staged, input_dir: str) -> list[str]:
     best = best_checkpoint(staged).name
     tuned = [f"    --postprocess {input_dir}/postprocess-tuned.yml \\"] if has_tuned(staged) else []
     models = f"-r {input_dir}/{best}"
+    paths = f'Path("{input_dir}/{best}")'
     intro = (
         "Predict the test images into submission.csv (every image and class, in the wide "
         "format Kaggle scores; the notebook fills in `{COMPETITION}`):"
     )
     if staged.config.get("task") == "classify":
         models = f"-r SEGMENTER.pth {models}"
+        paths = f'Path("SEGMENTER.pth"), {paths}'
         intro = (
             "This is a classifier: it predicts class presence, not masks. Give it beside a "
             "segmentation checkpoint (SEGMENTER.pth), with a post-processing that gates or "
@@ -182,18 +184,20 @@ def predict_cells(staged: Staged, input_dir: str) -> list[str]:
         "",
         "```python",
         "from pathlib import Path",
-        "import torch",
-        "from sever.inference.ensemble import load_postprocess",
-        "from sever.inference.models import load_member",
-        "from sever.inference.predict import predict_folder",
+        "from sever.inference import Ensemble, predict_folder",
         "",
-        'device = torch.device("cuda" if torch.cuda.is_available() else "cpu")',
-        f'member = load_member(Path("{input_dir}/{best}"), device)',
-        f"postprocess = load_postprocess({pp_argument(staged, input_dir)})",
-        'predict_folder([member], COMPETITION / "test_images", Path("submission.csv"),',
-        '               postprocess, tta="hflip", batch_size=8)',
+        "ensemble = Ensemble.from_runs(",
+        f"    [{paths}],",
+        '    tta="hflip",',
+        *pp_argument(staged, input_dir),
+        "    batch_size=8,",
+        ")",
+        'predict_folder(ensemble, COMPETITION / "test_images", Path("submission.csv"))',
         "```",
         "",
+        "`Ensemble.from_runs` takes the checkpoints (or run folders) that `sever predict -r` "
+        "takes, and its options as keywords (`epochs`, `which`, `averaging`, `device`, ...); "
+        "`Ensemble.from_file` reads an ensemble file. "
         "`sever.inference.postprocess` has the pure-numpy steps (`threshold`, "
         "`remove_small_components`, `min_pixels`, `postprocess_batch`, ...) for "
         "probabilities you compute yourself.",
@@ -204,8 +208,10 @@ def has_tuned(staged: Staged) -> bool:
     return (staged.run / "postprocess-tuned.yml").is_file()
 
 
-def pp_argument(staged: Staged, input_dir: str) -> str:
-    return f'Path("{input_dir}/postprocess-tuned.yml")' if has_tuned(staged) else "None"
+def pp_argument(staged: Staged, input_dir: str) -> list[str]:
+    """The Python cell's postprocess argument: the staged tuned file, if there is one."""
+    tuned = f'    postprocess=Path("{input_dir}/postprocess-tuned.yml"),'
+    return [tuned] if has_tuned(staged) else []
 
 
 def model_card(staged: Staged, files: list[str]) -> str:

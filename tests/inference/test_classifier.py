@@ -16,6 +16,7 @@ from conftest import cli, write_tiny
 from sever.config import load_config
 from sever.engine.checkpoint import load_checkpoint
 from sever.engine.trainer import train
+from sever.inference import Ensemble
 from sever.inference.models import load_member
 from sever.inference.predict import TTA, image_loader, member_probs, predict_batches
 
@@ -73,8 +74,9 @@ def test_presence_comes_from_the_classifier_and_masks_from_the_segmenter(
     segmenter = load_member(runs[0] / "checkpoints" / "last.pth", cpu)
     classifier = load_member(runs[1] / "checkpoints" / "last.pth", cpu)
     assert classifier.has_class_head and not segmenter.has_class_head
-    loader = image_loader(tiny_data / "test_images", segmenter, 4, 0)
-    ((ids, probs, presence),) = predict_batches([segmenter, classifier], loader, "hflip")
+    ensemble = Ensemble([segmenter, classifier], tta="hflip", batch_size=4, workers=0)
+    loader = image_loader(tiny_data / "test_images", ensemble)
+    ((ids, probs, presence),) = predict_batches(ensemble, loader)
     images, _ = next(iter(loader))
     masks, none = member_probs(segmenter, images, TTA["hflip"], None)
     none_either, heads = member_probs(classifier, images, TTA["hflip"], None)

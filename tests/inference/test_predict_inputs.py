@@ -13,9 +13,8 @@ from conftest import write_tiny
 
 from sever.config import load_config
 from sever.errors import DataError, OptionError
-from sever.inference import predict
+from sever.inference import Ensemble, predict
 from sever.inference.models import Member
-from sever.inference.postprocess import PostProcess
 from sever.model.build import build_model
 
 
@@ -53,8 +52,8 @@ def test_a_folder_of_mixed_sizes_is_predicted(member: Member, tmp_path: Path) ->
     sizes = {"a.jpg": (64, 256), "b.jpg": (128, 256), "c.jpg": (64, 256), "d.jpg": (64, 128)}
     folder = images(tmp_path / "images", sizes)
     out = tmp_path / "sub.csv"
-    summary = predict.predict_folder([member], folder, out, PostProcess(), "wide", workers=0)
-    assert summary["images"] == 4
+    report = predict.predict_folder(Ensemble([member], workers=0), folder, out, "wide")
+    assert report.images == 4
     rows = pd.read_csv(out, keep_default_na=False)
     assert list(rows["ImageId_ClassId"]) == [f"{i}_{c}" for i in sorted(sizes) for c in range(1, 5)]
 
@@ -71,12 +70,12 @@ def test_checks_come_before_inference(
     template.write_text("ImageId,ClassId,EncodedPixels\na.jpg,0,\nc.jpg,0,\n")
     out = tmp_path / "out" / "sub.csv"
     with pytest.raises(DataError, match=r"sample_submission.csv: image c.jpg in the template"):
-        predict.predict_folder([member], folder, out, PostProcess(), workers=0)
+        predict.predict_folder(Ensemble([member], workers=0), folder, out)
     with pytest.raises(OptionError, match="--out .*: is a folder"):
-        predict.predict_folder([member], folder, tmp_path, PostProcess(), "wide", workers=0)
+        predict.predict_folder(Ensemble([member], workers=0), folder, tmp_path, "wide")
     with pytest.raises(OptionError, match="--format tsv: expected one of auto, wide, long"):
-        predict.predict_folder([member], folder, out, PostProcess(), "tsv", workers=0)
+        predict.predict_folder(Ensemble([member], workers=0), folder, out, "tsv")
     odd = images(tmp_path / "odd", {"a.jpg": (64, 256), "z.jpg": (64, 250)})
     with pytest.raises(DataError, match=r"z.jpg: 64x250 is not a multiple of 32, which FPN"):
-        predict.predict_folder([member], odd, out, PostProcess(), "wide", workers=0)
+        predict.predict_folder(Ensemble([member], workers=0), odd, out, "wide")
     assert not (tmp_path / "out").exists()  # nothing created by a refused predict

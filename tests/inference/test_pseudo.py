@@ -196,6 +196,17 @@ def test_pseudo_label_writes_csv_ids_and_summary(
 
 
 @pytest.mark.slow
+def test_pseudo_label_json_is_the_summary(run: Path, tiny_data: Path, tmp_path: Path, capsys):
+    out = tmp_path / "pseudo.csv"
+    args = ["-r", str(run), "--last", "--images", str(tiny_data / "test_images")]
+    code = cli("pseudo-label", *args, "--out", str(out), "--workers", "0", "--json")
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "pseudo-summary.json").read_text())
+    assert json.loads(capsys.readouterr().out) == summary
+    assert summary["images_seen"] == 4
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "case, message",
     [

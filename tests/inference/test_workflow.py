@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -14,8 +14,6 @@ from conftest import cli, write_tiny
 
 from sever.config import load_config
 from sever.engine.trainer import train
-from sever.errors import ConfigError
-from sever.inference import tune as tune_module
 from sever.inference.models import load_member
 from sever.inference.postprocess import PostProcess
 from sever.inference.predict import TTA, member_probs
@@ -161,33 +159,6 @@ def test_tune_improves_or_keeps_and_writes_yaml(run: Path, tmp_path: Path, capsy
     assert list((run / "cache").glob("probs-*/complete"))
 
 
-def test_pair_stats_match_direct_counting() -> None:
-    rng = np.random.default_rng(0)
-    levels = rng.integers(0, 256, (2, 4, 8, 8), dtype=np.uint8)
-    truth = rng.random((2, 4, 8, 8)) > 0.7
-    stats = tune_module.pair_stats(levels, truth, one_class_per_pixel=False)
-    for k in (0, 100, 200, 255):
-        assert (stats.above[..., k] == (levels > k).sum((2, 3))).all()
-        assert (stats.hits[..., k] == ((levels > k) & truth).sum((2, 3))).all()
-    winners = tune_module.pair_stats(levels, truth, one_class_per_pixel=True)
-    kept = levels == levels.max(axis=1, keepdims=True)
-    assert (winners.above[..., 50] <= stats.above[..., 50]).all()
-    assert winners.above[..., 0].sum() <= (kept & (levels > 0)).sum()
-
-
-def test_score_of_stats_matches_hand_computation() -> None:
-    # one image, one class: 10 predicted pixels above 0.5, 6 of them true, 8 true in all
-    levels = np.zeros((1, 1, 4, 5), np.uint8)
-    levels.flat[:10] = 200
-    truth = np.zeros((1, 1, 4, 5), bool)
-    truth.flat[4:12] = True
-    stats = tune_module.pair_stats(levels, truth, False)
-    scores = tune_module.score(stats, [0.5], [0])
-    assert scores["dice_1"] == pytest.approx(2 * 6 / (10 + 8))
-    assert tune_module.score(stats, [0.5], [11])["dice_1"] == 0.0  # emptied: 10 < 11
-    assert tune_module.score(stats, [0.9], [0])["dice_1"] == 0.0  # nothing above 0.9
-
-
 def test_ensemble_file_drives_predict(run: Path, tiny_data: Path, tmp_path: Path) -> None:
     pp = tmp_path / "pp.yml"
     pp.write_text("threshold: 0.4\nmin_pixels: [0, 0, 0, 0]\n")
@@ -321,50 +292,6 @@ def test_incompatible_checkpoints_are_refused(run: Path, tmp_path: Path, capsys)
     assert "not a readable checkpoint" in capsys.readouterr().err
 
 
-def test_classifier_scaling_in_stats() -> None:
-    # scale_c = 5, t0 = 0.1: presence 1 keeps t = 0.1, presence 0 raises it to 0.5
-    levels = np.zeros((2, 1, 2, 2), np.uint8)
-    levels[:, 0, 0, 0] = 80  # probability ~0.31 in one pixel of each image
-    truth = levels > 0
-    stats = tune_module.pair_stats(levels, truth, False, presence=np.array([[1.0], [0.0]]))
-    # image 0: 0.31 > 0.1 -> found (dice 1); image 1: 0.31 < 0.5 -> missed (dice 0)
-    assert tune_module.score(stats, [0.1], [0], scale_c=5.0)["dice_1"] == pytest.approx(0.5)
-    assert tune_module.score(stats, [0.1], [0])["dice_1"] == pytest.approx(1.0)
-    choice = tune_module.search(stats)
-    assert tune_module.score(
-        stats, choice.thresholds, choice.min_pixels, choice.scale_c, choice.gate
-    )["dice_1"] == pytest.approx(1.0)
-
-
-def test_presence_gate_in_stats() -> None:
-    # Two images, 10 predicted pixels at 0.8 each: image 0's truth is empty (presence
-    # 0.2), image 1's truth is exactly the prediction (presence 0.9). No threshold or
-    # minimum size tells them apart; a gate between 0.2 and 0.9 does.
-    levels = np.zeros((2, 1, 4, 4), np.uint8)
-    levels[:, 0, :2, :] = 204  # 0.8
-    levels[:, 0, 2, :2] = 204
-    truth = np.zeros_like(levels, bool)
-    truth[1] = levels[1] > 0
-    stats = tune_module.pair_stats(levels, truth, False, presence=np.array([[0.2], [0.9]]))
-    assert tune_module.score(stats, [0.5], [0])["dice_1"] == pytest.approx(0.5)
-    assert tune_module.score(stats, [0.5], [0], gate=[0.5])["dice_1"] == pytest.approx(1.0)
-    assert tune_module.score(stats, [0.5], [0], gate=[0.95])["dice_1"] == pytest.approx(0.5)
-    assert tune_module.score(stats, [0.5], [0], gate=[0.9])["dice_1"] == pytest.approx(1.0)
-    choice = tune_module.search(stats)
-    assert 0.2 < choice.gate[0] <= 0.9
-    assert choice.gate_or_none == (choice.gate[0],)
-    alone = tune_module.search(stats, presence=False)
-    assert alone.gate == [0.0] and alone.scale_c is None
-    assert tune_module.score(stats, alone.thresholds, alone.min_pixels)["dice_1"] == 0.5
-
-
-def test_gate_needs_presence() -> None:
-    levels = np.zeros((1, 1, 2, 2), np.uint8)
-    stats = tune_module.pair_stats(levels, levels > 0, False)
-    with pytest.raises(ConfigError, match="gate needs class presence"):
-        tune_module.score(stats, [0.5], [0], gate=[0.5])
-
-
 def test_predict_creates_the_output_folder(run: Path, tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "new" / "folder" / "sub.csv"
     assert (
@@ -384,25 +311,15 @@ def test_predict_creates_the_output_folder(run: Path, tiny_data: Path, tmp_path:
     assert out.is_file()
 
 
-def test_parts_for_the_held_out_estimate() -> None:
-    assert tune_module.parts_of([3, 2]).tolist() == [0, 0, 0, 1, 1]  # one part per fold
-    halves = tune_module.parts_of([5])
-    assert sorted(halves.tolist()) == [0, 0, 0, 1, 1]  # one group: two seeded halves
-    assert halves.tolist() == tune_module.parts_of([5]).tolist()
-
-
-def test_held_out_scores_each_part_with_what_the_other_part_tuned() -> None:
-    # Image A (part 0): one pixel at 0.8 that is the defect. Image B (part 1): one pixel at
-    # 0.3, no defect. Tuned on both, any threshold in (0.3, 0.8) scores 1.0. Held out:
-    # tuned on B alone, the first best choice is the lowest threshold above 0.3, which
-    # still finds A (1); tuned on A alone it is the lowest, 0.05, which marks B (0).
-    levels = np.zeros((2, 1, 2, 2), np.uint8)
-    levels[0, 0, 0, 0], levels[1, 0, 0, 0] = 204, 77
-    truth = np.zeros_like(levels, bool)
-    truth[0, 0, 0, 0] = True
-    stats = tune_module.pair_stats(levels, truth, False)
-    choice = tune_module.search(stats)
-    assert tune_module.score(stats, choice.thresholds, choice.min_pixels)["dice_mean"] == 1.0
-    held = tune_module.held_out(stats, np.array([0, 1]))
-    assert held["dice_mean"] == pytest.approx(0.5)
-    assert held["dice_1"] == pytest.approx(0.5)
+def test_predict_prints_its_counts_or_json(run: Path, tiny_data: Path, tmp_path: Path, capsys):
+    out = tmp_path / "sub.csv"
+    args = ["predict", "-r", run, "--images", tiny_data / "test_images", "--out", out]
+    capsys.readouterr()
+    assert cli(*args, "--workers", "0") == 0
+    first, *rest = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"images: 4, class 1: \d, class 2: \d, class 3: \d, class 4: \d", first)
+    assert rest == [f"wrote {out}"]
+    counts = {c: int(n) for c, n in re.findall(r"class (\d): (\d)", first)}
+    assert cli(*args, "--workers", "0", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == {"images": 4, "with_defect": counts, "out": str(out)}

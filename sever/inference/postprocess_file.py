@@ -1,0 +1,135 @@
+"""Post-processing files: read strictly, with the record of what they were tuned with.
+
+A file that `sever tune` writes holds the tuned values and `tuned_with`: the TTA, the
+averaging and each model (checkpoint, weight, task, weights fingerprint). Thresholds fit
+the probabilities of one ensemble, so predict, pseudo-label and evaluate compare the
+record with their own ensemble and warn in one line when it differs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ValidationError
+
+from sever.config_errors import describe_error
+from sever.errors import ConfigError
+from sever.inference.postprocess import TUNED_WITH, PostProcess
+from sever.yamlio import read_yaml
+
+if TYPE_CHECKING:  # for annotations only: ensemble.py imports this module
+    from sever.inference.ensemble import Ensemble
+
+log = logging.getLogger(__name__)
+
+
+def load_postprocess(source: Path | dict | None, name: str = "postprocess") -> PostProcess:
+    """A PostProcess from a YAML file (as `sever tune` writes), a mapping, or the defaults.
+
+    Args:
+        name: where a mapping came from, for messages (e.g. 'ensemble.yml: postprocess').
+    """
+    return read_postprocess(source, name)[0]
+
+
+def read_postprocess(
+    source: Path | dict | None, name: str = "postprocess"
+) -> tuple[PostProcess, dict | None]:
+    """The PostProcess of a YAML file, a mapping or the defaults, and the `tuned_with`
+    record of a tuned file (None without one)."""
+    if source is None:
+        return PostProcess(), None
+    if not isinstance(source, dict):
+        name = str(source)
+        source = read_yaml(Path(source), "post-processing file") or {}
+    try:
+        postprocess = PostProcess.from_dict(source)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    record = source.get(TUNED_WITH)
+    if record is not None:
+        try:
+            record = TunedWith.model_validate(record).model_dump()
+        except ValidationError as exc:
+            raise ConfigError(describe_error(exc, {}, f"{name}: {TUNED_WITH}", TunedWith)) from None
+    return postprocess, record
+
+
+class TunedModel(BaseModel):
+    checkpoint: str
+    weight: float = 1.0
+    task: str = "segment"
+    weights_sha256: str
+
+
+class TunedWith(BaseModel):
+    """What a tuned file was tuned with: `sever tune` writes it, predict compares it."""
+
+    tta: str
+    averaging: str
+    models: list[TunedModel]
+
+
+def tuned_with(ensemble: Ensemble) -> dict:
+    """The `tuned_with` record of a tuned file: TTA, averaging, and each model's checkpoint,
+    weight, task and weights fingerprint (the same wherever the file is copied)."""
+    models = [
+        {
+            "checkpoint": str(m.path),
+            "weight": m.weight,
+            "task": m.task,
+            "weights_sha256": m.fingerprint,
+        }
+        for m in ensemble.members
+    ]
+    return {"tta": ensemble.tta, "averaging": ensemble.averaging, "models": models}
+
+
+def tuning_differences(record: dict, ensemble: Ensemble) -> list[str]:
+    """How this ensemble differs from the one a post-processing was tuned with (empty
+    when it is the same: TTA, averaging where it matters, models by their weights, and
+    their weights under weighted averaging)."""
+    members, tta, averaging = ensemble.members, ensemble.tta, ensemble.averaging
+    found = []
+    if record["tta"] != tta:
+        found.append(f"TTA {record['tta']} (here {tta})")
+    segmenters = sum(m.task == "segment" for m in members)
+    if record["averaging"] != averaging and segmenters > 1:
+        found.append(f"averaging {record['averaging']} (here {averaging})")
+    tuned = {m["weights_sha256"]: m for m in record["models"]}
+    here = {m.fingerprint: m for m in members}
+    missing = [m["checkpoint"] for key, m in tuned.items() if key not in here]
+    if missing:
+        found.append(f"{len(missing)} model(s) not given here ({', '.join(missing)})")
+    extra = [str(m.path) for key, m in here.items() if key not in tuned]
+    if extra:
+        found.append(f"{len(extra)} model(s) here that it was not tuned with ({', '.join(extra)})")
+    if averaging == "weighted" and record["averaging"] == "weighted":
+        changed = [
+            str(m.path)
+            for key, m in here.items()
+            if key in tuned and tuned[key]["weight"] != m.weight
+        ]
+        if changed:
+            found.append(f"other weights for {', '.join(changed)}")
+    return found
+
+
+def warn_if_tuned_otherwise(source: Path | dict | None, ensemble: Ensemble) -> list[str]:
+    """Log one warning when the post-processing was tuned with other models or options
+    than this ensemble's; returns what differs."""
+    _, record = read_postprocess(source)
+    if record is None:
+        return []
+    found = tuning_differences(record, ensemble)
+    if found:
+        where = source if not isinstance(source, dict) else "the ensemble's postprocess"
+        log.warning(
+            "%s was tuned for another ensemble: %s; its thresholds may not fit this one (tune "
+            "it again with these models and options)",
+            where,
+            "; ".join(found),
+        )
+    return found

@@ -1,0 +1,132 @@
+"""The Ensemble: an ensemble file and the command line's -r turn into the same thing, and
+the command line's --tta/--averaging/--postprocess win over the file's."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+from conftest import write_tiny
+
+from sever.config import config_dict, load_config
+from sever.errors import ConfigError
+from sever.inference import Ensemble, EnsembleOptions, PostProcess
+from sever.inference.ensemble import check_weights
+from sever.model.build import build_model
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Untrained checkpoints as the trainer writes them: two segmenters and a classifier."""
+    folder = tmp_path_factory.mktemp("ensemble")
+    tiny = write_tiny(folder, tiny_data)
+    paths = {}
+    for name, overrides in {"a": [], "b": ["seed=4"], "cls": ["task=classify"]}.items():
+        config = load_config(tiny, ["model.encoder=mobilenet_v2", *overrides])
+        state = {
+            "format": 1,
+            "epoch": 1,
+            "model": build_model(config.model, config.task).state_dict(),
+            "config": config_dict(config),
+        }
+        paths[name] = folder / f"{name}.pth"
+        torch.save(state, paths[name])
+    return paths
+
+
+def ensemble_file(folder: Path, checkpoints: dict[str, Path], **extra) -> Path:
+    spec = {
+        "models": [
+            {"checkpoint": str(checkpoints["a"]), "weight": 1.0},
+            {"checkpoint": str(checkpoints["b"]), "weight": 3.0},
+        ],
+        "tta": "vflip",
+        "averaging": "weighted",
+        "postprocess": {"threshold": 0.4},
+    }
+    path = folder / "ensemble.yml"
+    path.write_text(yaml.safe_dump(spec | extra))
+    return path
+
+
+def described(ensemble: Ensemble) -> tuple:
+    members = [(m.path, m.weight, m.task) for m in ensemble.members]
+    return members, ensemble.tta, ensemble.averaging, ensemble.postprocess
+
+
+def test_a_file_and_its_runs_are_the_same_ensemble(checkpoints, tmp_path: Path) -> None:
+    from_file = Ensemble.from_file(ensemble_file(tmp_path, checkpoints), workers=0)
+    from_runs = Ensemble.from_runs(
+        [checkpoints["a"], checkpoints["b"]],
+        weights=(1.0, 3.0),
+        tta="vflip",
+        averaging="weighted",
+        postprocess={"threshold": 0.4},
+        workers=0,
+    )
+    assert described(from_file) == described(from_runs)
+    assert described(from_file) == (
+        [(checkpoints["a"], 1.0, "segment"), (checkpoints["b"], 3.0, "segment")],
+        "vflip",
+        "weighted",
+        PostProcess(threshold=0.4),
+    )
+    assert (from_file.batch_size, from_file.workers) == (4, 0)
+    with pytest.raises(ConfigError, match="weights: 1 given for 2 checkpoints"):
+        Ensemble.from_runs([checkpoints["a"], checkpoints["b"]], weights=(1.0,))
+    assert from_file.device == torch.device("cpu")
+
+
+def test_the_command_line_wins_over_the_file(checkpoints, tmp_path: Path) -> None:
+    path = ensemble_file(tmp_path, checkpoints)
+    pp = tmp_path / "pp.yml"
+    pp.write_text("threshold: 0.7\n")
+    given = Ensemble.from_options(
+        EnsembleOptions(file=path, tta="hflip", postprocess=pp, batch_size=2, device="cpu")
+    )
+    assert (given.tta, given.averaging, given.batch_size) == ("hflip", "weighted", 2)
+    assert given.postprocess == PostProcess(threshold=0.7)
+    # --tta none is the default, so it keeps the file's TTA
+    assert Ensemble.from_file(path, tta="none").tta == "vflip"
+    with pytest.raises(ConfigError, match="--averaging mean ignores the models' weights"):
+        Ensemble.from_file(path, averaging="mean")
+
+
+def test_without_post_processing_each_command_takes_its_default(checkpoints) -> None:
+    plain = Ensemble.from_runs([checkpoints["a"]])
+    assert described(plain) == ([(checkpoints["a"], 1.0, "segment")], "none", "mean", None)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (EnsembleOptions(), "give -r RUN (repeatable) or -c ENSEMBLE.yml"),
+        (
+            EnsembleOptions(file=Path("e.yml"), runs=(Path("r"),)),
+            "give either -c ENSEMBLE.yml or -r RUN, not both",
+        ),
+    ],
+)
+def test_one_source_of_models(options: EnsembleOptions, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Ensemble.from_options(options)
+
+
+def member(task: str, weight: float) -> SimpleNamespace:
+    return SimpleNamespace(path=Path(f"{task}-{weight}.pth"), task=task, weight=weight)
+
+
+def test_weights_that_would_be_ignored_are_refused() -> None:
+    with pytest.raises(ConfigError, match="e.yml: classify-0.5.pth is a classifier: its weight"):
+        check_weights([member("segment", 1.0), member("classify", 0.5)], "weighted", "e.yml")
+    with pytest.raises(ConfigError, match="every segmentation model has weight 0"):
+        check_weights([member("segment", 0.0), member("classify", 1.0)], "weighted", None)
+    check_weights([member("segment", 0.0), member("segment", 2.0)], "weighted", None)
+    check_weights([member("segment", 0.0)], "mean", None)  # mean: weights are refused earlier
+    # Classifiers alone have no segmenter to weigh: predict says so (check_members), not
+    # that every segmentation model has weight 0.
+    check_weights([member("classify", 1.0)], "weighted", None)
