@@ -149,8 +149,9 @@ class Ensemble:
     ) -> Ensemble:
         """The ensemble of `-r RUN ... [-e EPOCH ... | --best | --last]`; `settings` are the
         other fields of EnsembleOptions (tta, averaging, postprocess, device, ...)."""
-        runs, epochs = tuple(map(Path, runs)), tuple(epochs)
-        return cls.from_options(EnsembleOptions(runs=runs, epochs=epochs, which=which, **settings))
+        paths = tuple(Path(run) for run in runs)
+        options = EnsembleOptions(runs=paths, epochs=tuple(epochs), which=which, **settings)
+        return cls.from_options(options)
 
     @classmethod
     def from_file(cls, path: Path | str, **settings: Any) -> Ensemble:
@@ -212,6 +213,7 @@ def file_options(options: EnsembleOptions) -> EnsembleOptions:
     their weights, and the file's TTA, averaging and post-processing where the options
     do not say otherwise."""
     path = options.file
+    assert path is not None
     if options.runs:
         raise ConfigError("give either -c ENSEMBLE.yml or -r RUN, not both")
     spec = load_ensemble(path)
@@ -246,6 +248,7 @@ def entry_checkpoint(entry: ModelEntry) -> Path:
     if entry.run is not None and not entry.run.exists():
         raise CheckpointError(f"run: {entry.run}: no such run directory")
     if entry.checkpoint is None:
+        assert entry.run is not None  # ModelEntry names one of the two
         return checkpoint_path(entry.run, entry.epoch, "last" if entry.last else "best")
     if not entry.checkpoint.is_file():
         raise CheckpointError(f"checkpoint: {entry.checkpoint}: no such checkpoint file")

@@ -61,11 +61,15 @@ def checkpoint_path(run: Path, epoch: int | None = None, which: str = "best") ->
         return resolve_checkpoint(run, which)
     path = run / "checkpoints" / f"checkpoint-epoch{epoch}.pth"
     if not path.is_file():
-        kept = sorted(
+        kept_epochs = sorted(
             p.stem.removeprefix("checkpoint-epoch")
             for p in (run / "checkpoints").glob("checkpoint-epoch*.pth")
         )
-        hint = f"; kept epochs: {', '.join(kept)}" if kept else "; this run kept no epochs"
+        hint = (
+            f"; kept epochs: {', '.join(kept_epochs)}"
+            if kept_epochs
+            else "; this run kept no epochs"
+        )
         raise CheckpointError(f"{path}: no checkpoint for epoch {epoch}{hint} (or use --best)")
     return path
 

@@ -41,14 +41,17 @@ def read_postprocess(
     record of a tuned file (None without one)."""
     if source is None:
         return PostProcess(), None
+    data: object = source
     if not isinstance(source, dict):
         name = str(source)
-        source = read_yaml(Path(source), "post-processing file") or {}
+        data = read_yaml(Path(source), "post-processing file") or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name}: expected a mapping of post-processing keys")
     try:
-        postprocess = PostProcess.from_dict(source)
+        postprocess = PostProcess.from_dict(data)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{name}: {exc}") from None
-    record = source.get(TUNED_WITH)
+    record = data.get(TUNED_WITH)
     if record is not None:
         try:
             record = TunedWith.model_validate(record).model_dump()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
@@ -233,9 +234,9 @@ def predict_folder(
     if overlays is not None:
         check_output_folder(overlays, "--overlays")
     loader = image_loader(images_dir, ensemble)
-    names = list(loader.dataset.image_ids)
-    template = images_dir.parent / "sample_submission.csv"
-    template = template if fmt == "auto" and template.is_file() else None
+    names = list(cast(ImageFolderDataset, loader.dataset).image_ids)
+    beside = images_dir.parent / "sample_submission.csv"
+    template = beside if fmt == "auto" and beside.is_file() else None
     if template is not None:
         check_same_images(read_template(template)[1], names, template)
     for folder in (out.parent, overlays):
@@ -243,8 +244,9 @@ def predict_folder(
             folder.mkdir(parents=True, exist_ok=True)
     amp = autocast_dtype(ensemble.device)
     rles: dict[str, dict[int, str]] = {}
-    with Tracker(len(loader.dataset), "predict", "images") as progress:
+    with Tracker(len(names), "predict", "images") as progress:
         for ids, probs, presence in predict_batches(ensemble, loader, amp):
+            assert probs is not None  # check_members: there is a segmenter
             masks = postprocess_batch(probs, postprocess, presence)
             for image_id, image_masks in zip(ids, masks, strict=True):
                 encoded = {c + 1: rle.encode(m) for c, m in enumerate(image_masks) if m.any()}

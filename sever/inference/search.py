@@ -206,6 +206,7 @@ def search(stats: PairStats, min_grid=MIN_PIXELS_GRID, presence: bool = True) ->
             choice.gate.append(float(GATE_GRID[g]))
         if total > best_total + 1e-9:
             best_total, best = total, choice
+    assert best is not None  # a total is never below 0, so the first candidate wins over -1
     return best
 
 
