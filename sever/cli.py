@@ -264,8 +264,22 @@ def average(run, epochs, top, bn, bn_batches, out, device, as_json) -> None:
     "--format", "fmt", default="long", show_default=True, type=click.Choice(["long", "wide"])
 )
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--classes",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 6),
+    help="Defect classes: the competition's 4, or up to 6 (5: rolled-in scale, 6: cracks).",
+)
 def synth(
-    out_dir: Path, n_train: int, n_test: int, height: int, width: int, fmt: str, seed: int
+    out_dir: Path,
+    n_train: int,
+    n_test: int,
+    height: int,
+    width: int,
+    fmt: str,
+    seed: int,
+    classes: int,
 ) -> None:
     """Write a synthetic dataset in the competition's layout to OUT_DIR."""
     from sever.data.synth import generate
@@ -274,9 +288,8 @@ def synth(
     check_output_folder(out_dir, "OUT_DIR")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise SeverError(f"{out_dir}: already exists and is not empty; choose another folder")
-    summary = generate(
-        out_dir, n_train, n_test, height, width, "wide" if fmt == "wide" else "long", seed
-    )
+    layout = "wide" if fmt == "wide" else "long"
+    summary = generate(out_dir, n_train, n_test, height, width, layout, seed, classes)
     for key, value in summary.items():
         click.echo(f"{key:>22}: {value}")
     click.echo(f"wrote {out_dir}")
@@ -285,7 +298,14 @@ def synth(
 @cli.command("check-data")
 @click.argument("data_dir", type=click.Path(path_type=Path))
 @click.option("--fast", is_flag=True, help="Skip decoding every image.")
-def check_data(data_dir: Path, fast: bool) -> None:
+@click.option(
+    "--classes",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Defect classes: ClassIds run 1..N (the competition has 4).",
+)
+def check_data(data_dir: Path, fast: bool, classes: int) -> None:
     """Check a dataset (train.csv, train_images/, test_images/) and summarise it."""
     from sever.data.checks import check_dataset
 
@@ -297,7 +317,7 @@ def check_data(data_dir: Path, fast: bool) -> None:
             f"{data_dir}: not a dataset (no train.csv or train_images/); give the folder "
             "holding them"
         )
-    report = check_dataset(data_dir, full=not fast)
+    report = check_dataset(data_dir, full=not fast, classes=classes)
     for key, value in report.summary.items():
         click.echo(f"{key:>22}: {value}")
     # The problems are the report (stdout); stderr gets the one line of the verdict.
@@ -321,15 +341,24 @@ def check_data(data_dir: Path, fast: bool) -> None:
     help="Image folder: gives the image size; with a long-format TRUTH, its files without "
     "rows are scored as defect-free.",
 )
+@click.option(
+    "--classes",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Defect classes: ClassIds run 1..N (the competition has 4).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
-def score(submission: Path, truth: Path, images_dir: Path | None, as_json: bool) -> None:
+def score(
+    submission: Path, truth: Path, images_dir: Path | None, classes: int, as_json: bool
+) -> None:
     """Score SUBMISSION against TRUTH (either CSV format) with Kaggle's mean Dice."""
     import json
 
     from sever.inference.submission import check_image_folder, score_submission
 
-    check_image_folder(truth, images_dir)
-    scores = score_submission(submission, truth, images_dir)
+    check_image_folder(truth, images_dir, classes)
+    scores = score_submission(submission, truth, images_dir, classes=classes)
     if as_json:
         click.echo(json.dumps(scores))
         return
@@ -566,8 +595,10 @@ def tune(spec, start: Path | None, out: Path | None, data_dir: Path | None, as_j
         raise click.UsageError("give -r RUN (repeatable)")
     if out is not None:
         check_output_file(out, "--out")  # before the models load
-    base = load_postprocess(start)
-    echo_report(tune_runs(Ensemble.from_options(spec), base, out, data_dir), as_json)
+    load_postprocess(start, "--start", None)  # its own mistakes, before the models load
+    ensemble = Ensemble.from_options(spec)
+    base = load_postprocess(start, "--start", ensemble.classes)
+    echo_report(tune_runs(ensemble, base, out, data_dir), as_json)
 
 
 @cli.command()
@@ -676,7 +707,7 @@ def download(ctx: click.Context, data_dir: Path, force: bool) -> None:
 
     fetched = download_competition(data_dir, force)
     click.echo(f"{data_dir}: {'downloaded' if fetched else 'already downloaded'}")
-    ctx.invoke(check_data, data_dir=data_dir, fast=False)
+    ctx.invoke(check_data, data_dir=data_dir, fast=False, classes=4)
 
 
 def one_line(exc: Exception) -> str:

@@ -32,7 +32,6 @@ from sever.yamlio import read_yaml as read_yaml_file
 
 Size = tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]]
 Fraction = Annotated[float, Field(ge=0, le=1)]
-PerClass = tuple[float, float, float, float]
 
 
 class Section(BaseModel):
@@ -238,7 +237,7 @@ class ClassHeadConfig(Section):
     dropout: Fraction = 0.2
     pooling: Literal["avg", "max"] = "avg"
     weight: Annotated[float, Field(ge=0)] = 0.2
-    pos_weight: PerClass | None = None
+    pos_weight: list[Annotated[float, Field(gt=0)]] | None = None  # one per class
 
 
 class ModelConfig(Section):
@@ -366,22 +365,24 @@ class SchedulerConfig(Section):
         return registered(schedulers, name, info)
 
 
-# What validation computes of presence: mean F1, and F1, precision and recall per class.
-PRESENCE_METRICS = (
-    "val_f1_mean",
-    *(f"val_{kind}_{c}" for kind in ("f1", "precision", "recall") for c in (1, 2, 3, 4)),
+# What a run can monitor: losses, the Dice of the masks (mean, per class c, on pairs with
+# a defect), and of presence the mean F1 and per class F1, precision and recall.
+MONITOR_FORMS = re.compile(
+    r"val_loss|train_loss|val_dice_(mean|positive|\d+)|val_f1_mean|val_(f1|precision|recall)_\d+"
 )
-MONITORABLE = (
-    "val_dice_mean",
-    "val_dice_1",
-    "val_dice_2",
-    "val_dice_3",
-    "val_dice_4",
-    "val_dice_positive",
-    "val_loss",
-    "train_loss",
-    *PRESENCE_METRICS,
-)
+
+
+def monitorable(classes: int, presence: bool, masks: bool = True) -> list[str]:
+    """Every metric a run with `classes` classes computes and can monitor."""
+    names = ["val_loss", "train_loss"]
+    if masks:
+        names += ["val_dice_mean", *(f"val_dice_{c}" for c in range(1, classes + 1))]
+        names.append("val_dice_positive")
+    if presence:
+        names.append("val_f1_mean")
+        kinds = ("f1", "precision", "recall")
+        names += [f"val_{kind}_{c}" for kind in kinds for c in range(1, classes + 1)]
+    return names
 
 
 class TrainerConfig(Section):
@@ -405,7 +406,7 @@ class TrainerConfig(Section):
     save_top_k: Annotated[int, Field(ge=0)] = 3
     save_period: Annotated[int, Field(ge=0)] = 0
     threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
-    min_pixels: tuple[int, int, int, int] | None = None
+    min_pixels: list[Annotated[int, Field(ge=0)]] | None = None  # one per class
     tensorboard: bool = True
     log_images: Annotated[int, Field(ge=0)] = 4
     log_every: Annotated[int, Field(ge=1)] = 50
@@ -427,10 +428,11 @@ class TrainerConfig(Section):
     @classmethod
     def _monitor(cls, value: str) -> str:
         mode, _, metric = value.partition(" ")
-        if mode not in ("max", "min") or metric not in MONITORABLE:
+        if mode not in ("max", "min") or not MONITOR_FORMS.fullmatch(metric):
             raise ValueError(
                 f"expected 'max METRIC' or 'min METRIC' with METRIC one of "
-                f"{', '.join(MONITORABLE)}, got {value!r}"
+                f"{', '.join(monitorable(4, True))} (per class: 1..model.classes), "
+                f"got {value!r}"
             )
         return value
 
@@ -481,11 +483,33 @@ class Config(Section):
                 "monitor val_f1_mean (the default), val_loss or another val_f1/precision/recall"
             )
         heads = self.task == "classify" or self.model.class_head.enabled
-        if metric in PRESENCE_METRICS and not heads:
+        presence = metric.startswith(("val_f1", "val_precision", "val_recall"))
+        if presence and not heads:
             raise ValueError(
                 f"trainer.monitor: {metric} needs class presence; set model.class_head.enabled "
                 "or task: classify"
             )
+        if metric not in monitorable(self.model.classes, heads, self.task == "segment"):
+            raise ValueError(
+                f"trainer.monitor: this run computes no {metric} (model.classes "
+                f"{self.model.classes}); monitor one of "
+                f"{', '.join(monitorable(self.model.classes, heads, self.task == 'segment'))}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _one_per_class(self) -> Config:
+        """Per-class lists hold one value per class of model.classes."""
+        classes = self.model.classes
+        for key, values in (
+            ("model.class_head.pos_weight", self.model.class_head.pos_weight),
+            ("trainer.min_pixels", self.trainer.min_pixels),
+        ):
+            if values is not None and len(values) != classes:
+                raise ValueError(
+                    f"{key}: expected a list of {classes} values (one per class of "
+                    f"model.classes), got {len(values)}"
+                )
         return self
 
 

@@ -16,7 +16,13 @@ import numpy as np
 import pandas as pd
 
 from sever.data import rle
-from sever.data.tables import CLASSES, image_files, read_image_ids, read_table, table_problems
+from sever.data.tables import (
+    DEFAULT_CLASSES,
+    image_files,
+    read_image_ids,
+    read_table,
+    table_problems,
+)
 from sever.errors import DataError
 from sever.fileio import image_shape, read_gray
 
@@ -36,18 +42,21 @@ class Report:
         return not self.problems
 
 
-def check_dataset(data_dir: Path, full: bool = True, workers: int = 4) -> Report:
+def check_dataset(
+    data_dir: Path, full: bool = True, workers: int = 4, classes: int = DEFAULT_CLASSES
+) -> Report:
     """Check DATA_DIR's train.csv, train_images/, and test_images/ with sample_submission.csv.
 
     Args:
         full: also decode every image (unreadable, truncated, wrong size); otherwise only
             the first image is read, for the size.
+        classes: ClassIds run 1..classes.
     """
     report = Report()
     train_dir = data_dir / "train_images"
     try:
         files = image_files(train_dir)
-        frame, fmt = read_table(data_dir / "train.csv", report.problems)
+        frame, fmt = read_table(data_dir / "train.csv", report.problems, classes)
     except DataError as exc:
         report.problems.append(str(exc))
         return report
@@ -60,9 +69,9 @@ def check_dataset(data_dir: Path, full: bool = True, workers: int = 4) -> Report
     if fmt == "wide":
         # an image whose bad ClassId row was reported is not reported again as incomplete
         reported = {m.group(1) for p in report.problems if (m := BAD_CLASS.search(p))}
-        report.problems += missing_wide_rows(frame, data_dir / "train.csv", reported)
+        report.problems += missing_wide_rows(frame, data_dir / "train.csv", reported, classes)
     # before check_test, which adds "test images" to the summary
-    report.summary = summarise(frame, files, fmt, shape, size)
+    report.summary = summarise(frame, files, fmt, shape, size, classes)
     check_test(data_dir, full, shape, report, workers)
     return report
 
@@ -146,17 +155,20 @@ def file_problems(
     return problems
 
 
-def missing_wide_rows(frame: pd.DataFrame, csv: Path, skip: set[str]) -> list[str]:
-    """Images of a wide table without all four (image, class) rows, one problem each."""
+def missing_wide_rows(
+    frame: pd.DataFrame, csv: Path, skip: set[str], classes: int = DEFAULT_CLASSES
+) -> list[str]:
+    """Images of a wide table without a row for each class, one problem each."""
     problems = []
+    rows_per_image = "four" if classes == 4 else str(classes)
     for image, rows in frame.groupby("ImageId", sort=False):
         if image in skip:
             continue
-        lacking = [str(c) for c in CLASSES if c not in set(rows["ClassId"])]
+        lacking = [str(c) for c in range(1, classes + 1) if c not in set(rows["ClassId"])]
         if lacking:
             problems.append(
                 f"{csv}: line {rows['line'].min()}: ImageId {image}: no row for ClassId "
-                f"{', '.join(lacking)} (the wide format has four rows per image)"
+                f"{', '.join(lacking)} (the wide format has {rows_per_image} rows per image)"
             )
     return problems
 
@@ -182,7 +194,9 @@ def check_test(data_dir: Path, full: bool, shape, report: Report, workers: int) 
     report.summary["test images"] = len(files)
 
 
-def summarise(frame: pd.DataFrame, files: list[str], fmt: str, shape, size) -> dict:
+def summarise(
+    frame: pd.DataFrame, files: list[str], fmt: str, shape, size, classes: int = DEFAULT_CLASSES
+) -> dict:
     defects = frame.loc[frame["EncodedPixels"] != ""]
     images = set(frame["ImageId"]) | (set(files) if fmt == "long" else set())
     per_image = defects.groupby("ImageId")["ClassId"].nunique()
@@ -193,7 +207,7 @@ def summarise(frame: pd.DataFrame, files: list[str], fmt: str, shape, size) -> d
         "defect-free images": len(images) - per_image.size,
         "multi-class images": int((per_image > 1).sum()),
     }
-    for class_id in CLASSES:
+    for class_id in range(1, classes + 1):
         rows = defects.loc[defects["ClassId"] == class_id, "EncodedPixels"]
         summary[f"class {class_id} images"] = int(rows.size)
         summary[f"class {class_id} pixels"] = int(sum(pixel_count(r, size) for r in rows))

@@ -49,7 +49,7 @@ def load_labels(config: Config) -> Labels:
     if not data.dir.is_dir():
         raise DataError(f"{data.dir}: data folder not found (data.dir)")
     if data.check:
-        report = check_dataset(data.dir, full=False)
+        report = check_dataset(data.dir, full=False, classes=config.model.classes)
         if report.problems:
             more = f" and {len(report.problems) - 1} more" if report.problems[1:] else ""
             raise DataError(
@@ -63,7 +63,8 @@ def load_labels(config: Config) -> Labels:
                 f"{data.dir}/train_images: images are {found} but data.image_size is {wanted}; "
                 f"set data.image_size to the images' size"
             )
-    return read_labels(data.dir / "train.csv", data.dir / "train_images", data.image_size)
+    images = data.dir / "train_images"
+    return read_labels(data.dir / "train.csv", images, data.image_size, config.model.classes)
 
 
 def build_loaders(
@@ -191,7 +192,7 @@ def pseudo_dataset(
     Raises:
         DataError: an image is missing, or is also a training/validation image.
     """
-    labels = read_labels(pseudo.csv, None, config.data.image_size)
+    labels = read_labels(pseudo.csv, None, config.data.image_size, config.model.classes)
     ids = pseudo_ids(pseudo.csv, labels.images)
     for image_id in ids:
         if image_id in labelled_ids:

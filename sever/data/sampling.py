@@ -17,7 +17,6 @@ from torch.utils.data import Sampler
 
 from sever.registry import Registry
 
-RARE_CLASSES = ("1", "2", "4")
 
 
 class EpochOrder(Protocol):
@@ -105,8 +104,16 @@ def shuffle(class_sets: pd.Series, share: float, seed: int) -> EpochSampler:
     return ShuffleSampler(len(class_sets), seed)
 
 
+def rare_classes(class_sets: pd.Series) -> set[str]:
+    """The classes present in fewer than half as many images as the commonest class: 1,
+    2 and 4 in the competition's data (7%, 2% and 6% of the images, against 41% for 3)."""
+    counts = pd.Series([c for s in class_sets if s for c in s.split(",")]).value_counts()
+    return {str(c) for c, n in counts.items() if n < counts.max() / 2} if len(counts) else set()
+
+
 def class_balanced(class_sets: pd.Series, share: float, seed: int) -> EpochSampler:
-    is_rare = class_sets.map(lambda s: any(c in s.split(",") for c in RARE_CLASSES))
+    rare = rare_classes(class_sets)
+    is_rare = class_sets.map(lambda s: any(c in rare for c in s.split(",")))
     return ClassBalancedSampler(is_rare.to_numpy(bool), share, seed)
 
 

@@ -1,4 +1,5 @@
-"""Synthetic Severstal-like data: steel texture, four defect classes, Kaggle file layout.
+"""Synthetic Severstal-like data: steel texture, four defect classes (up to six with
+`classes`, for datasets such as NEU's), Kaggle file layout.
 
 The point is a dataset that exercises the whole pipeline offline and is honest about the
 task: low-contrast defects, varied textures, and unlabelled defect-like distractors, so a
@@ -9,8 +10,8 @@ so the same arguments give byte-identical files.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Literal
 
 import cv2
@@ -19,13 +20,14 @@ import numpy as np
 from sever.data import rle
 from sever.fileio import atomic_folder, atomic_path
 
-CLASSES = (1, 2, 3, 4)
-# Share of defective images containing each class (Kaggle train: 13%, 3.7%, 77%, 12%).
-CLASS_WEIGHTS = np.array([0.13, 0.035, 0.70, 0.11])
+# Share of defective images containing each class (Kaggle train: 13%, 3.7%, 77%, 12%);
+# classes 5 and 6 exist only beyond the competition's four.
+CLASS_WEIGHTS = np.array([0.13, 0.035, 0.70, 0.11, 0.10, 0.06])
+MAX_CLASSES = len(CLASS_WEIGHTS)
 P_DEFECT_FREE = 0.5
 P_SECOND_CLASS = 0.07  # Kaggle: ~6% of defective images carry two classes.
 # Large regions first so small defects drawn later keep their labels where they overlap.
-DRAW_ORDER = (3, 4, 1, 2)
+DRAW_ORDER = (3, 4, 5, 1, 6, 2)
 JPEG_QUALITY = 90
 FORMATS = ("long", "wide")
 MIN_SIZE = 32
@@ -41,6 +43,7 @@ def generate(
     width: int = 1600,
     fmt: Literal["long", "wide"] = "long",
     seed: int = 0,
+    classes: int = 4,
 ) -> dict:
     """Write a synthetic dataset in the Kaggle Severstal layout.
 
@@ -56,6 +59,9 @@ def generate(
         width: Image width in pixels.
         fmt: ``"long"`` (one CSV row per defect) or ``"wide"`` (four rows per image).
         seed: Seed for every random choice.
+        classes: Defect classes 1..classes (at most MAX_CLASSES, 6): the competition's
+            four, or more for other datasets; the same seed with 4 classes gives the
+            same files as ever.
 
     Returns:
         Summary of the training set: ``train_images``, ``test_images``, ``defect_free``,
@@ -65,7 +71,7 @@ def generate(
         FileExistsError: ``out_dir`` exists and is not an empty directory.
         ValueError: An argument is out of range.
     """
-    _check_args(n_train, n_test, height, width, fmt)
+    _check_args(n_train, n_test, height, width, fmt, classes)
     id_seq, *image_seqs = np.random.SeedSequence(seed).spawn(1 + n_train + n_test)
     ids = _image_ids(np.random.default_rng(id_seq), n_train + n_test)
     labels: dict[str, dict[int, str]] = {}
@@ -75,18 +81,23 @@ def generate(
         (folder / "train_images").mkdir()
         (folder / "test_images").mkdir()
         for i, (image_id, seq) in enumerate(zip(ids, image_seqs, strict=True)):
-            image, masks = _make_image(np.random.default_rng(seq), height, width)
+            image, masks = _make_image(np.random.default_rng(seq), height, width, classes)
             split = "train_images" if i < n_train else "test_images"
             _write_jpeg(folder / split / image_id, image)
             if i < n_train:
                 labels[image_id] = {c: rle.encode(m) for c, m in masks.items()}
-        _write_train_csv(folder / "train.csv", labels, fmt)
+        ids_of_classes = range(1, classes + 1)
+        _write_train_csv(folder / "train.csv", labels, fmt, ids_of_classes)
         pixels = height * width
-        _write_sample_submission(folder / "sample_submission.csv", ids[n_train:], fmt, pixels)
-    return _summary(labels, n_test)
+        test_ids = ids[n_train:]
+        template = folder / "sample_submission.csv"
+        _write_sample_submission(template, test_ids, fmt, pixels, ids_of_classes)
+    return _summary(labels, n_test, ids_of_classes)
 
 
-def _check_args(n_train: int, n_test: int, height: int, width: int, fmt: str) -> None:
+def _check_args(n_train: int, n_test: int, height: int, width: int, fmt: str, classes: int) -> None:
+    if not 1 <= classes <= MAX_CLASSES:
+        raise ValueError(f"classes must be between 1 and {MAX_CLASSES}, got {classes}")
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
     if n_train < 0 or n_test < 0:
@@ -107,26 +118,29 @@ def _image_ids(rng: Rng, n: int) -> list[str]:
     return ids
 
 
-def _sample_classes(rng: Rng) -> list[int]:
+def _sample_classes(rng: Rng, classes: int) -> list[int]:
     if rng.random() < P_DEFECT_FREE:
         return []
-    p = CLASS_WEIGHTS / CLASS_WEIGHTS.sum()
-    first = int(rng.choice(CLASSES, p=p))
-    if rng.random() >= P_SECOND_CLASS:
+    ids = list(range(1, classes + 1))
+    weights = CLASS_WEIGHTS[:classes]
+    first = int(rng.choice(ids, p=weights / weights.sum()))
+    if rng.random() >= P_SECOND_CLASS or classes == 1:
         return [first]
-    rest = [c for c in CLASSES if c != first]
+    rest = [c for c in ids if c != first]
     q = np.array([CLASS_WEIGHTS[c - 1] for c in rest])
     return [first, int(rng.choice(rest, p=q / q.sum()))]
 
 
-def _make_image(rng: Rng, height: int, width: int) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-    """One image and its labels.
+def _make_image(
+    rng: Rng, height: int, width: int, n_classes: int = 4
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """One image and its labels, its defects of classes 1..n_classes.
 
     Returns:
         Gray image ``(H, W)`` uint8 and {class: mask ``(H, W)`` uint8} for non-empty masks.
     """
     # Classes first, so an image's label set does not depend on its size.
-    classes = _sample_classes(rng)
+    classes = _sample_classes(rng, n_classes)
     scale = float(np.sqrt(height * width / (256 * 1600)))
     img = _background(rng, height, width)
     band = _edge_band(rng, height, width)
@@ -309,7 +323,65 @@ def _draw_blobs(rng: Rng, img: np.ndarray, scale: float, x_range: tuple) -> np.n
     return _coarse(region, round(3 * scale + 1))
 
 
-DRAWERS = {1: _draw_pits, 2: _draw_scratches, 3: _draw_streaks, 4: _draw_blobs}
+def _draw_scale(rng: Rng, img: np.ndarray, scale: float, x_range: tuple) -> np.ndarray:
+    """Class 5: rolled-in scale, a patch of short dark flakes stretched along the rolling
+    direction. Returns the label mask."""
+    layer = np.zeros_like(img)
+    mask = np.zeros(img.shape, np.uint8)
+    amp = _contrast(rng, 0.06, 0.22)
+    half_w, half_h = rng.uniform(20, 90) * scale + 6, rng.uniform(8, 30) * scale + 4
+    cx, cy = _centre(rng, img, x_range, margin=half_h)
+    for _ in range(int(rng.integers(15, 60))):
+        x = cx + rng.uniform(-half_w, half_w)
+        y = cy + rng.uniform(-half_h, half_h)
+        axes = (
+            max(1, round(rng.uniform(3, 10) * scale)),
+            max(1, round(rng.uniform(0.5, 2) * scale)),
+        )
+        cv2.ellipse(layer, (round(x), round(y)), axes, rng.normal(0, 8), 0, 360, -amp, -1)
+    box = np.array(
+        [
+            [cx - half_w, cy - half_h],
+            [cx + half_w, cy - half_h],
+            [cx + half_w, cy + half_h],
+            [cx - half_w, cy + half_h],
+        ]
+    )
+    cv2.fillPoly(mask, [np.round(box).astype(np.int32)], 1)
+    img += cv2.GaussianBlur(layer, (0, 0), 0.6)
+    return _coarse(mask, round(2 * scale + 1))
+
+
+def _draw_cracks(rng: Rng, img: np.ndarray, scale: float, x_range: tuple) -> np.ndarray:
+    """Class 6: a thin dark crack wandering at a slant, with a branch or two. Returns the
+    label mask."""
+    layer = np.zeros_like(img)
+    mask = np.zeros(img.shape, np.uint8)
+    amp = _contrast(rng, 0.08, 0.25)
+    cx, cy = _centre(rng, img, x_range, margin=10 * scale + 4)
+    for _ in range(int(rng.integers(1, 3))):
+        angle = rng.uniform(0.3, 1.2) * (-1 if rng.random() < 0.5 else 1)
+        points = [(cx, cy)]
+        for _ in range(int(rng.integers(6, 16))):
+            angle += rng.normal(0, 0.35)
+            step = rng.uniform(6, 18) * scale + 2
+            x, y = points[-1]
+            points.append((x + step * np.cos(angle), y + step * np.sin(angle)))
+        line = np.round(np.array(points)).astype(np.int32)
+        cv2.polylines(layer, [line], False, -amp, max(1, round(1.5 * scale)), cv2.LINE_AA)
+        cv2.polylines(mask, [line], False, 1, max(3, round(5 * scale)))
+    img += cv2.GaussianBlur(layer, (0, 0), 0.5)
+    return _coarse(mask, round(scale + 1))
+
+
+DRAWERS = {
+    1: _draw_pits,
+    2: _draw_scratches,
+    3: _draw_streaks,
+    4: _draw_blobs,
+    5: _draw_scale,
+    6: _draw_cracks,
+}
 
 
 def _add_distractors(rng: Rng, img: np.ndarray, scale: float, x_range: tuple) -> None:
@@ -354,13 +426,15 @@ def _write_csv_atomic(path: Path, header: list[str], rows: Sequence[Sequence[obj
         writer.writerows(rows)
 
 
-def _write_train_csv(path: Path, labels: dict[str, dict[int, str]], fmt: str) -> None:
+def _write_train_csv(
+    path: Path, labels: dict[str, dict[int, str]], fmt: str, classes: Iterable[int]
+) -> None:
     rows: list[list[object]]
     if fmt == "wide":
         rows = [
             [f"{image_id}_{c}", labels[image_id].get(c, "")]
             for image_id in sorted(labels)
-            for c in CLASSES
+            for c in classes
         ]
         _write_csv_atomic(path, ["ImageId_ClassId", "EncodedPixels"], rows)
     else:
@@ -368,10 +442,12 @@ def _write_train_csv(path: Path, labels: dict[str, dict[int, str]], fmt: str) ->
         _write_csv_atomic(path, ["ImageId", "ClassId", "EncodedPixels"], rows)
 
 
-def _write_sample_submission(path: Path, test_ids: list[str], fmt: str, n_pixels: int) -> None:
+def _write_sample_submission(
+    path: Path, test_ids: list[str], fmt: str, n_pixels: int, classes: Iterable[int]
+) -> None:
     rows: list[list[object]]
     if fmt == "wide":
-        rows = [[f"{i}_{c}", "1 1"] for i in sorted(test_ids) for c in CLASSES]
+        rows = [[f"{i}_{c}", "1 1"] for i in sorted(test_ids) for c in classes]
         _write_csv_atomic(path, ["ImageId_ClassId", "EncodedPixels"], rows)
     else:
         # The later Kaggle file: one row per image, whole-image RLE, ClassId 0.
@@ -379,11 +455,11 @@ def _write_sample_submission(path: Path, test_ids: list[str], fmt: str, n_pixels
         _write_csv_atomic(path, ["ImageId", "EncodedPixels", "ClassId"], rows)
 
 
-def _summary(labels: dict[str, dict[int, str]], n_test: int) -> dict:
+def _summary(labels: dict[str, dict[int, str]], n_test: int, classes: Iterable[int]) -> dict:
     return {
         "train_images": len(labels),
         "test_images": n_test,
         "defect_free": sum(not v for v in labels.values()),
-        "images_per_class": {c: sum(c in v for v in labels.values()) for c in CLASSES},
+        "images_per_class": {c: sum(c in v for v in labels.values()) for c in classes},
         "multi_class": sum(len(v) > 1 for v in labels.values()),
     }

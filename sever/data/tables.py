@@ -20,7 +20,9 @@ from sever.data import rle
 from sever.errors import DataError
 from sever.fileio import atomic_path
 
-CLASSES = (1, 2, 3, 4)
+# The competition's four classes: the default wherever no config says how many there are
+# (a run's count is its model.classes; check-data and score take --classes).
+DEFAULT_CLASSES = 4
 WIDE = ("ImageId_ClassId", "EncodedPixels")
 LONG = ("ImageId", "ClassId", "EncodedPixels")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -56,11 +58,13 @@ class Labels:
         return sets.astype(object).reindex(self.images, fill_value="")
 
 
-def read_table(path: Path, problems: list[str] | None = None) -> tuple[pd.DataFrame, str]:
+def read_table(
+    path: Path, problems: list[str] | None = None, classes: int = DEFAULT_CLASSES
+) -> tuple[pd.DataFrame, str]:
     """Parse a labels or submission CSV into long form without validating the RLE.
 
-    With `problems`, rows with a bad ClassId are listed there and dropped instead of
-    raising (check-data reports them all).
+    With `problems`, rows with a bad ClassId (not one of 1..`classes`) are listed there
+    and dropped instead of raising (check-data reports them all).
 
     Returns:
         (frame with ImageId, ClassId, EncodedPixels, line; all pairs incl. empty ones)
@@ -73,9 +77,9 @@ def read_table(path: Path, problems: list[str] | None = None) -> tuple[pd.DataFr
     raw["line"] = range(2, len(raw) + 2)
     columns = tuple(raw.columns[:-1])
     if columns == WIDE:
-        return from_wide(raw, path, problems), "wide"
+        return from_wide(raw, path, problems, classes), "wide"
     if set(columns) == set(LONG) and len(columns) == 3:
-        return check_class_ids(raw[[*LONG, "line"]], path, problems), "long"
+        return check_class_ids(raw[[*LONG, "line"]], path, problems, classes), "long"
     raise DataError(
         f"{path}: header {','.join(columns)} is neither the wide format "
         f"({','.join(WIDE)}) nor the long format ({','.join(LONG)})"
@@ -96,7 +100,9 @@ def read_csv(path: Path) -> pd.DataFrame:
         ) from None
 
 
-def from_wide(raw: pd.DataFrame, path: Path, problems: list[str] | None) -> pd.DataFrame:
+def from_wide(
+    raw: pd.DataFrame, path: Path, problems: list[str] | None, classes: int
+) -> pd.DataFrame:
     # reindex: no underscore anywhere (or no rows) gives fewer than two columns
     parts = raw["ImageId_ClassId"].str.rsplit("_", n=1, expand=True).reindex(columns=[0, 1])
     if parts[1].isna().any():
@@ -109,18 +115,23 @@ def from_wide(raw: pd.DataFrame, path: Path, problems: list[str] | None) -> pd.D
         {"ImageId": parts[0], "ClassId": parts[1], "EncodedPixels": raw["EncodedPixels"]}
     )
     frame["line"] = raw["line"].to_numpy()
-    return check_class_ids(frame, path, problems)
+    return check_class_ids(frame, path, problems, classes)
 
 
 def check_class_ids(
-    frame: pd.DataFrame, path: Path, problems: list[str] | None = None
+    frame: pd.DataFrame,
+    path: Path,
+    problems: list[str] | None = None,
+    classes: int = DEFAULT_CLASSES,
 ) -> pd.DataFrame:
-    """Parse ClassId to int; a bad one raises, or with `problems` is listed and dropped."""
+    """Parse ClassId to int; one not in 1..`classes` raises, or with `problems` is listed
+    and dropped."""
     ids = pd.to_numeric(frame["ClassId"], errors="coerce")
-    bad = ~ids.isin(CLASSES)
+    bad = ~ids.isin(range(1, classes + 1))
+    valid = ", ".join(map(str, range(1, classes + 1)))
     found = [
         f"{path}: line {row.line}: ImageId {row.ImageId}: ClassId {row.ClassId!r} "
-        "is not one of 1, 2, 3, 4"
+        f"is not one of {valid}"
         for row in frame.loc[bad].itertuples()
     ]
     if found and problems is None:
@@ -181,7 +192,12 @@ def image_files(images_dir: Path) -> list[str]:
     return sorted(p.name for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def read_labels(csv_path: Path, images_dir: Path | None, shape: tuple[int, int] | None) -> Labels:
+def read_labels(
+    csv_path: Path,
+    images_dir: Path | None,
+    shape: tuple[int, int] | None,
+    classes: int = DEFAULT_CLASSES,
+) -> Labels:
     """Read train.csv (either format) into `Labels`, validating every RLE against `shape`.
 
     Args:
@@ -189,11 +205,12 @@ def read_labels(csv_path: Path, images_dir: Path | None, shape: tuple[int, int] 
         images_dir: train_images/; in the long format its files without rows are the
             defect-free images. None trusts the CSV alone.
         shape: (H, W) of the images for RLE bounds; None skips RLE validation.
+        classes: ClassIds run 1..classes.
 
     Raises:
         DataError: the first problem found, with its line and ImageId.
     """
-    frame, fmt = read_table(csv_path)
+    frame, fmt = read_table(csv_path, classes=classes)
     size = shape[0] * shape[1] if shape else None
     problems = table_problems(frame, csv_path, size)
     if problems:
@@ -206,17 +223,25 @@ def read_labels(csv_path: Path, images_dir: Path | None, shape: tuple[int, int] 
     return Labels(defects.reset_index(drop=True), sorted(images), fmt)
 
 
-def write_labels(defects: pd.DataFrame, images: list[str], path: Path, fmt: str) -> None:
+def write_labels(
+    defects: pd.DataFrame,
+    images: list[str],
+    path: Path,
+    fmt: str,
+    classes: int = DEFAULT_CLASSES,
+) -> None:
     """Write (ImageId, ClassId, EncodedPixels) defect rows as a CSV, atomically.
 
-    The wide format lists every image x class (empty where no defect); the long format
-    only the defect rows.
+    The wide format lists every image x class 1..`classes` (empty where no defect); the
+    long format only the defect rows.
     """
     defects = defects[list(LONG)].sort_values(["ImageId", "ClassId"])
     if fmt == "wide":
         lookup = {(i, int(c)): e for i, c, e in defects.itertuples(index=False)}
         rows = [
-            (f"{image}_{c}", lookup.get((image, c), "")) for image in images for c in CLASSES
+            (f"{image}_{c}", lookup.get((image, c), ""))
+            for image in images
+            for c in range(1, classes + 1)
         ]
         table = pd.DataFrame(rows, columns=list(WIDE))
     elif fmt == "long":

@@ -7,7 +7,7 @@ A second Ctrl-C stops at once (KeyboardInterrupt), keeping the last completed ep
 
 from __future__ import annotations
 
-import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -17,7 +17,6 @@ import torch
 
 from sever.engine.distributed import World, all_max
 
-log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -73,9 +72,9 @@ class StopRequest:
             # mid-step; without it a dead worker surfaces in the next batch fetch, which
             # the loop takes as the stop it is (steps.until_stopped).
             self.previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        log.warning(
-            "%s: stopping after this step to save the run (Ctrl-C again to stop at once)",
-            signal.Signals(signum).name,
+        announce(
+            f"{signal.Signals(signum).name}: stopping after this step to save the run "
+            "(Ctrl-C again to stop at once)"
         )
 
     def requested(self, world: World, device: torch.device, synced: bool = True) -> bool:
@@ -89,3 +88,12 @@ class StopRequest:
         mine = torch.tensor(self.signum or 0, device=device)
         self.signum = int(all_max(mine, world).item()) or None
         return self.signum is not None
+
+
+def announce(line: str) -> None:
+    """Print from inside a signal handler: one raw write to stderr. Logging there could
+    re-enter a stream the interrupted code was flushing ("reentrant call")."""
+    try:
+        os.write(2, f"\n{line}\n".encode())
+    except OSError:  # stderr closed: the final "stopped by" line is logged anyway
+        pass

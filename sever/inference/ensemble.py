@@ -89,7 +89,7 @@ class Ensemble:
         members: segmenters, and classifiers beside them (their presence gates or scales
             the masks); loaded, in eval mode, on one device.
         postprocess: None when none was given: predict and pseudo-label then use the
-            defaults (`PostProcess()`), evaluate the trainer's threshold and min_pixels.
+            defaults (`PostProcess(classes=...)`), evaluate the trainer's threshold and min_pixels.
     """
 
     members: list[Member]
@@ -98,6 +98,11 @@ class Ensemble:
     postprocess: PostProcess | None = None
     batch_size: int = 4
     workers: int = 2
+
+    @property
+    def classes(self) -> int:
+        """The classes every member predicts (load_members checks they agree)."""
+        return self.members[0].config.model.classes
 
     @property
     def device(self) -> torch.device:
@@ -120,10 +125,9 @@ class Ensemble:
         elif not options.runs:
             raise ConfigError("give -r RUN (repeatable) or -c ENSEMBLE.yml")
         averaging = options.averaging or "mean"
-        postprocess = None
+        name = f"{options.file}: postprocess" if options.file else "postprocess"
         if options.postprocess is not None:
-            name = f"{options.file}: postprocess" if options.file else "postprocess"
-            postprocess = load_postprocess(options.postprocess, name)
+            load_postprocess(options.postprocess, name, None)  # its own mistakes first
         device = inference_device(options.device)
         paths = select_checkpoints(list(options.runs), list(options.epochs), options.which)
         if options.weights is not None and len(options.weights) != len(paths):
@@ -133,6 +137,10 @@ class Ensemble:
             )
         members = load_members(paths, device, options.weights)
         check_weights(members, averaging, options.file)
+        postprocess = None
+        if options.postprocess is not None:
+            classes = members[0].config.model.classes
+            postprocess = load_postprocess(options.postprocess, name, classes)
         ensemble = cls(
             members, options.tta, averaging, postprocess, options.batch_size, options.workers
         )

@@ -139,9 +139,10 @@ def training_postprocess(member: Member) -> PostProcess:
     """The post-processing the trainer validated with: its threshold and min pixels only."""
     trainer = member.config.trainer
     return PostProcess(
-        threshold=(trainer.threshold,) * 4,
-        min_pixels=tuple(trainer.min_pixels or (0,) * 4),
+        threshold=trainer.threshold,
+        min_pixels=tuple(trainer.min_pixels or ()) or 0,
         one_class_per_pixel=False,
+        classes=member.config.model.classes,
     )
 
 

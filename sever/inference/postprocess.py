@@ -34,7 +34,7 @@ import numpy as np
 
 __all__ = [
     "AVERAGING",
-    "CLASSES",
+    "DEFAULT_CLASSES",
     "TUNED_WITH",
     "PostProcess",
     "average",
@@ -48,11 +48,12 @@ __all__ = [
     "threshold",
 ]
 
-CLASSES = 4
+DEFAULT_CLASSES = 4  # the competition's; `PostProcess.classes` says how many
 # A tuned file's record of the models and options it was tuned with (`sever tune` writes
 # it, predict compares it): not a setting, so `PostProcess.from_dict` skips it.
 TUNED_WITH = "tuned_with"
-DEFAULT_MIN_PIXELS = (600, 600, 1000, 2000)
+PER_CLASS = ("threshold", "min_pixels", "min_component", "gate")
+DEFAULT_MIN_PIXELS = (600, 600, 1000, 2000)  # the usual Severstal choice for its 4 classes
 
 
 # --- ensemble averaging ------------------------------------------------------------------
@@ -297,37 +298,48 @@ def scaled_thresholds(
 
 @dataclass(frozen=True)
 class PostProcess:
-    """Per-class settings of `postprocess`, for 4 classes.
+    """Per-class settings of `postprocess`, for `classes` classes (the competition's 4).
 
-    A single number stands for all 4 classes; after construction each per-class field is a
-    tuple of 4. Values are checked when built, so a bad YAML fails on load.
+    A single number stands for every class; after construction each per-class field is a
+    tuple of `classes` values. Values are checked when built, so a bad YAML fails on load.
 
     Attributes:
         threshold: pixel probability thresholds, in [0, 1].
         min_pixels: a class with fewer pixels than this in an image is emptied; 0 = off.
+            None: (600, 600, 1000, 2000) for 4 classes, else 0.
         one_class_per_pixel: keep only the most probable class at each pixel.
         min_component: 8-connected components smaller than this are dropped; 0 = off.
         gate: None, or presence probabilities in [0, 1] below which a class is emptied.
         scale_c: None, or the `c` of `scaled_thresholds` (>= 1) to raise thresholds by
             presence.
+        classes: how many classes the probabilities have.
     """
 
     threshold: float | Sequence[float] = 0.5
-    min_pixels: int | Sequence[int] = DEFAULT_MIN_PIXELS
+    min_pixels: int | Sequence[int] | None = None
     one_class_per_pixel: bool = True
     min_component: int | Sequence[int] = 0
     gate: float | Sequence[float] | None = None
     scale_c: float | None = None
+    classes: int = DEFAULT_CLASSES
 
     def __post_init__(self) -> None:
         def put(name: str, value: object) -> None:
             object.__setattr__(self, name, value)
 
-        put("threshold", _config_values("threshold", self.threshold, float, 0, 1))
-        put("min_pixels", _config_values("min_pixels", self.min_pixels, int, 0, math.inf))
-        put("min_component", _config_values("min_component", self.min_component, int, 0, math.inf))
+        n = self.classes
+        if not _is_number(n, int) or n < 1:
+            raise ValueError(f"PostProcess.classes: expected a whole number >= 1, got {n!r}")
+        if self.min_pixels is None:
+            put("min_pixels", DEFAULT_MIN_PIXELS if n == DEFAULT_CLASSES else 0)
+        put("threshold", _config_values("threshold", self.threshold, n, float, 0, 1))
+        put("min_pixels", _config_values("min_pixels", self.min_pixels, n, int, 0, math.inf))
+        put(
+            "min_component",
+            _config_values("min_component", self.min_component, n, int, 0, math.inf),
+        )
         if self.gate is not None:
-            put("gate", _config_values("gate", self.gate, float, 0, 1))
+            put("gate", _config_values("gate", self.gate, n, float, 0, 1))
         if not isinstance(self.one_class_per_pixel, bool | np.bool_):
             raise ValueError(
                 f"PostProcess.one_class_per_pixel: expected true or false, "
@@ -341,9 +353,14 @@ class PostProcess:
             put("scale_c", float(c))
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> PostProcess:
+    def from_dict(cls, d: Mapping[str, Any], classes: int | None = None) -> PostProcess:
         """Build from a plain dict (e.g. loaded YAML); missing keys take the defaults, and
         the `tuned_with` record of a tuned file is skipped.
+
+        Args:
+            classes: the models' classes: the dict's `classes` must agree, and without one
+                it is this. None (a file on its own, before the models are known): the
+                dict's `classes`, else the length of its per-class lists, else 4.
 
         Raises:
             ValueError: an unknown key (named, with the valid ones) or a bad value.
@@ -359,6 +376,14 @@ class PostProcess:
                 raise ValueError(
                     f"PostProcess: unknown key {key!r}{hint}; valid keys: {', '.join(valid)}"
                 )
+        if classes is None:
+            lists = [v for k, v in d.items() if k in PER_CLASS and isinstance(v, list)]
+            d.setdefault("classes", len(lists[0]) if lists else DEFAULT_CLASSES)
+        elif d.setdefault("classes", classes) != classes:
+            raise ValueError(
+                f"PostProcess.classes: {d['classes']}, but the models predict {classes} "
+                "classes; tune it for these models (sever tune)"
+            )
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
@@ -370,6 +395,7 @@ class PostProcess:
             "min_component": list(self.min_component),
             "gate": None if self.gate is None else list(self.gate),
             "scale_c": self.scale_c,
+            "classes": self.classes,
         }
 
 
@@ -379,7 +405,7 @@ def postprocess(
     """One image's probabilities to masks through every step `config` turns on.
 
     Args:
-        probs: `(C, H, W)` probabilities, C = 4.
+        probs: `(C, H, W)` probabilities, C = `config.classes`.
         config: the per-class settings.
         presence: `(C,)` classifier probabilities that each class is present; required when
             `config.scale_c` or `config.gate` is set, ignored otherwise.
@@ -403,7 +429,7 @@ def postprocess_batch(
     """`postprocess` for a batch: probabilities `(N, C, H, W)` to bool masks `(N, C, H, W)`.
 
     Args:
-        probs: `(N, C, H, W)` probabilities, C = 4.
+        probs: `(N, C, H, W)` probabilities, C = `config.classes`.
         config: the per-class settings.
         presence: `(N, C)` classifier probabilities; as in `postprocess`.
     """
@@ -419,8 +445,8 @@ def postprocess_batch(
 
 def _pipeline(probs: np.ndarray, config: PostProcess, presence: np.ndarray | None) -> np.ndarray:
     """The steps on a batch `(N, C, H, W)`, editing one mask array in place."""
-    if probs.shape[1] != CLASSES:
-        raise ValueError(f"PostProcess is for {CLASSES} classes, probs has {probs.shape[1]}")
+    if probs.shape[1] != config.classes:
+        raise ValueError(f"PostProcess is for {config.classes} classes, probs has {probs.shape[1]}")
     # A config tuned with a classifier must not quietly run without one.
     if presence is None and (config.gate is not None or config.scale_c is not None):
         raise ValueError(
@@ -553,17 +579,17 @@ def _is_number(value: object, kind: type) -> bool:
     return isinstance(value, wanted) and not isinstance(value, bool | np.bool_)
 
 
-def _config_values(name: str, value, kind: type, low: float, high: float) -> tuple:
-    """One number or CLASSES numbers in [low, high] as a tuple of CLASSES python numbers."""
-    values = [value] * CLASSES if _is_number(value, float) else value
+def _config_values(name: str, value, classes: int, kind: type, low: float, high: float) -> tuple:
+    """One number or `classes` numbers in [low, high] as a tuple of `classes` numbers."""
+    values = [value] * classes if _is_number(value, float) else value
     if isinstance(values, str) or not isinstance(values, Sequence | np.ndarray):
         raise ValueError(
-            f"PostProcess.{name}: expected a number or {CLASSES} values, got {value!r}"
+            f"PostProcess.{name}: expected a number or {classes} values, got {value!r}"
         )
     values = list(values)
-    if len(values) != CLASSES:
+    if len(values) != classes:
         raise ValueError(
-            f"PostProcess.{name}: expected {CLASSES} values (one per class) or one number, "
+            f"PostProcess.{name}: expected {classes} values (one per class) or one number, "
             f"got {len(values)}: {values}"
         )
     type_name = "whole numbers" if kind is int else "numbers"

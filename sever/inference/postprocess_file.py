@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from sever.config_errors import describe_error
 from sever.errors import ConfigError
-from sever.inference.postprocess import TUNED_WITH, PostProcess
+from sever.inference.postprocess import DEFAULT_CLASSES, TUNED_WITH, PostProcess
 from sever.yamlio import read_yaml
 
 if TYPE_CHECKING:  # for annotations only: ensemble.py imports this module
@@ -25,30 +25,34 @@ if TYPE_CHECKING:  # for annotations only: ensemble.py imports this module
 log = logging.getLogger(__name__)
 
 
-def load_postprocess(source: Path | dict | None, name: str = "postprocess") -> PostProcess:
+def load_postprocess(
+    source: Path | dict | None, name: str = "postprocess", classes: int | None = None
+) -> PostProcess:
     """A PostProcess from a YAML file (as `sever tune` writes), a mapping, or the defaults.
 
     Args:
         name: where a mapping came from, for messages (e.g. 'ensemble.yml: postprocess').
+        classes: the models' classes, which the file must fit (see `PostProcess.from_dict`);
+            None checks the file on its own, before the models are loaded.
     """
-    return read_postprocess(source, name)[0]
+    return read_postprocess(source, name, classes)[0]
 
 
 def read_postprocess(
-    source: Path | dict | None, name: str = "postprocess"
+    source: Path | dict | None, name: str = "postprocess", classes: int | None = None
 ) -> tuple[PostProcess, dict | None]:
     """The PostProcess of a YAML file, a mapping or the defaults, and the `tuned_with`
     record of a tuned file (None without one)."""
     if source is None:
-        return PostProcess(), None
+        return PostProcess(classes=classes or DEFAULT_CLASSES), None
     data: object = source
     if not isinstance(source, dict):
         name = str(source)
         data = read_yaml(Path(source), "post-processing file") or {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{name}: expected a mapping of post-processing keys")
+        raise ConfigError(f"{name}: PostProcess: expected a mapping, got {type(data).__name__}")
     try:
-        postprocess = PostProcess.from_dict(data)
+        postprocess = PostProcess.from_dict(data, classes)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{name}: {exc}") from None
     record = data.get(TUNED_WITH)

@@ -226,7 +226,7 @@ def predict_folder(
         overlays: a folder for PNGs of the predicted masks over the images.
     """
     # Everything that can be checked is checked before the work, not after it.
-    postprocess = ensemble.postprocess or PostProcess()
+    postprocess = ensemble.postprocess or PostProcess(classes=ensemble.classes)
     check_members(ensemble.members, postprocess)
     if fmt not in FORMATS:
         raise OptionError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
@@ -238,7 +238,7 @@ def predict_folder(
     beside = images_dir.parent / "sample_submission.csv"
     template = beside if fmt == "auto" and beside.is_file() else None
     if template is not None:
-        check_same_images(read_template(template)[1], names, template)
+        check_same_images(read_template(template, ensemble.classes)[1], names, template)
     for folder in (out.parent, overlays):
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
@@ -254,8 +254,8 @@ def predict_folder(
                 if overlays is not None:
                     write_overlay(images_dir / image_id, image_masks, overlays)
             progress.update(len(ids))
-    write_submission(rles, names, out, fmt, template)
-    counts = {c: sum(c in r for r in rles.values()) for c in range(1, 5)}
+    write_submission(rles, names, out, fmt, template, ensemble.classes)
+    counts = {c: sum(c in r for r in rles.values()) for c in range(1, ensemble.classes + 1)}
     return PredictReport(len(rles), counts, out)
 
 

@@ -164,7 +164,7 @@ class PseudoReport:
     """What pseudo-label kept and why it dropped the rest, and the files it wrote.
 
     Attributes:
-        classes: per class ('1'..'4'), the counts of COUNTS; each adds up to `seen`.
+        classes: per class ('1'..'N'), the counts of COUNTS; each adds up to `seen`.
         presence: where the presence probabilities came from.
     """
 
@@ -209,7 +209,7 @@ def pseudo_label(
     and `<out stem>-summary.json` (the report's `to_dict()`).
     """
     # Everything that can be checked is checked before the work, not after it.
-    postprocess = ensemble.postprocess or PostProcess()
+    postprocess = ensemble.postprocess or PostProcess(classes=ensemble.classes)
     members = ensemble.members
     check_cutoffs(hi, lo)
     check_members(members, postprocess)
@@ -246,7 +246,7 @@ def pseudo_label(
         {str(c + 1): dict(zip(COUNTS, map(int, row), strict=True)) for c, row in enumerate(counts)},
         out,
     )
-    write_labels(pd.DataFrame(rows, columns=list(LONG)), kept_ids, out, "long")
+    write_labels(pd.DataFrame(rows, columns=list(LONG)), kept_ids, out, "long", ensemble.classes)
     with atomic_path(sibling(out, "images.txt")) as tmp:
         tmp.write_text("".join(f"{i}\n" for i in kept_ids))
     with atomic_path(sibling(out, "summary.json")) as tmp:

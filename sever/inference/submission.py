@@ -1,7 +1,7 @@
 """Write Kaggle submissions and score them offline with the competition's metric.
 
 Both CSV generations are handled (see `sever.data.tables`): the competition-era wide format
-(`ImageId_ClassId,EncodedPixels`, four rows per image) and the later long format
+(`ImageId_ClassId,EncodedPixels`, a row per image and class) and the later long format
 (`ImageId,ClassId,EncodedPixels` in any column order, defect rows only).
 
 Scoring never decodes a mask: Dice needs only |X|, |Y| and |X∩Y|, and all three follow from
@@ -17,7 +17,7 @@ import pandas as pd
 
 from sever.data import rle
 from sever.data.tables import (
-    CLASSES,
+    DEFAULT_CLASSES,
     LONG,
     WIDE,
     from_wide,
@@ -44,11 +44,12 @@ def write_submission(
     path: Path,
     fmt: str = "auto",
     template: Path | None = None,
+    classes: int = DEFAULT_CLASSES,
 ) -> None:
     """Write a submission CSV atomically (a temporary name, then a rename).
 
     Formats:
-        'wide': `ImageId_ClassId,EncodedPixels`, a row for every image x class 1..4 in image
+        'wide': `ImageId_ClassId,EncodedPixels`, a row for every image x class 1..`classes` in image
             order, '' where there is no defect. Kaggle scores this format: late submissions
             to the competition in it were scored (22,024 rows for the 5,506 test images).
         'long': `ImageId,ClassId,EncodedPixels`, defect rows only (a non-empty mask), in
@@ -72,36 +73,40 @@ def write_submission(
         path: the CSV to write.
         fmt: 'auto', 'wide' or 'long'.
         template: sample_submission.csv, either generation.
+        classes: ClassIds run 1..classes (the competition's 4).
 
     Raises:
         DataError: a malformed template, or template images that were not predicted (or
             predicted images the template lacks).
-        ValueError: an unknown `fmt`, a ClassId outside 1-4, a duplicate (image, class), or
+        ValueError: an unknown `fmt`, a ClassId outside 1..classes, a duplicate (image, class), or
             masks for an image not in `images`.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown submission format {fmt!r}; expected one of {FORMATS}")
-    masks = mask_lookup(masks_by_image, images)
+    masks = mask_lookup(masks_by_image, images, classes)
+    class_ids = range(1, classes + 1)
     order, wide_keys, columns = list(dict.fromkeys(images)), None, list(LONG)
     if template is not None:
-        tmpl_fmt, order, wide_keys, tmpl_columns = read_template(template)
+        tmpl_fmt, order, wide_keys, tmpl_columns = read_template(template, classes)
         check_same_images(order, images, template)
         if tmpl_fmt == "long":
             columns = tmpl_columns
     if fmt in ("auto", "wide"):
         if wide_keys is None:
-            wide_keys = [(f"{image}_{c}", image, c) for image in order for c in CLASSES]
+            wide_keys = [(f"{image}_{c}", image, c) for image in order for c in class_ids]
         rows = [(key, masks.get((image, c), "")) for key, image, c in wide_keys]
         table = pd.DataFrame(rows, columns=list(WIDE))
     else:
-        rows = [(i, c, masks[i, c]) for i in order for c in CLASSES if masks.get((i, c))]
+        rows = [(i, c, masks[i, c]) for i in order for c in class_ids if masks.get((i, c))]
         table = pd.DataFrame(rows, columns=list(LONG))[columns]
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
 
 
 def mask_lookup(
-    masks_by_image: dict[str, dict[int, str]] | pd.DataFrame, images: list[str]
+    masks_by_image: dict[str, dict[int, str]] | pd.DataFrame,
+    images: list[str],
+    classes: int = DEFAULT_CLASSES,
 ) -> dict[tuple[str, int], str]:
     """(ImageId, ClassId) -> non-empty RLE, with the caller's input checked."""
     if isinstance(masks_by_image, pd.DataFrame):
@@ -117,8 +122,8 @@ def mask_lookup(
     for image, class_id, encoded in triples:
         if image not in known:
             raise ValueError(f"masks given for image {image!r}, which is not in `images`")
-        if class_id not in CLASSES:
-            raise ValueError(f"image {image!r}: ClassId {class_id!r} is not one of 1, 2, 3, 4")
+        if class_id not in range(1, classes + 1):
+            raise ValueError(f"image {image!r}: ClassId {class_id!r} is not in 1..{classes}")
         key = (image, int(class_id))
         if key in seen:
             raise ValueError(f"image {image!r}: two masks for ClassId {class_id}")
@@ -130,7 +135,7 @@ def mask_lookup(
 
 
 def read_template(
-    path: Path,
+    path: Path, classes: int = DEFAULT_CLASSES
 ) -> tuple[str, list[str], list[tuple[str, str, int]] | None, list[str]]:
     """A sample_submission.csv: (format, image ids in order, wide rows, column names).
 
@@ -141,7 +146,7 @@ def read_template(
     columns = list(raw.columns)
     if tuple(columns) == WIDE:
         raw["line"] = range(2, len(raw) + 2)
-        frame = from_wide(raw, path, None)
+        frame = from_wide(raw, path, None, classes)
         keys = list(zip(raw["ImageId_ClassId"], frame["ImageId"], frame["ClassId"], strict=True))
         return "wide", list(dict.fromkeys(frame["ImageId"])), keys, columns
     if set(columns) == set(LONG) and len(columns) == 3:
@@ -178,19 +183,20 @@ def score_submission(
     truth: Path,
     images_dir: Path | None = None,
     shape: tuple[int, int] = SHAPE,
+    classes: int = DEFAULT_CLASSES,
 ) -> dict:
     """Kaggle's metric offline: the mean Dice over every (image, class) pair.
 
     Dice = 2|X∩Y| / (|X| + |Y|) per pair, 1 when prediction and truth are both empty, and
-    the score is the plain mean over all pairs (four per image), as on the leaderboard.
+    the score is the plain mean over all pairs (`classes` per image), as on the leaderboard.
 
     Which images are scored: every image of the truth file. A wide truth lists them all. A
     long truth has defect rows only, so its defect-free images are known only from a
     folder: `images_dir` adds each image file in it as an image with no defects (with a
     wide truth it is used only for the image size). Either file may be either format:
 
-    - wide submission: every scored image needs all four rows (empty EncodedPixels for no
-      defect); an image with no rows, or fewer than four, is an error naming it.
+    - wide submission: every scored image needs a row per class (empty EncodedPixels for no
+      defect); an image with no rows, or fewer, is an error naming it.
     - long submission: a missing (image, class) row means "predicted empty", which is what
       the format means; images with no rows at all are predicted defect-free.
 
@@ -199,7 +205,7 @@ def score_submission(
     in `images_dir`, else `shape`.
 
     Returns:
-        'dice_mean', 'dice_1'..'dice_4' (per class, over all images), 'pairs' (scored
+        'dice_mean', 'dice_1'..'dice_<classes>' (per class, over all images), 'pairs' (scored
         (image, class) pairs) and 'images'.
 
     Raises:
@@ -209,23 +215,25 @@ def score_submission(
     if files:
         shape = read_gray(images_dir / files[0]).shape[:2]
     size = shape[0] * shape[1]
-    labels = read_labels(truth, images_dir, shape)
+    labels = read_labels(truth, images_dir, shape, classes)
     if not labels.images:
         raise DataError(f"{truth}: no images to score")
-    predicted = read_submission(submission, labels.images, size, truth, labels.format)
+    predicted = read_submission(submission, labels.images, size, truth, labels.format, classes)
     index = pd.Index(labels.images)
     dice = pair_dice(
-        runs_of(labels.defects, index, size),
-        runs_of(predicted, index, size),
-        4 * len(index),
+        runs_of(labels.defects, index, size, classes),
+        runs_of(predicted, index, size, classes),
+        classes * len(index),
         size,
-    ).reshape(len(index), 4)
+    ).reshape(len(index), classes)
     scores = {"dice_mean": float(dice.mean())}
-    scores |= {f"dice_{c}": float(dice[:, c - 1].mean()) for c in CLASSES}
+    scores |= {f"dice_{c}": float(dice[:, c - 1].mean()) for c in range(1, classes + 1)}
     return scores | {"pairs": dice.size, "images": len(index)}
 
 
-def check_image_folder(truth: Path, images_dir: Path | None) -> None:
+def check_image_folder(
+    truth: Path, images_dir: Path | None, classes: int = DEFAULT_CLASSES
+) -> None:
     """A long truth lists only defects, so its images are known only with the image folder:
     without it the defect-free images would go unscored, and Kaggle scores them all.
 
@@ -234,7 +242,7 @@ def check_image_folder(truth: Path, images_dir: Path | None) -> None:
     """
     if not truth.is_file():
         return  # score_submission says so
-    frame, fmt = read_table(truth)
+    frame, fmt = read_table(truth, None, classes)
     if fmt != "long":
         return
     if images_dir is None:
@@ -251,7 +259,12 @@ def check_image_folder(truth: Path, images_dir: Path | None) -> None:
 
 
 def read_submission(
-    path: Path, images: list[str], size: int, truth: Path, truth_fmt: str
+    path: Path,
+    images: list[str],
+    size: int,
+    truth: Path,
+    truth_fmt: str,
+    classes: int = DEFAULT_CLASSES,
 ) -> pd.DataFrame:
     """A submission's rows (ImageId, ClassId, EncodedPixels, line), checked against the truth.
 
@@ -259,7 +272,7 @@ def read_submission(
         DataError: the first problem: header, ClassId, RLE, duplicate, unknown or (wide
             format) missing images.
     """
-    frame, fmt = read_table(path)
+    frame, fmt = read_table(path, None, classes)
     problems = table_problems(frame, path, size)
     if problems:
         more = f" (and {len(problems) - 1} more problems)" if problems[1:] else ""
@@ -279,31 +292,33 @@ def read_submission(
         absent = list(counts.index[counts == 0])
         if absent:
             raise DataError(
-                f"{path}: no rows for {named(absent)} of {truth} (the wide format has four "
+                f"{path}: no rows for {named(absent)} of {truth} (the wide format has {classes} "
                 "rows per image, an empty EncodedPixels for no defect)"
             )
-        partial = list(counts.index[counts < 4])
+        partial = list(counts.index[counts < classes])
         if partial:
             have = set(frame.loc[frame["ImageId"] == partial[0], "ClassId"])
-            lacking = ", ".join(str(c) for c in CLASSES if c not in have)
+            lacking = ", ".join(str(c) for c in range(1, classes + 1) if c not in have)
             raise DataError(
                 f"{path}: ImageId {partial[0]}: no row for ClassId {lacking} (the wide format "
-                f"has four rows per image; {len(partial)} image(s) incomplete)"
+                f"has {classes} rows per image; {len(partial)} image(s) incomplete)"
             )
     return frame
 
 
-def runs_of(frame: pd.DataFrame, images: pd.Index, size: int) -> tuple[np.ndarray, np.ndarray]:
+def runs_of(
+    frame: pd.DataFrame, images: pd.Index, size: int, classes: int = DEFAULT_CLASSES
+) -> tuple[np.ndarray, np.ndarray]:
     """The runs of validated rows, moved into one line of (image, class) slots.
 
-    Pair p = 4 * image index + ClassId - 1 owns pixels [p * size, (p + 1) * size), so all
+    Pair p = classes * image index + ClassId - 1 owns pixels [p * size, (p + 1) * size), so all
     the runs of a table form one list whose starts say which pair they belong to.
 
     Returns:
         (starts, ends), each (R,) int64, exclusive ends, unsorted across pairs.
     """
     frame = frame.loc[frame["EncodedPixels"] != ""]
-    pairs = images.get_indexer(frame["ImageId"]) * 4 + frame["ClassId"].to_numpy() - 1
+    pairs = images.get_indexer(frame["ImageId"]) * classes + frame["ClassId"].to_numpy() - 1
     starts, ends = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
     for pair, encoded in zip(pairs, frame["EncodedPixels"], strict=True):
         first, last = rle.parse(encoded, size)

@@ -63,12 +63,12 @@ class TuneReport:
         """Before and after per class with the chosen values, the held-out estimates,
         then the file written."""
         t, pp = self.tuning, self.tuning.postprocess
-        gate = pp.gate or (0.0,) * 4
+        gate = pp.gate or (0.0,) * pp.classes
         lines = [f"{'':>10}{'before':>9}{'after':>9}  threshold  min_pixels  gate"]
-        for key in ["dice_mean"] + [f"dice_{c}" for c in range(1, 5)]:
+        for key in ["dice_mean"] + [f"dice_{c}" for c in range(1, pp.classes + 1)]:
             extra = ""
             if key != "dice_mean":
-                c = int(key[-1]) - 1
+                c = int(key.removeprefix("dice_")) - 1
                 extra = f"  {pp.threshold[c]:9.3f}  {pp.min_pixels[c]:10d}  {gate[c]:4.2f}"
             lines.append(f"{key:>10}{t.before[key]:9.4f}{t.after[key]:9.4f}{extra}")
         how = "the other folds" if self.folds > 1 else "the other half of the images"

@@ -89,7 +89,9 @@ def validation_set(run: Path, member: Member, data_dir: Path | None = None) -> S
     ids = split.loc[split["split"] == "val", "ImageId"].tolist()
     data = config.data
     folder = data_dir_of(run, config, data_dir)
-    labels = read_labels(folder / "train.csv", folder / "train_images", data.image_size)
+    labels = read_labels(
+        folder / "train.csv", folder / "train_images", data.image_size, config.model.classes
+    )
     missing = sorted(set(ids) - set(labels.images))
     if missing:
         raise DataError(

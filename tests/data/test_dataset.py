@@ -221,3 +221,15 @@ def test_non_empty_crop_falls_back_for_other_masks() -> None:
     mask[10, 200, 1] = 1
     ours = A.Compose([NonEmptyCrop(32, 96)], seed=5)(image=np.zeros((64, 256), np.uint8), mask=mask)
     assert ours["mask"].any()
+
+
+def test_rare_classes_are_the_ones_under_half_the_commonest() -> None:
+    from sever.data.sampling import rare_classes
+
+    # the competition's training images: class 1 in 897, 2 in 247, 3 in 5150, 4 in 801
+    sets = pd.Series(["1"] * 897 + ["2"] * 247 + ["3"] * 5150 + ["4"] * 801 + [""] * 5900)
+    assert rare_classes(sets) == {"1", "2", "4"}
+    # six classes: 5 (40 images) is not rare beside 6 (50), 3 (30) is not either
+    six = pd.Series(["5"] * 40 + ["6,3"] * 30 + ["6"] * 20 + ["1"] * 10 + [""] * 5)
+    assert rare_classes(six) == {"1"}
+    assert rare_classes(pd.Series(["", ""])) == set()

@@ -126,16 +126,25 @@ def test_a_monitor_metric_the_run_does_not_compute(capsys, tiny_yaml: Path):
         [],
         ["model.class_head.enabled=true"],
         ["task=classify"],
+        ["model.classes=6", "model.class_head.enabled=true"],
     ],
 )
 def test_every_monitorable_metric_is_computed(tiny_yaml: Path, overrides: list[str]):
-    """Each monitor the config accepts is a metrics.csv column of that run."""
-    from sever.config import MONITORABLE
+    """Each monitor the config accepts is a metrics.csv column of that run, and each
+    per-class metric of a class the run has is accepted."""
     from sever.errors import ConfigError
 
-    for metric in MONITORABLE:
+    candidates = ["val_loss", "train_loss", "val_dice_mean", "val_dice_positive", "val_f1_mean"]
+    kinds = ("dice", "f1", "precision", "recall")
+    candidates += [f"val_{kind}_{c}" for kind in kinds for c in range(1, 8)]
+    accepted = []
+    for metric in candidates:
         try:
             config = load_config(tiny_yaml, [*overrides, f"trainer.monitor=max {metric}"])
         except ConfigError:
             continue
+        accepted.append(metric)
         assert metric in steps.metric_columns(config), (overrides, metric)
+    classes = 6 if "model.classes=6" in overrides else 4
+    assert f"val_{'f1' if 'task=classify' in overrides else 'dice'}_{classes}" in accepted
+    assert not any(m.endswith(f"_{classes + 1}") for m in accepted)

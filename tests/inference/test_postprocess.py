@@ -355,6 +355,7 @@ def test_postprocess_config_round_trips_through_yaml():
         "min_component": [10, 20, 30, 40],
         "gate": [0.5, 0.4, 0.3, 0.2],
         "scale_c": 4.0,
+        "classes": 4,
     }
     assert PostProcess.from_dict(yaml.safe_load(yaml.safe_dump(d))) == config
     assert PostProcess.from_dict({}) == PostProcess()
@@ -398,7 +399,12 @@ def test_postprocess_config_unknown_key():
 )
 def test_postprocess_config_errors(d, message):
     with pytest.raises(ValueError, match=message):
-        PostProcess.from_dict(d)
+        PostProcess.from_dict(d, classes=4)  # for 4-class models
+
+
+def test_a_file_on_its_own_must_agree_with_itself():
+    with pytest.raises(ValueError, match=r"PostProcess.min_pixels: expected 3 values"):
+        PostProcess.from_dict({"threshold": [0.5] * 3, "min_pixels": [1] * 4})
 
 
 def test_postprocess_config_rejects_non_mapping():

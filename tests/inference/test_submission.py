@@ -371,7 +371,7 @@ def test_template_of_neither_format(tmp_path: Path):
     ("masks", "images", "fmt", "message"),
     [
         ({}, IMAGES, "csv", r"unknown submission format 'csv'"),
-        ({"a.jpg": {5: "1 1"}}, IMAGES, "wide", r"ClassId 5 is not one of"),
+        ({"a.jpg": {5: "1 1"}}, IMAGES, "wide", r"ClassId 5 is not in 1\.\.4"),
         ({"z.jpg": {1: "1 1"}}, IMAGES, "wide", r"'z.jpg', which is not in `images`"),
     ],
 )
