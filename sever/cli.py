@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -288,7 +289,7 @@ def synth(
     check_output_folder(out_dir, "OUT_DIR")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise SeverError(f"{out_dir}: already exists and is not empty; choose another folder")
-    layout = "wide" if fmt == "wide" else "long"
+    layout: Literal["long", "wide"] = "wide" if fmt == "wide" else "long"
     summary = generate(out_dir, n_train, n_test, height, width, layout, seed, classes)
     for key, value in summary.items():
         click.echo(f"{key:>22}: {value}")

@@ -14,9 +14,10 @@ which checkpoints went in; it loads wherever a checkpoint loads.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -33,6 +34,7 @@ from sever.engine.checkpoint import (
     save_checkpoint,
 )
 from sever.engine.resume import changed_keys
+from sever.engine.steps import Sample
 from sever.errors import CheckpointError, ConfigError, DataError
 from sever.model.build import build_model
 
@@ -76,7 +78,7 @@ class AverageReport:
             f"wrote {self.out}",
         ]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "out": str(self.out),
             "checkpoints": [str(p) for p in self.checkpoints],
@@ -136,7 +138,7 @@ def path_of(run: Path, epoch: int) -> Path:
     return run / "checkpoints" / f"checkpoint-epoch{epoch}.pth"
 
 
-def ranked_epochs(last: dict) -> list[tuple[int, float]]:
+def ranked_epochs(last: Mapping[str, Any]) -> list[tuple[int, float]]:
     """The run's kept epochs by its monitored metric, best first, from last.pth's saver."""
     kept = (last.get("saver") or {}).get("kept") or []
     return [(int(epoch), float(value)) for value, epoch in kept]
@@ -178,7 +180,7 @@ def choose(
     return chosen
 
 
-def same_model(states: list[dict], paths: list[Path]) -> Config:
+def same_model(states: list[dict[str, Any]], paths: list[Path]) -> Config:
     """The config of the first checkpoint, once every other builds the same model.
 
     Raises:
@@ -253,7 +255,7 @@ def recompute_bn(
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
-def first_images(loader: DataLoader, count: int, device: torch.device) -> Iterator[Tensor]:
+def first_images(loader: DataLoader[Sample], count: int, device: torch.device) -> Iterator[Tensor]:
     """The images of the loader's first `count` batches, on `device`."""
     for i, (images, _, _) in enumerate(loader):
         if i >= count:

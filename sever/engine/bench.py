@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader
@@ -43,6 +43,7 @@ from sever.engine import steps as trainer_steps
 from sever.engine.interrupt import EpochStart, StopRequest
 from sever.engine.logs import Board
 from sever.engine.parts import Parts, build_parts, describe
+from sever.engine.steps import Batch, Sample
 from sever.fileio import atomic_path
 from sever.model.build import split_outputs
 
@@ -143,7 +144,12 @@ class Batches:
     """
 
     def __init__(
-        self, loader: DataLoader, order: EpochOrder, total: int, skip: int, device: torch.device
+        self,
+        loader: DataLoader[Sample],
+        order: EpochOrder,
+        total: int,
+        skip: int,
+        device: torch.device,
     ) -> None:
         self.loader, self.order, self.total = loader, order, total
         self.skip, self.device = skip, device
@@ -157,7 +163,7 @@ class Batches:
     def __len__(self) -> int:
         return self.total
 
-    def __iter__(self) -> Iterator:
+    def __iter__(self) -> Iterator[Batch]:
         epoch, served = 1, 0
         self.order.set_epoch(epoch)
         batches = iter(self.loader)
@@ -176,7 +182,7 @@ class Batches:
             served += 1
 
 
-def run_bench(config: Config, steps: int, warmup: int = 2) -> dict:
+def run_bench(config: Config, steps: int, warmup: int = 2) -> dict[str, Any]:
     """Measure `config`'s training speed; every rate over `steps` timed batches.
 
     Returns:
@@ -352,7 +358,9 @@ def peak_memory(device: torch.device) -> tuple[int, str]:
     return int(peak if sys.platform == "darwin" else peak * 1024), "process peak RSS"
 
 
-def utilisation(parts: Parts, flops: float, compute: float, full: float) -> dict:
+def utilisation(
+    parts: Parts, flops: float, compute: float, full: float
+) -> dict[str, float | str | None]:
     """MFU of the full step and of compute alone against the GPU's peak, or a note why not."""
     result: dict[str, float | str | None] = {
         "peak_tflops": None,
@@ -377,12 +385,12 @@ def utilisation(parts: Parts, flops: float, compute: float, full: float) -> dict
     return result
 
 
-def write_report(report: dict, path: Path) -> None:
+def write_report(report: dict[str, Any], path: Path) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(report, indent=2) + "\n")
 
 
-def format_table(report: dict) -> str:
+def format_table(report: dict[str, Any]) -> str:
     """The report as a few aligned lines: header, one row per measure, the advice."""
     r = report
     workers = f"{r['workers']} worker{'s' if r['workers'] != 1 else ''}"

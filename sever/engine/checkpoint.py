@@ -11,7 +11,9 @@ import logging
 import os
 import random
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,14 +25,14 @@ FORMAT_VERSION = 1
 log = logging.getLogger(__name__)
 
 
-def save_checkpoint(state: dict, path: Path) -> None:
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write `state` to `path` via a temporary file, so a kill never damages the old file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a sever checkpoint on the CPU.
 
     Raises:
@@ -55,7 +57,7 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
-def evaluated_weights(state: dict) -> dict[str, torch.Tensor]:
+def evaluated_weights(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """The model weights a checkpoint is validated and used with: its EMA weights when
     the run kept them (AveragedModel's, without its `module.` prefix and step count),
     else its model's."""
@@ -65,7 +67,7 @@ def evaluated_weights(state: dict) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in ema.items() if k != "n_averaged"}
 
 
-def misfit(own: dict, given: dict) -> str:
+def misfit(own: Mapping[str, torch.Tensor], given: Mapping[str, Any]) -> str:
     """`3 missing keys (e.g. 'decoder.p5.weight'), 1 misshapen key (...)`: how the state
     dict `given` differs from a model's own."""
     kinds = {
@@ -83,7 +85,7 @@ def misfit(own: dict, given: dict) -> str:
     return ", ".join(parts) or "they do not load"
 
 
-def initial_weights(source: Path, model: torch.nn.Module) -> dict:
+def initial_weights(source: Path, model: torch.nn.Module) -> dict[str, Any]:
     """Load into `model` the weights a new run starts from (`model.init_from`): a run's
     best checkpoint or a checkpoint file, its EMA weights where kept. Returns where they
     came from, for the run's checkpoints.
@@ -132,7 +134,7 @@ def resolve_checkpoint(path: Path, which: str = "last") -> Path:
     return path
 
 
-def rng_state() -> dict:
+def rng_state() -> dict[str, Any]:
     """Every RNG the trainer touches, as tensors and plain values."""
     np_state = np.random.get_state(legacy=True)
     assert isinstance(np_state, tuple)
@@ -147,7 +149,7 @@ def rng_state() -> dict:
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     keys = state["numpy"].numpy().astype(np.uint32)
     np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))

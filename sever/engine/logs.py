@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 from torch.utils.tensorboard import SummaryWriter
 
 from sever.fileio import atomic_path
@@ -21,14 +23,14 @@ class MetricsLog:
 
     def __init__(self, path: Path, columns: list[str]) -> None:
         self.path, self.columns = path, columns
-        self.rows: list[dict] = []
+        self.rows: list[dict[str, str]] = []
 
     def resume(self, epoch: int) -> None:
         if self.path.is_file():
             with self.path.open() as handle:
                 self.rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) <= epoch]
 
-    def append(self, row: dict) -> None:
+    def append(self, row: Mapping[str, object]) -> None:
         self.rows.append({c: format_value(row.get(c)) for c in self.columns})
         with atomic_path(self.path) as tmp, tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, self.columns)
@@ -65,12 +67,12 @@ class Board:
                 if value is not None and not math.isnan(value):
                     self.writer.add_scalar(f"{prefix}{key}", value, step)
 
-    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+    def image(self, tag: str, image: NDArray[np.uint8], step: int) -> None:
         """`image`: (H, W, 3) uint8 RGB."""
         if self.writer:
             self.writer.add_image(tag, image, step, dataformats="HWC")
 
-    def hparams(self, params: dict, metrics: dict) -> None:
+    def hparams(self, params: Mapping[str, object], metrics: dict[str, float]) -> None:
         if self.writer:
             clean = {
                 k: v if isinstance(v, (int, float, str, bool)) else str(v)

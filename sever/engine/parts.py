@@ -85,7 +85,8 @@ def build_parts(config: Config, steps_per_epoch: int, world: World = World()) ->
         torch.backends.cudnn.allow_tf32 = True
     model = build_model(config.model, config.task)
     if world.distributed and trainer.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        # torch leaves convert_sync_batchnorm unannotated
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]
     model = model.to(device)
     if trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -93,7 +94,9 @@ def build_parts(config: Config, steps_per_epoch: int, world: World = World()) ->
     scheduler = build_scheduler(optimizer, config.scheduler, steps_per_epoch, trainer.monitor_mode)
     ema = None
     if trainer.ema:
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(trainer.ema), use_buffers=True)
+        # torch leaves get_ema_multi_avg_fn unannotated
+        average = get_ema_multi_avg_fn(trainer.ema)  # type: ignore[no-untyped-call]
+        ema = AveragedModel(model, multi_avg_fn=average, use_buffers=True)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     return Parts(
         device=device,

@@ -9,8 +9,10 @@ with its config.yml and split.csv). A checkpoint file names the point exactly.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sever.config import Config, config_dict, config_from_dict, dump_config, load_config
 from sever.engine.checkpoint import load_checkpoint
@@ -43,7 +45,7 @@ class ResumePoint:
 
     run: Path
     checkpoint: Path | None
-    state: dict | None
+    state: dict[str, Any] | None
 
     @property
     def mid_epoch(self) -> bool:
@@ -79,7 +81,7 @@ def find_resume_point(path: Path) -> ResumePoint:
     return ResumePoint(run_dir_of(path), path, state)
 
 
-def resumable(path: Path) -> dict:
+def resumable(path: Path) -> dict[str, Any]:
     """The checkpoint at `path`, which must hold the training state, not weights only.
 
     Raises:
@@ -130,7 +132,7 @@ def changed_keys(before: Config, after: Config) -> dict[str, tuple[object, objec
     }
 
 
-def flatten(data: dict, prefix: str = "") -> dict[str, object]:
+def flatten(data: Mapping[str, object], prefix: str = "") -> dict[str, object]:
     flat: dict[str, object] = {}
     for key, value in data.items():
         if isinstance(value, dict) and value:
@@ -151,7 +153,7 @@ def record_config(run: Path, config: Config) -> None:
         tmp.write_text(dump_config(config))
 
 
-def finished(config: Config, state: dict | None) -> str | None:
+def finished(config: Config, state: Mapping[str, Any] | None) -> str | None:
     """Why a resumed run has nothing left to do, or None."""
     if not state or state.get("partial"):
         return None

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from sever.engine.checkpoint import link_or_copy, save_checkpoint
 
@@ -57,7 +59,7 @@ class CheckpointSaver:
             self.best, self.best_epoch = value, epoch
         return self.improved
 
-    def write(self, state: dict, epoch: int) -> None:
+    def write(self, state: dict[str, Any], epoch: int) -> None:
         """Write last.pth, link the epoch file and the best, drop what fell out of the top k
         and a mid-epoch state that this completed epoch supersedes."""
         last = self.folder / "last.pth"
@@ -87,21 +89,21 @@ class CheckpointSaver:
         if best or (kept and not same_file(last, self.path(epoch))):
             self.link(epoch, best)
 
-    def write_interrupted(self, state: dict) -> None:
+    def write_interrupted(self, state: dict[str, Any]) -> None:
         """A mid-epoch state, beside the last completed epoch's checkpoints."""
         save_checkpoint(state, self.folder / INTERRUPTED)
 
     def periodic(self, epoch: int) -> bool:
         return bool(self.period) and epoch % self.period == 0
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {
             "kept": [list(kv) for kv in self.kept],
             "best": self.best,
             "best_epoch": self.best_epoch,
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.kept = [(float(v), int(e)) for v, e in state["kept"]]
         self.best, self.best_epoch = state["best"], state["best_epoch"]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import torch
 from torch.utils.data import DataLoader
@@ -26,6 +26,10 @@ from sever.progress import Tracker
 from sever.visualize import denormalize, truth_and_prediction
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+# One item of a SteelDataset: image (1, H, W), masks (C, H, W), ImageId; and a batch of them.
+Sample = tuple[torch.Tensor, torch.Tensor, str]
+Batch = tuple[torch.Tensor, torch.Tensor, list[str]]
 
 
 @dataclass
@@ -35,8 +39,8 @@ class Progress:
     epoch: int = 0  # last completed epoch
     step: int = 0  # optimiser steps so far
     bad_validations: int = 0  # validations without improvement, for early stopping
-    last_val: dict = field(default_factory=dict)
-    origin: dict | None = None  # the weights a run started from (model.init_from)
+    last_val: dict[str, float] = field(default_factory=dict)
+    origin: dict[str, Any] | None = None  # the weights a run started from (model.init_from)
 
 
 def optimizer_steps(batches: int, trainer: TrainerConfig) -> int:
@@ -51,7 +55,9 @@ def autocast(parts: Parts) -> torch.autocast:
     )
 
 
-def to_device(parts: Parts, images: torch.Tensor, masks: torch.Tensor) -> tuple:
+def to_device(
+    parts: Parts, images: torch.Tensor, masks: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     fmt = torch.channels_last if parts.channels_last else torch.contiguous_format
     images = images.to(parts.device, non_blocking=True, memory_format=fmt)
     return images, masks.to(parts.device, non_blocking=True).float()
@@ -62,7 +68,7 @@ class BatchStream(Protocol):
 
     def __len__(self) -> int: ...
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]: ...
+    def __iter__(self) -> Iterator[Batch]: ...
 
 
 def train_one_epoch(
@@ -75,7 +81,7 @@ def train_one_epoch(
     run: Path,
     begin: EpochStart,
     stop: StopRequest,
-) -> dict:
+) -> dict[str, float]:
     """Train one epoch (from batch `begin.batches` on, the sampler skipping the ones a
     stopped run trained); returns the mean of each loss term as `train_<term>`.
 
@@ -129,7 +135,7 @@ class LoaderStopped(Exception):  # noqa: N818 (control flow)
     """The epoch ends early on a stop request."""
 
 
-def until_stopped(batches: Iterable, stop: StopRequest) -> Iterator:
+def until_stopped(batches: Iterable[T], stop: StopRequest) -> Iterator[T]:
     """The batches, until a stop request. A loader that fails after one is taken as a
     stop: a scheduler (Slurm) signals every process, the loader's workers too."""
     source = iter(batches)
@@ -146,10 +152,11 @@ def until_stopped(batches: Iterable, stop: StopRequest) -> Iterator:
 
 
 def backward(parts: Parts, loss: torch.Tensor) -> None:
+    # torch leaves Tensor.backward unannotated, hence the ignores
     if parts.scaler is not None:
-        parts.scaler.scale(loss).backward()
+        parts.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
     else:
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
 
 
 def optimizer_step(parts: Parts, trainer: TrainerConfig) -> None:
@@ -182,7 +189,14 @@ def check_finite(first_bad: torch.Tensor, epoch: int, run: Path, world: World) -
 
 
 def report_step(
-    parts: Parts, terms: dict, step: int, board: Board, bar, epoch: int, batch: int, batches: int
+    parts: Parts,
+    terms: Mapping[str, torch.Tensor],
+    step: int,
+    board: Board,
+    bar: Tracker,
+    epoch: int,
+    batch: int,
+    batches: int,
 ) -> None:
     values = {name: value.item() for name, value in terms.items()}
     board.scalars(values, step, "train/")
@@ -192,14 +206,16 @@ def report_step(
         log.info("epoch %d step %d/%d loss %.4f", epoch, batch, batches, values["loss"])
 
 
-def progress_bar(iterable, total: int, desc: str) -> Tracker:
+def progress_bar(iterable: Iterable[object], total: int, desc: str) -> Tracker:
     """tqdm with loss and ETA on a terminal; elsewhere a log line every 30 s (done / total,
     rate, time left, loss: sever.progress)."""
     return Tracker(total, desc, "batches", iterable=iterable, leave=False)
 
 
 @torch.no_grad()
-def validate(config: Config, parts: Parts, loader: DataLoader, epoch: int, board: Board) -> dict:
+def validate(
+    config: Config, parts: Parts, loader: DataLoader[Sample], epoch: int, board: Board
+) -> dict[str, float]:
     """Full-size validation, as `val_<name>`: mean loss terms, the Kaggle Dice of the masks,
     and the image-level precision, recall and F1 of the presence head (if any)."""
     model = parts.eval_model()
@@ -243,7 +259,14 @@ def reduce_sums(sums: dict[str, float], world: World) -> dict[str, float]:
 
 
 def show_images(
-    config: Config, board: Board, images, masks, pred, ids, epoch: int, shown: int
+    config: Config,
+    board: Board,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    pred: torch.Tensor,
+    ids: Sequence[str],
+    epoch: int,
+    shown: int,
 ) -> int:
     """Send the first few validation images, truth over prediction, to TensorBoard."""
     norm = config.data.normalize
@@ -280,7 +303,7 @@ def metric_columns(config: Config) -> list[str]:
     return [*columns, "lr_encoder", "lr_decoder", "seconds"]
 
 
-def epoch_line(row: dict, monitor: str, improved: bool) -> str:
+def epoch_line(row: Mapping[str, float], monitor: str, improved: bool) -> str:
     parts = [f"epoch {row['epoch']}", f"train_loss {row['train_loss']:.4f}"]
     if "val_loss" in row:
         parts.append(f"val_loss {row['val_loss']:.4f}")
@@ -293,7 +316,7 @@ def epoch_line(row: dict, monitor: str, improved: bool) -> str:
     return "  ".join(p for p in parts if p)
 
 
-def hparams(config: Config) -> dict:
+def hparams(config: Config) -> dict[str, object]:
     """A flat summary of the config for TensorBoard's HPARAMS tab."""
     c = config
     return {

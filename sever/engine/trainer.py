@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import segmentation_models_pytorch as smp
@@ -53,7 +54,7 @@ class Setup:
     loaders: Loaders
     parts: Parts
     resume: ResumePoint | None = None
-    init_from: dict | None = None  # where a new run's weights came from (model.init_from)
+    init_from: dict[str, Any] | None = None  # where a new run's weights came from (model.init_from)
 
 
 def train(
@@ -115,7 +116,9 @@ def quiet() -> None:
     logging.getLogger("sever").setLevel(logging.WARNING)
 
 
-def check_world_size(state: dict | None, world: World, resume: ResumePoint | None) -> None:
+def check_world_size(
+    state: dict[str, Any] | None, world: World, resume: ResumePoint | None
+) -> None:
     saved = (state or {}).get("world_size", 1)
     if resume and state is not None and saved != world.size:
         raise CheckpointError(
@@ -244,7 +247,7 @@ def interrupted(run: Path, stop: StopRequest, where: str) -> Interrupted:
     )
 
 
-def partial_state(epoch: int, done: EpochStart) -> dict:
+def partial_state(epoch: int, done: EpochStart) -> dict[str, Any]:
     """A mid-epoch stop: which epoch, how many of its batches are trained, and the loss
     sums so far (the RNG states at the stop are the checkpoint's `rng`)."""
     sums = {name: value.detach().cpu() for name, value in done.sums.items()}
@@ -309,7 +312,9 @@ def loop(
             raise interrupted(run, stop, f"after epoch {epoch}, kept in checkpoints/last.pth")
 
 
-def checkpoint(config: Config, parts: Parts, progress: Progress, saver: CheckpointSaver) -> dict:
+def checkpoint(
+    config: Config, parts: Parts, progress: Progress, saver: CheckpointSaver
+) -> dict[str, Any]:
     """The plain-dict checkpoint of the current state."""
     return {
         "format": FORMAT_VERSION,

@@ -73,7 +73,7 @@ class EnsembleOptions:
     weights: tuple[float, ...] | None = None
     tta: str = "none"
     averaging: str | None = None
-    postprocess: Path | dict | None = None
+    postprocess: Path | dict[str, Any] | None = None
     device: str = "auto"
     batch_size: int = 4
     workers: int = 2
@@ -192,7 +192,8 @@ class EnsembleConfig(BaseModel):
     models: Annotated[list[ModelEntry], Field(min_length=1)]
     tta: Literal["none", "hflip", "vflip", "both"] = "none"
     averaging: Literal["mean", "rms", "weighted"] = "mean"
-    postprocess: Path | dict | None = None
+    # Any keys: PostProcess.from_dict checks them, naming a bad one with the valid ones.
+    postprocess: Path | dict[Any, Any] | None = None
 
     @field_validator("postprocess", mode="before")
     @classmethod
@@ -221,7 +222,7 @@ def file_options(options: EnsembleOptions) -> EnsembleOptions:
     their weights, and the file's TTA, averaging and post-processing where the options
     do not say otherwise."""
     path = options.file
-    assert path is not None
+    assert path is not None  # from_options comes here only with a file
     if options.runs:
         raise ConfigError("give either -c ENSEMBLE.yml or -r RUN, not both")
     spec = load_ensemble(path)

@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -43,13 +44,13 @@ class EvalReport:
     folds: int
     checkpoints: list[str]
     weights: list[float]
-    postprocess: dict | None
+    postprocess: dict[str, Any] | None
     tta: str
     averaging: str
     path: Path | None = None
     replaced: bool = False
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The report file's and --json's object."""
         return {
             **self.scores,
@@ -99,10 +100,10 @@ def score_validation(ensemble: Ensemble, data_dir: Path | None = None) -> EvalRe
     """The scores of `evaluate_runs`, written nowhere."""
     members = ensemble.members
     classifiers_only = all(m.task == "classify" for m in members)
-    postprocess = ensemble.postprocess
+    postprocess = None
     if not classifiers_only:
         segmenter = next(m for m in members if m.task == "segment")
-        postprocess = postprocess or training_postprocess(segmenter)
+        postprocess = ensemble.postprocess or training_postprocess(segmenter)
         check_members(members, postprocess)
     groups = group_by_split(members, need_segmenter=not classifiers_only)
     classes = members[0].config.model.classes
@@ -114,10 +115,12 @@ def score_validation(ensemble: Ensemble, data_dir: Path | None = None) -> EvalRe
             batches = validation_batches(replace(ensemble, members=group), dataset)
             for ids, probs, heads, masks in batches:
                 truth = torch.from_numpy(masks)
-                if classifiers_only:
+                if postprocess is None:  # classifiers alone: image-level scores
+                    assert heads is not None  # every member is a classifier
                     threshold = group[0].config.trainer.threshold
                     presence.update(torch.from_numpy(heads > threshold), truth.amax((2, 3)))
                 else:
+                    assert probs is not None  # group_by_split: each group has a segmenter
                     pred = torch.from_numpy(postprocess_batch(probs, postprocess, heads))
                     dice.update(pred, truth)
                     presence.update(pred.flatten(2).any(2), truth.amax((2, 3)))
@@ -129,7 +132,7 @@ def score_validation(ensemble: Ensemble, data_dir: Path | None = None) -> EvalRe
         len(groups),
         [str(m.path) for m in members],
         [m.weight for m in members],
-        None if classifiers_only else postprocess.to_dict(),
+        None if postprocess is None else postprocess.to_dict(),
         ensemble.tta,
         ensemble.averaging,
     )
@@ -154,7 +157,7 @@ def report_path(report: EvalReport, run: Path, plain: bool) -> Path:
     stem = Path(report.checkpoints[0]).stem
     if plain:
         return run / f"eval-{stem}.json"
-    options = {
+    options: dict[str, Any] = {
         "weights": report.weights,
         "postprocess": report.postprocess,
         "tta": report.tta,

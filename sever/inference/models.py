@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -117,7 +118,7 @@ def load_members(
     return members
 
 
-def misfit(own: dict, given: dict) -> str:
+def misfit(own: dict[str, torch.Tensor], given: dict[str, Any]) -> str:
     """`3 missing keys (e.g. 'decoder.p5.weight'), 1 misshapen key (...)`: what differs."""
     kinds = {
         "missing": sorted(own.keys() - given.keys()),

@@ -27,10 +27,11 @@ import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 __all__ = [
     "AVERAGING",
@@ -55,28 +56,37 @@ TUNED_WITH = "tuned_with"
 PER_CLASS = ("threshold", "min_pixels", "min_component", "gate")
 DEFAULT_MIN_PIXELS = (600, 600, 1000, 2000)  # the usual Severstal choice for its 4 classes
 
+# Probabilities come in any float dtype (float16 from autocast, float32, float64).
+Probs = NDArray[Any]
+Masks = NDArray[np.bool_]
+# Ensemble members: stacked on axis 0, or a sequence of arrays of one shape.
+Members = NDArray[Any] | Sequence[NDArray[Any]]
+_Scalar = TypeVar("_Scalar", bound=np.generic)
+_Number = TypeVar("_Number", int, float)
+
 
 # --- ensemble averaging ------------------------------------------------------------------
 
 
 def _arithmetic_mean(
-    members: Sequence[np.ndarray], weights: np.ndarray | None, dtype: np.dtype
-) -> np.ndarray:
+    members: Members, weights: NDArray[np.float64] | None, dtype: np.dtype[Any]
+) -> NDArray[Any]:
     """sum_m w_m p_m, or sum_m p_m / M like `np.mean` without weights."""
     return _accumulate(members, weights, dtype, square=False)
 
 
 def _root_mean_square(
-    members: Sequence[np.ndarray], weights: np.ndarray | None, dtype: np.dtype
-) -> np.ndarray:
+    members: Members, weights: NDArray[np.float64] | None, dtype: np.dtype[Any]
+) -> NDArray[Any]:
     """sqrt(mean_m p_m^2): leans towards the most confident member."""
     out = _accumulate(members, weights, dtype, square=True)
-    return np.sqrt(out, out=out)
+    np.sqrt(out, out=out)
+    return out
 
 
 def _accumulate(
-    members: Sequence[np.ndarray], weights: np.ndarray | None, dtype: np.dtype, square: bool
-) -> np.ndarray:
+    members: Members, weights: NDArray[np.float64] | None, dtype: np.dtype[Any], square: bool
+) -> NDArray[Any]:
     """The (weighted) mean of the members or their squares, summed in place member by
     member, so there is no (M, ...) temporary whether or not the input was stacked."""
     out = np.zeros(members[0].shape, dtype)
@@ -92,7 +102,8 @@ def _accumulate(
 
 
 # Name -> function(members, weights normalised to sum 1 or None for equal ones, dtype).
-AVERAGING: dict[str, Callable[[Sequence[np.ndarray], np.ndarray | None, np.dtype], np.ndarray]] = {
+Averaging = Callable[[Members, NDArray[np.float64] | None, np.dtype[Any]], NDArray[Any]]
+AVERAGING: dict[str, Averaging] = {
     "mean": _arithmetic_mean,
     "rms": _root_mean_square,
     "weighted": _arithmetic_mean,
@@ -100,10 +111,10 @@ AVERAGING: dict[str, Callable[[Sequence[np.ndarray], np.ndarray | None, np.dtype
 
 
 def average(
-    probs: np.ndarray | Sequence[np.ndarray],
+    probs: Members,
     method: str = "mean",
     weights: Sequence[float] | None = None,
-) -> np.ndarray:
+) -> NDArray[Any]:
     """Combine M ensemble members' probability maps into one.
 
     Args:
@@ -125,7 +136,7 @@ def average(
     """
     if method not in AVERAGING:
         raise ValueError(f"unknown averaging method {method!r}; expected one of {list(AVERAGING)}")
-    members = probs if isinstance(probs, np.ndarray) else [np.asarray(p) for p in probs]
+    members: Members = probs if isinstance(probs, np.ndarray) else [np.asarray(p) for p in probs]
     if isinstance(members, np.ndarray) and members.ndim == 0:
         raise ValueError("probs: expected (M, ...) stacked members or a list of arrays")
     if len(members) == 0:
@@ -135,6 +146,7 @@ def average(
             raise ValueError(
                 f"probs: member {i} has shape {p.shape}, member 0 has {members[0].shape}"
             )
+    dtype: np.dtype[Any]
     if isinstance(members, np.ndarray):
         dtype = members.dtype
     else:
@@ -144,7 +156,9 @@ def average(
     return AVERAGING[method](members, _normalised_weights(method, weights, len(members)), dtype)
 
 
-def _normalised_weights(method: str, weights: Sequence[float] | None, m: int) -> np.ndarray | None:
+def _normalised_weights(
+    method: str, weights: Sequence[float] | None, m: int
+) -> NDArray[np.float64] | None:
     """(M,) float64 weights summing to 1 for 'weighted', None for the others."""
     if method != "weighted":
         if weights is not None:
@@ -157,13 +171,13 @@ def _normalised_weights(method: str, weights: Sequence[float] | None, m: int) ->
         raise ValueError(f"weights: expected {m} values (one per member), got shape {w.shape}")
     if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"weights: expected finite values >= 0 with a sum > 0, got {w.tolist()}")
-    return w / w.sum()
+    return w / float(w.sum())
 
 
 # --- post-processing steps ---------------------------------------------------------------
 
 
-def threshold(probs: np.ndarray, t: float | Sequence[float] | np.ndarray = 0.5) -> np.ndarray:
+def threshold(probs: Probs, t: float | Sequence[float] | NDArray[Any] = 0.5) -> Masks:
     """Masks of the pixels whose probability is strictly above the class threshold.
 
     Args:
@@ -180,7 +194,7 @@ def threshold(probs: np.ndarray, t: float | Sequence[float] | np.ndarray = 0.5) 
     return _threshold(batch, t).reshape(probs.shape)
 
 
-def one_class_per_pixel(probs: np.ndarray, masks: np.ndarray) -> np.ndarray:
+def one_class_per_pixel(probs: Probs, masks: NDArray[Any]) -> Masks:
     """A pixel may only belong to its most probable class.
 
     Each predicted pixel is kept for a class only where that class has the highest
@@ -204,8 +218,8 @@ def one_class_per_pixel(probs: np.ndarray, masks: np.ndarray) -> np.ndarray:
 
 
 def remove_small_components(
-    masks: np.ndarray, min_size: int | Sequence[int] | np.ndarray
-) -> np.ndarray:
+    masks: NDArray[Any], min_size: int | Sequence[int] | NDArray[Any]
+) -> Masks:
     """Drop the 8-connected components with fewer than `min_size[c]` pixels.
 
     Pixels that touch diagonally belong to one component.
@@ -219,14 +233,14 @@ def remove_small_components(
     """
     out = _mask_copy(masks)
     batch = _batch(out, "masks")
-    sizes = _per_class(min_size, batch.shape[1], "min_size", integer=True)
+    sizes = _per_class_counts(min_size, batch.shape[1], "min_size")
     _remove_small(batch, sizes, _counts(batch))
     return out
 
 
 def min_pixels(
-    masks: np.ndarray, min_pixels: int | Sequence[int] | np.ndarray = DEFAULT_MIN_PIXELS
-) -> np.ndarray:
+    masks: NDArray[Any], min_pixels: int | Sequence[int] | NDArray[Any] = DEFAULT_MIN_PIXELS
+) -> Masks:
     """Empty each class that has fewer than `min_pixels[c]` pixels in its image.
 
     Args:
@@ -239,14 +253,14 @@ def min_pixels(
     """
     out = _mask_copy(masks)
     batch = _batch(out, "masks")
-    least = _per_class(min_pixels, batch.shape[1], "min_pixels", integer=True)
+    least = _per_class_counts(min_pixels, batch.shape[1], "min_pixels")
     batch[_counts(batch) < least] = False
     return out
 
 
 def gate(
-    masks: np.ndarray, presence: np.ndarray | Sequence[float], t: float | Sequence[float]
-) -> np.ndarray:
+    masks: NDArray[Any], presence: NDArray[Any] | Sequence[float], t: float | Sequence[float]
+) -> Masks:
     """Empty each class whose presence probability is below its gate.
 
     Args:
@@ -266,8 +280,10 @@ def gate(
 
 
 def scaled_thresholds(
-    t0: float | Sequence[float], presence: np.ndarray | Sequence[float], c: float = 5.0
-) -> np.ndarray:
+    t0: float | Sequence[float] | NDArray[Any],
+    presence: NDArray[Any] | Sequence[float],
+    c: float = 5.0,
+) -> NDArray[np.float64]:
     """Pixel thresholds raised where a classifier doubts a class: t = t0*c - t0*(c-1)*p.
 
     A class the classifier is sure of (p = 1) keeps t0; one it rules out (p = 0) needs c*t0,
@@ -296,7 +312,7 @@ def scaled_thresholds(
 # --- the pipeline ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class PostProcess:
     """Per-class settings of `postprocess`, for `classes` classes (the competition's 4).
 
@@ -315,42 +331,50 @@ class PostProcess:
         classes: how many classes the probabilities have.
     """
 
-    threshold: float | Sequence[float] = 0.5
-    min_pixels: int | Sequence[int] | None = None
-    one_class_per_pixel: bool = True
-    min_component: int | Sequence[int] = 0
-    gate: float | Sequence[float] | None = None
-    scale_c: float | None = None
-    classes: int = DEFAULT_CLASSES
+    # The fields hold the checked values; `__init__` takes what the docstring describes
+    # (a number for all classes), so the two are typed apart.
+    threshold: tuple[float, ...]
+    min_pixels: tuple[int, ...]
+    one_class_per_pixel: bool
+    min_component: tuple[int, ...]
+    gate: tuple[float, ...] | None
+    scale_c: float | None
+    classes: int
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        threshold: float | Sequence[float] = 0.5,
+        min_pixels: int | Sequence[int] | None = None,
+        one_class_per_pixel: bool = True,
+        min_component: int | Sequence[int] = 0,
+        gate: float | Sequence[float] | None = None,
+        scale_c: float | None = None,
+        classes: int = DEFAULT_CLASSES,
+    ) -> None:
         def put(name: str, value: object) -> None:
             object.__setattr__(self, name, value)
 
-        n = self.classes
-        if not _is_number(n, int) or n < 1:
-            raise ValueError(f"PostProcess.classes: expected a whole number >= 1, got {n!r}")
-        if self.min_pixels is None:
-            put("min_pixels", DEFAULT_MIN_PIXELS if n == DEFAULT_CLASSES else 0)
-        put("threshold", _config_values("threshold", self.threshold, n, float, 0, 1))
-        put("min_pixels", _config_values("min_pixels", self.min_pixels, n, int, 0, math.inf))
-        put(
-            "min_component",
-            _config_values("min_component", self.min_component, n, int, 0, math.inf),
-        )
-        if self.gate is not None:
-            put("gate", _config_values("gate", self.gate, n, float, 0, 1))
-        if not isinstance(self.one_class_per_pixel, bool | np.bool_):
+        if not _is_number(classes, int) or classes < 1:
+            raise ValueError(f"PostProcess.classes: expected a whole number >= 1, got {classes!r}")
+        put("classes", int(classes))
+        if min_pixels is None:
+            min_pixels = DEFAULT_MIN_PIXELS if classes == DEFAULT_CLASSES else 0
+        n = classes
+        put("threshold", _config_values("threshold", threshold, n, float, 0, 1))
+        put("min_pixels", _config_values("min_pixels", min_pixels, n, int, 0, math.inf))
+        put("min_component", _config_values("min_component", min_component, n, int, 0, math.inf))
+        put("gate", None if gate is None else _config_values("gate", gate, n, float, 0, 1))
+        if not isinstance(one_class_per_pixel, bool | np.bool_):
             raise ValueError(
                 f"PostProcess.one_class_per_pixel: expected true or false, "
-                f"got {self.one_class_per_pixel!r}"
+                f"got {one_class_per_pixel!r}"
             )
-        put("one_class_per_pixel", bool(self.one_class_per_pixel))
-        if self.scale_c is not None:
-            c = self.scale_c
+        put("one_class_per_pixel", bool(one_class_per_pixel))
+        if scale_c is not None:
+            c = scale_c
             if not _is_number(c, float) or not (math.isfinite(c) and c >= 1):
                 raise ValueError(f"PostProcess.scale_c: expected null or a number >= 1, got {c!r}")
-            put("scale_c", float(c))
+        put("scale_c", None if scale_c is None else float(scale_c))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], classes: int | None = None) -> PostProcess:
@@ -400,8 +424,8 @@ class PostProcess:
 
 
 def postprocess(
-    probs: np.ndarray, config: PostProcess, presence: np.ndarray | Sequence[float] | None = None
-) -> np.ndarray:
+    probs: Probs, config: PostProcess, presence: NDArray[Any] | Sequence[float] | None = None
+) -> Masks:
     """One image's probabilities to masks through every step `config` turns on.
 
     Args:
@@ -420,12 +444,13 @@ def postprocess(
             "use postprocess_batch for (N, C, H, W)"
         )
     p = None if presence is None else _presence(presence, (1, probs.shape[0]), single=True)
-    return _pipeline(probs[None], config, p)[0]
+    masks: Masks = _pipeline(probs[None], config, p)[0]
+    return masks
 
 
 def postprocess_batch(
-    probs: np.ndarray, config: PostProcess, presence: np.ndarray | None = None
-) -> np.ndarray:
+    probs: Probs, config: PostProcess, presence: NDArray[Any] | None = None
+) -> Masks:
     """`postprocess` for a batch: probabilities `(N, C, H, W)` to bool masks `(N, C, H, W)`.
 
     Args:
@@ -443,7 +468,7 @@ def postprocess_batch(
     return _pipeline(probs, config, p)
 
 
-def _pipeline(probs: np.ndarray, config: PostProcess, presence: np.ndarray | None) -> np.ndarray:
+def _pipeline(probs: Probs, config: PostProcess, presence: NDArray[np.float64] | None) -> Masks:
     """The steps on a batch `(N, C, H, W)`, editing one mask array in place."""
     if probs.shape[1] != config.classes:
         raise ValueError(f"PostProcess is for {config.classes} classes, probs has {probs.shape[1]}")
@@ -453,8 +478,9 @@ def _pipeline(probs: np.ndarray, config: PostProcess, presence: np.ndarray | Non
             "PostProcess.gate and .scale_c need presence probabilities; pass presence or set "
             "them to null"
         )
-    t = np.asarray(config.threshold)
+    t: NDArray[Any] = np.asarray(config.threshold)
     if config.scale_c is not None:
+        assert presence is not None  # refused above
         t = scaled_thresholds(t, presence, config.scale_c)
     masks = np.ascontiguousarray(_threshold(probs, t))
     if config.one_class_per_pixel:
@@ -472,22 +498,22 @@ def _pipeline(probs: np.ndarray, config: PostProcess, presence: np.ndarray | Non
 # --- helpers: every one works on batches (N, C, H, W) ------------------------------------
 
 
-def _threshold(probs: np.ndarray, t: float | Sequence[float] | np.ndarray) -> np.ndarray:
+def _threshold(probs: Probs, t: float | Sequence[float] | NDArray[Any]) -> Masks:
     """probs `(N, C, H, W)` > t, with t a number, `(C,)` or `(N, C)`, in probs' dtype."""
     n, c = probs.shape[:2]
-    dtype = probs.dtype if probs.dtype.kind == "f" else np.float64
-    t = np.asarray(t, dtype)
-    if t.ndim == 1:
-        t = _per_class(t, c, "t").astype(dtype)
-    elif t.ndim > 0 and t.shape != (n, c):
+    dtype = probs.dtype if probs.dtype.kind == "f" else np.dtype(np.float64)
+    ts = np.asarray(t, dtype)
+    if ts.ndim == 1:
+        ts = _per_class(ts, c, "t").astype(dtype)
+    elif ts.ndim > 0 and ts.shape != (n, c):
         raise ValueError(
             f"t: expected a number, {c} values (one per class) or shape ({n}, {c}) "
-            f"(one per image and class), got shape {t.shape}"
+            f"(one per image and class), got shape {ts.shape}"
         )
-    return probs > t[..., None, None]
+    return probs > ts[..., None, None]
 
 
-def _keep_most_probable(probs: np.ndarray, masks: np.ndarray) -> None:
+def _keep_most_probable(probs: Probs, masks: Masks) -> None:
     """One class per pixel, in place."""
     # Comparing with the per-pixel maximum is several times faster than an argmax over C;
     # only exact ties (rare with floats) then need the argmax's lowest-index rule.
@@ -502,7 +528,7 @@ def _keep_most_probable(probs: np.ndarray, masks: np.ndarray) -> None:
         masks[n, :, h, w] &= np.arange(classes) == winner[:, None]
 
 
-def _remove_small(masks: np.ndarray, sizes: np.ndarray, counts: np.ndarray) -> None:
+def _remove_small(masks: Masks, sizes: NDArray[np.int64], counts: NDArray[np.int64]) -> None:
     """Drop components smaller than sizes[c] in place; `counts` (N, C) kept up to date."""
     for c in np.flatnonzero(sizes > 0):
         size = sizes[c]
@@ -527,14 +553,14 @@ def _remove_small(masks: np.ndarray, sizes: np.ndarray, counts: np.ndarray) -> N
             counts[i, c] = area[keep].sum()
 
 
-def _counts(masks: np.ndarray) -> np.ndarray:
+def _counts(masks: Masks) -> NDArray[np.int64]:
     """Pixels per (image, class) `(N, C)` int64; count_nonzero per plane beats .sum()."""
     n, c = masks.shape[:2]
     planes = masks.reshape(n * c, -1)
     return np.fromiter((np.count_nonzero(p) for p in planes), np.int64, n * c).reshape(n, c)
 
 
-def _batch(x: np.ndarray, name: str) -> np.ndarray:
+def _batch(x: NDArray[_Scalar], name: str) -> NDArray[_Scalar]:
     """`(C, H, W)` as a batch of one `(1, C, H, W)` view; `(N, C, H, W)` as it is."""
     if x.ndim == 3:
         return x[None]
@@ -543,12 +569,14 @@ def _batch(x: np.ndarray, name: str) -> np.ndarray:
     raise ValueError(f"{name}: expected (C, H, W) or (N, C, H, W), got shape {x.shape}")
 
 
-def _mask_copy(masks: np.ndarray) -> np.ndarray:
+def _mask_copy(masks: NDArray[Any]) -> Masks:
     """A C-contiguous bool copy: cv2 and the in-place helpers need both."""
     return np.array(masks, dtype=bool, order="C", copy=True)
 
 
-def _presence(presence, shape: tuple[int, int], single: bool) -> np.ndarray:
+def _presence(
+    presence: NDArray[Any] | Sequence[float], shape: tuple[int, int], single: bool
+) -> NDArray[np.float64]:
     """Presence probabilities as `(N, C)` float64, checked against the masks' shape."""
     p = np.asarray(presence, np.float64)
     want = shape[1:] if single else shape
@@ -557,20 +585,35 @@ def _presence(presence, shape: tuple[int, int], single: bool) -> np.ndarray:
     return p.reshape(shape)
 
 
-def _per_class(value, classes: int, name: str, integer: bool = False) -> np.ndarray:
-    """`value` as `(C,)`: one number repeated, or exactly one per class."""
+def _per_class(
+    value: float | Sequence[float] | NDArray[Any], classes: int, name: str
+) -> NDArray[np.float64]:
+    """`value` as `(C,)` float64: one number repeated, or exactly one per class."""
+    return _one_per_class(value, classes, name).astype(np.float64)
+
+
+def _per_class_counts(
+    value: int | Sequence[int] | NDArray[Any], classes: int, name: str
+) -> NDArray[np.int64]:
+    """`value` as `(C,)` int64 whole numbers >= 0: one repeated, or one per class."""
+    v = _one_per_class(value, classes, name)
+    if v.dtype.kind not in "iub" and not np.array_equal(v, np.floor(v)):
+        raise ValueError(f"{name}: expected whole numbers, got {v.tolist()}")
+    if (v < 0).any():
+        raise ValueError(f"{name}: expected values >= 0, got {v.tolist()}")
+    return v.astype(np.int64)
+
+
+def _one_per_class(
+    value: float | Sequence[float] | NDArray[Any], classes: int, name: str
+) -> NDArray[Any]:
+    """`value` as `(C,)` in its own dtype: one number repeated, or exactly one per class."""
     v = np.asarray(value)
     if v.ndim == 0:
         v = np.full(classes, v)
     if v.shape != (classes,):
         raise ValueError(f"{name}: expected 1 or {classes} values (one per class), got {v.shape}")
-    if integer:
-        if v.dtype.kind not in "iub" and not np.array_equal(v, np.floor(v)):
-            raise ValueError(f"{name}: expected whole numbers, got {v.tolist()}")
-        if (v < 0).any():
-            raise ValueError(f"{name}: expected values >= 0, got {v.tolist()}")
-        return v.astype(np.int64)
-    return v.astype(np.float64)
+    return v
 
 
 def _is_number(value: object, kind: type) -> bool:
@@ -579,7 +622,9 @@ def _is_number(value: object, kind: type) -> bool:
     return isinstance(value, wanted) and not isinstance(value, bool | np.bool_)
 
 
-def _config_values(name: str, value, classes: int, kind: type, low: float, high: float) -> tuple:
+def _config_values(
+    name: str, value: object, classes: int, kind: type[_Number], low: float, high: float
+) -> tuple[_Number, ...]:
     """One number or `classes` numbers in [low, high] as a tuple of `classes` numbers."""
     values = [value] * classes if _is_number(value, float) else value
     if isinstance(values, str) or not isinstance(values, Sequence | np.ndarray):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 
 def load_postprocess(
-    source: Path | dict | None, name: str = "postprocess", classes: int | None = None
+    source: Path | dict[str, Any] | None,
+    name: str = "postprocess",
+    classes: int | None = None,
 ) -> PostProcess:
     """A PostProcess from a YAML file (as `sever tune` writes), a mapping, or the defaults.
 
@@ -39,8 +41,10 @@ def load_postprocess(
 
 
 def read_postprocess(
-    source: Path | dict | None, name: str = "postprocess", classes: int | None = None
-) -> tuple[PostProcess, dict | None]:
+    source: Path | dict[str, Any] | None,
+    name: str = "postprocess",
+    classes: int | None = None,
+) -> tuple[PostProcess, dict[str, Any] | None]:
     """The PostProcess of a YAML file, a mapping or the defaults, and the `tuned_with`
     record of a tuned file (None without one)."""
     if source is None:
@@ -79,7 +83,7 @@ class TunedWith(BaseModel):
     models: list[TunedModel]
 
 
-def tuned_with(ensemble: Ensemble) -> dict:
+def tuned_with(ensemble: Ensemble) -> dict[str, Any]:
     """The `tuned_with` record of a tuned file: TTA, averaging, and each model's checkpoint,
     weight, task and weights fingerprint (the same wherever the file is copied)."""
     models = [
@@ -94,7 +98,7 @@ def tuned_with(ensemble: Ensemble) -> dict:
     return {"tta": ensemble.tta, "averaging": ensemble.averaging, "models": models}
 
 
-def tuning_differences(record: dict, ensemble: Ensemble) -> list[str]:
+def tuning_differences(record: dict[str, Any], ensemble: Ensemble) -> list[str]:
     """How this ensemble differs from the one a post-processing was tuned with (empty
     when it is the same: TTA, averaging where it matters, models by their weights, and
     their weights under weighted averaging)."""
@@ -124,7 +128,7 @@ def tuning_differences(record: dict, ensemble: Ensemble) -> list[str]:
     return found
 
 
-def warn_if_tuned_otherwise(source: Path | dict | None, ensemble: Ensemble) -> list[str]:
+def warn_if_tuned_otherwise(source: Path | dict[str, Any] | None, ensemble: Ensemble) -> list[str]:
     """Log one warning when the post-processing was tuned with other models or options
     than this ensemble's; returns what differs."""
     _, record = read_postprocess(source)

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch.utils.data import DataLoader
 
 from sever.data import rle
@@ -43,6 +44,8 @@ from sever.registry import Registry
 from sever.visualize import overlay
 
 Flip = Callable[[torch.Tensor], torch.Tensor]
+# A batch's probabilities (N, C, H, W) or presence (N, C): see `predict_batch`.
+Probs = NDArray[np.float32]
 
 
 def identity(x: torch.Tensor) -> torch.Tensor:
@@ -69,7 +72,9 @@ TTA: Registry[list[Flip]] = Registry(
 )
 
 
-def image_loader(images_dir: Path, ensemble: Ensemble, ids: list[str] | None = None) -> DataLoader:
+def image_loader(
+    images_dir: Path, ensemble: Ensemble, ids: list[str] | None = None
+) -> DataLoader[tuple[torch.Tensor, str]]:
     """Full-size, normalised images of a folder (or the given ids), in name order within
     each size: a batch holds images of one size, so a folder may mix sizes.
 
@@ -90,6 +95,13 @@ def image_loader(images_dir: Path, ensemble: Ensemble, ids: list[str] | None = N
         num_workers=ensemble.workers,
         pin_memory=torch.cuda.is_available(),
     )
+
+
+def loader_ids(loader: DataLoader[tuple[torch.Tensor, str]]) -> list[str]:
+    """The image ids of an `image_loader`, in the folder's order."""
+    dataset = loader.dataset
+    assert isinstance(dataset, ImageFolderDataset)  # what image_loader builds
+    return list(dataset.image_ids)
 
 
 def size_batches(sizes: list[tuple[int, int]], batch_size: int) -> list[list[int]]:
@@ -144,7 +156,7 @@ def member_probs(
 
 def predict_batch(
     ensemble: Ensemble, images: torch.Tensor, amp_dtype: torch.dtype | None = None
-) -> tuple[np.ndarray | None, np.ndarray | None]:
+) -> tuple[Probs | None, Probs | None]:
     """Probabilities (N, C, H, W) float32 and presence (N, C) of a batch (N, 1, H, W).
 
     Probabilities average the segmenters' masks (None if every member is a classifier);
@@ -159,15 +171,18 @@ def predict_batch(
     if masks:
         weighted = ensemble.averaging == "weighted"
         weights = [m.weight for m in ensemble.members if m.task == "segment"]
-        probs = average(np.stack(masks), ensemble.averaging, weights if weighted else None)
-        probs = probs.astype(np.float32)
+        averaged = average(np.stack(masks), ensemble.averaging, weights if weighted else None)
+        probs = averaged.astype(np.float32)
     heads = [c.cpu().numpy() for _, c in outputs if c is not None]
-    return probs, np.mean(heads, axis=0) if heads else None
+    presence: Probs | None = np.mean(heads, axis=0) if heads else None
+    return probs, presence
 
 
 def predict_batches(
-    ensemble: Ensemble, loader: DataLoader, amp_dtype: torch.dtype | None = None
-) -> Iterator[tuple[list[str], np.ndarray | None, np.ndarray | None]]:
+    ensemble: Ensemble,
+    loader: DataLoader[tuple[torch.Tensor, str]],
+    amp_dtype: torch.dtype | None = None,
+) -> Iterator[tuple[list[str], Probs | None, Probs | None]]:
     """Yield (image ids, probabilities, presence) for each batch of an `image_loader`
     (see `predict_batch`)."""
     for images, ids in loader:
@@ -206,7 +221,7 @@ class PredictReport:
         counts = [f"class {c}: {n}" for c, n in self.with_defect.items()]
         return [", ".join([f"images: {self.images}", *counts]), f"wrote {self.out}"]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         with_defect = {str(c): n for c, n in self.with_defect.items()}
         return {"images": self.images, "with_defect": with_defect, "out": str(self.out)}
 
@@ -234,7 +249,7 @@ def predict_folder(
     if overlays is not None:
         check_output_folder(overlays, "--overlays")
     loader = image_loader(images_dir, ensemble)
-    names = list(cast(ImageFolderDataset, loader.dataset).image_ids)
+    names = loader_ids(loader)
     beside = images_dir.parent / "sample_submission.csv"
     template = beside if fmt == "auto" and beside.is_file() else None
     if template is not None:
@@ -259,7 +274,7 @@ def predict_folder(
     return PredictReport(len(rles), counts, out)
 
 
-def write_overlay(image_path: Path, masks: np.ndarray, folder: Path) -> None:
+def write_overlay(image_path: Path, masks: NDArray[np.bool_], folder: Path) -> None:
     """PNG of the image with its predicted masks in class colours (written atomically)."""
     picture = overlay(read_gray(image_path), masks)
     _, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))

@@ -18,9 +18,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from sever.data import rle
 from sever.data.splits import read_split
@@ -35,6 +37,7 @@ from sever.inference.predict import (
     autocast_dtype,
     check_members,
     image_loader,
+    loader_ids,
     predict_batches,
 )
 from sever.progress import Tracker
@@ -55,7 +58,9 @@ def check_cutoffs(hi: float, lo: float) -> None:
         )
 
 
-def presence_probability(probs: np.ndarray, heads: np.ndarray | None = None) -> np.ndarray:
+def presence_probability(
+    probs: NDArray[np.floating[Any]], heads: NDArray[np.floating[Any]] | None = None
+) -> NDArray[np.floating[Any]]:
     """Per-image, per-class presence probability (N, C).
 
     Args:
@@ -65,10 +70,13 @@ def presence_probability(probs: np.ndarray, heads: np.ndarray | None = None) -> 
     """
     if heads is not None:
         return np.asarray(heads, dtype=np.float32)
-    return np.asarray(probs).max(axis=(2, 3))
+    peaks: NDArray[np.floating[Any]] = np.asarray(probs).max(axis=(2, 3))
+    return peaks
 
 
-def judge(presence: np.ndarray, masks: np.ndarray, hi: float, lo: float) -> np.ndarray:
+def judge(
+    presence: NDArray[np.floating[Any]], masks: NDArray[np.bool_], hi: float, lo: float
+) -> NDArray[np.int8]:
     """Verdict codes (N, C): PRESENT, ABSENT, UNCERTAIN or DISAGREE.
 
     Args:
@@ -78,7 +86,7 @@ def judge(presence: np.ndarray, masks: np.ndarray, hi: float, lo: float) -> np.n
         lo: below it a class is judged absent (its mask must be empty).
     """
     presence = np.asarray(presence)
-    non_empty = np.asarray(masks).any(axis=(2, 3))
+    non_empty: NDArray[np.bool_] = np.any(masks, axis=(2, 3))
     if presence.shape != non_empty.shape:
         raise ValueError(f"presence {presence.shape} does not match masks {masks.shape[:2]}")
     verdicts = np.full(presence.shape, UNCERTAIN, dtype=np.int8)
@@ -88,12 +96,13 @@ def judge(presence: np.ndarray, masks: np.ndarray, hi: float, lo: float) -> np.n
     return verdicts
 
 
-def kept(verdicts: np.ndarray) -> np.ndarray:
+def kept(verdicts: NDArray[np.int8]) -> NDArray[np.bool_]:
     """(N,) bool: images whose every class is confidently present or absent, and agrees."""
-    return np.isin(verdicts, (PRESENT, ABSENT)).all(axis=1)
+    keep: NDArray[np.bool_] = np.all(np.isin(verdicts, (PRESENT, ABSENT)), axis=1)
+    return keep
 
 
-def tally(verdicts: np.ndarray, keep: np.ndarray) -> np.ndarray:
+def tally(verdicts: NDArray[np.int8], keep: NDArray[np.bool_]) -> NDArray[np.int64]:
     """Per-class counts (C, 5): present kept, absent kept, uncertain, disagree, and
     dropped because of another class; each row sums to the number of images."""
     v, k = np.asarray(verdicts), np.asarray(keep)[:, None]
@@ -150,7 +159,9 @@ def check_unlabelled(images_dir: Path, images: list[str], members: list[Member])
                 "unlabelled images, such as test_images"
             )
         known = training_images(member)
-        labelled = sorted(set(images) & known[0]) if known else []
+        if known is None:
+            continue
+        labelled = sorted(set(images) & known[0])
         if labelled:
             raise ConfigError(
                 f"--images {images_dir}: {len(labelled)} of its {len(images)} images are "
@@ -180,7 +191,7 @@ class PseudoReport:
     def files(self) -> list[Path]:
         return [self.out, sibling(self.out, "images.txt"), sibling(self.out, "summary.json")]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The summary: `<out stem>-summary.json` and --json."""
         return {
             "images_seen": self.seen,
@@ -216,27 +227,30 @@ def pseudo_label(
     check_outputs(out)
     heads = any(m.has_class_head for m in members)
     loader = image_loader(images_dir, ensemble)
-    check_unlabelled(images_dir, list(loader.dataset.image_ids), members)
+    ids = loader_ids(loader)
+    check_unlabelled(images_dir, ids, members)
     out.parent.mkdir(parents=True, exist_ok=True)
     amp = autocast_dtype(ensemble.device)
     rows: list[tuple[str, int, str]] = []
     kept_ids: list[str] = []
-    counts, seen = 0, 0
-    with Tracker(len(loader.dataset), "pseudo-label", "images") as progress:
-        for ids, probs, presence in predict_batches(ensemble, loader, amp):
+    counts = np.zeros((members[0].config.model.classes, len(COUNTS)), np.int64)
+    seen = 0
+    with Tracker(len(ids), "pseudo-label", "images") as progress:
+        for batch_ids, probs, presence in predict_batches(ensemble, loader, amp):
+            assert probs is not None  # check_members: there is a segmenter
             masks = postprocess_batch(probs, postprocess, presence)
             verdicts = judge(presence_probability(probs, presence), masks, hi, lo)
             keep = kept(verdicts)
-            counts = counts + tally(verdicts, keep)
-            seen += len(ids)
-            for image_id, image_masks in zip(np.asarray(ids)[keep], masks[keep], strict=True):
+            counts += tally(verdicts, keep)
+            seen += len(batch_ids)
+            for image_id, image_masks in zip(np.asarray(batch_ids)[keep], masks[keep], strict=True):
                 kept_ids.append(str(image_id))
                 rows += [
                     (str(image_id), c + 1, rle.encode(m))
                     for c, m in enumerate(image_masks)
                     if m.any()
                 ]
-            progress.update(len(ids))
+            progress.update(len(batch_ids))
     report = PseudoReport(
         seen,
         len(kept_ids),

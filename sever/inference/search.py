@@ -11,9 +11,12 @@ them together; `sever.inference.tune` feeds it from the models and writes the re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any, TypedDict
 
 import numpy as np
+from numpy.typing import NDArray
 
 from sever.errors import ConfigError
 from sever.inference.postprocess import PostProcess
@@ -50,37 +53,38 @@ class PairStats:
         presence: (N, C) class-presence probabilities from classification heads, or None.
     """
 
-    above: np.ndarray
-    hits: np.ndarray
-    truth: np.ndarray
-    presence: np.ndarray | None = None
+    above: NDArray[np.int64]
+    hits: NDArray[np.int64]
+    truth: NDArray[np.integer[Any]]
+    presence: NDArray[np.floating[Any]] | None = None
 
     @classmethod
     def concat(cls, parts: list[PairStats]) -> PairStats:
-        joined = [
-            np.concatenate([getattr(p, f) for p in parts]) for f in ("above", "hits", "truth")
-        ]
-        heads = [p.presence for p in parts]
-        presence = None if any(h is None for h in heads) else np.concatenate(heads)
-        return cls(*joined, presence)
+        above = np.concatenate([p.above for p in parts])
+        hits = np.concatenate([p.hits for p in parts])
+        truth = np.concatenate([p.truth for p in parts])
+        heads = [p.presence for p in parts if p.presence is not None]
+        presence = np.concatenate(heads) if len(heads) == len(parts) else None
+        return cls(above, hits, truth, presence)
 
-    def subset(self, index: np.ndarray) -> PairStats:
+    def subset(self, index: NDArray[np.intp] | NDArray[np.bool_]) -> PairStats:
         """The stats of the images at `index` (positions or a boolean mask)."""
         presence = None if self.presence is None else self.presence[index]
         return PairStats(self.above[index], self.hits[index], self.truth[index], presence)
 
 
-def quantize(probs: np.ndarray) -> np.ndarray:
+def quantize(probs: NDArray[np.floating[Any]]) -> NDArray[np.uint8]:
     """Probabilities in [0, 1] -> uint8 levels 0..255."""
-    return np.rint(np.clip(probs, 0, 1) * 255).astype(np.uint8)
+    levels: NDArray[np.uint8] = np.rint(np.clip(probs, 0, 1) * 255).astype(np.uint8)
+    return levels
 
 
 def pair_stats(
-    levels: np.ndarray,
-    truth: np.ndarray,
+    levels: NDArray[np.uint8],
+    truth: NDArray[Any],
     one_class_per_pixel: bool,
-    presence: np.ndarray | None = None,
-    winner: np.ndarray | None = None,
+    presence: NDArray[np.floating[Any]] | None = None,
+    winner: NDArray[np.integer[Any]] | None = None,
 ) -> PairStats:
     """Counts for a batch.
 
@@ -108,7 +112,9 @@ def pair_stats(
     return PairStats(above, hits, truth.reshape(n, c, -1).sum(-1), presence)
 
 
-def levels_for(stats: PairStats, c: int, t0: np.ndarray, scale_c: float | None) -> np.ndarray:
+def levels_for(
+    stats: PairStats, c: int, t0: NDArray[np.float64], scale_c: float | None
+) -> NDArray[np.int64]:
     """Per-image threshold levels (N, K) for base thresholds t0 (K,) of one class.
 
     With `scale_c` (and presence), each image's threshold is the original author's
@@ -127,8 +133,8 @@ def levels_for(stats: PairStats, c: int, t0: np.ndarray, scale_c: float | None) 
 
 
 def dice_sums(
-    stats: PairStats, c: int, levels: np.ndarray, min_pixels: int, gate: float = 0.0
-) -> np.ndarray:
+    stats: PairStats, c: int, levels: NDArray[np.int64], min_pixels: int, gate: float = 0.0
+) -> NDArray[np.float64]:
     """Dice of class c summed over images, for each column of per-image levels (N, K): (K,).
 
     An image whose class is emptied (fewer than `min_pixels` predicted, or a presence
@@ -138,15 +144,22 @@ def dice_sums(
     truth = stats.truth[:, c, None].astype(np.float64)
     emptied = pred < min_pixels
     if gate > 0:
+        assert stats.presence is not None  # `score` and `search` gate only with presence
         emptied = emptied | (stats.presence[:, c, None] < gate)
     pred, inter = np.where(emptied, 0, pred), np.where(emptied, 0, inter)
     total = pred + truth
-    return np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1)).sum(axis=0)
+    dice = np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1))
+    sums: NDArray[np.float64] = dice.sum(axis=0)
+    return sums
 
 
 def score(
-    stats: PairStats, thresholds, min_pixels, scale_c: float | None = None, gate=None
-) -> dict:
+    stats: PairStats,
+    thresholds: Sequence[float],
+    min_pixels: Sequence[int],
+    scale_c: float | None = None,
+    gate: Sequence[float] | None = None,
+) -> dict[str, float]:
     """Kaggle mean Dice and per class for per-class thresholds, minimum sizes, scaling
     factor and presence gates (None: no gating)."""
     n, classes = stats.truth.shape
@@ -181,14 +194,17 @@ class Choice:
         return tuple(self.gate) if any(self.gate) else None
 
 
-def search(stats: PairStats, min_grid=MIN_PIXELS_GRID, presence: bool = True) -> Choice:
+def search(
+    stats: PairStats, min_grid: Sequence[int] = MIN_PIXELS_GRID, presence: bool = True
+) -> Choice:
     """The best threshold, minimum size and presence gate per class, and the best classifier
     scaling factor. Gates and scaling are searched only when presence is known (and
     `presence` is True). Within one scaling factor each class is searched on its own,
     since the metric is a sum over classes. Thresholds run from 0.05 to 0.95."""
     t0 = (np.arange(13, 243) + 0.5) / 255  # 0.05 .. 0.95, between quantisation levels
     use = presence and stats.presence is not None
-    best_total, best = -1.0, None
+    best_total = -1.0
+    best: Choice | None = None
     for scale_c in SCALE_GRID if use else (None,):
         total, choice = 0.0, Choice([], [], [], scale_c)
         for c in range(stats.truth.shape[1]):
@@ -199,7 +215,7 @@ def search(stats: PairStats, min_grid=MIN_PIXELS_GRID, presence: bool = True) ->
                     for g in (GATE_GRID if use else (0.0,))
                 ]
             )  # (G, M, K)
-            g, m, k = np.unravel_index(np.argmax(table), table.shape)
+            g, m, k = map(int, np.unravel_index(np.argmax(table), table.shape))
             total += table[g, m, k]
             choice.thresholds.append(round(float(t0[k]), 6))
             choice.min_pixels.append(int(min_grid[m]))
@@ -210,7 +226,9 @@ def search(stats: PairStats, min_grid=MIN_PIXELS_GRID, presence: bool = True) ->
     return best
 
 
-def held_out(stats: PairStats, parts: np.ndarray, presence: bool = True) -> dict:
+def held_out(
+    stats: PairStats, parts: NDArray[np.integer[Any]], presence: bool = True
+) -> dict[str, float]:
     """An honest estimate of tuning: for each part, search on the other parts' images and
     score on this one; the scores pooled over all images (weighted by part size).
 
@@ -231,7 +249,7 @@ def held_out(stats: PairStats, parts: np.ndarray, presence: bool = True) -> dict
     return pooled
 
 
-def parts_of(sizes: list[int], seed: int = 0) -> np.ndarray:
+def parts_of(sizes: list[int], seed: int = 0) -> NDArray[np.int64]:
     """Each image's part for `held_out`: its group (fold) when there are several groups,
     else a seeded random half of the one group."""
     if len(sizes) > 1:
@@ -248,6 +266,15 @@ def tuned(base: PostProcess, choice: Choice) -> PostProcess:
         gate=choice.gate_or_none,
         scale_c=choice.scale_c,
     )
+
+
+class PresenceFindings(TypedDict, total=False):
+    """What `tune_stats` measured of presence (gates and scaling), when it is known."""
+
+    without_presence: dict[str, float]
+    held_out_without_presence: dict[str, float]
+    presence: str
+    presence_note: str
 
 
 @dataclass(frozen=True)
@@ -275,7 +302,7 @@ class Tuning:
     presence_note: str | None = None
 
 
-def tune_stats(stats: PairStats, parts: np.ndarray, base: PostProcess) -> Tuning:
+def tune_stats(stats: PairStats, parts: NDArray[np.integer[Any]], base: PostProcess) -> Tuning:
     """Tune `base` on the stats.
 
     The search covers thresholds and minimum sizes, and with presence also gates and the
@@ -291,7 +318,7 @@ def tune_stats(stats: PairStats, parts: np.ndarray, base: PostProcess) -> Tuning
     before = score(stats, base.threshold, base.min_pixels, base.scale_c, base.gate)
     choice = search(stats)
     held = held_out(stats, parts)
-    found: dict = {}
+    found: PresenceFindings = {}
     if stats.presence is not None:  # what the presence (gate, scaling) adds, measured
         alone = search(stats, presence=False)
         found["without_presence"] = score(stats, alone.thresholds, alone.min_pixels)

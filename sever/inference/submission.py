@@ -10,10 +10,13 @@ the parsed runs (see `pair_dice`), which is much faster than rendering 256x1600 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from sever.data import rle
 from sever.data.tables import (
@@ -97,8 +100,8 @@ def write_submission(
         rows = [(key, masks.get((image, c), "")) for key, image, c in wide_keys]
         table = pd.DataFrame(rows, columns=list(WIDE))
     else:
-        rows = [(i, c, masks[i, c]) for i in order for c in class_ids if masks.get((i, c))]
-        table = pd.DataFrame(rows, columns=list(LONG))[columns]
+        defects = [(i, c, masks[i, c]) for i in order for c in class_ids if masks.get((i, c))]
+        table = pd.DataFrame(defects, columns=list(LONG))[columns]
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
 
@@ -109,6 +112,8 @@ def mask_lookup(
     classes: int = DEFAULT_CLASSES,
 ) -> dict[tuple[str, int], str]:
     """(ImageId, ClassId) -> non-empty RLE, with the caller's input checked."""
+    # A frame's ClassId and EncodedPixels cells may hold anything (NaN, floats): checked below.
+    triples: Iterable[tuple[str, Any, Any]]
     if isinstance(masks_by_image, pd.DataFrame):
         frame = masks_by_image
         triples = zip(frame["ImageId"], frame["ClassId"], frame["EncodedPixels"], strict=True)
@@ -184,7 +189,7 @@ def score_submission(
     images_dir: Path | None = None,
     shape: tuple[int, int] = SHAPE,
     classes: int = DEFAULT_CLASSES,
-) -> dict:
+) -> dict[str, float]:
     """Kaggle's metric offline: the mean Dice over every (image, class) pair.
 
     Dice = 2|X∩Y| / (|X| + |Y|) per pair, 1 when prediction and truth are both empty, and
@@ -212,7 +217,7 @@ def score_submission(
         DataError: a missing or malformed file, naming the file, line and ImageId.
     """
     files = image_files(images_dir) if images_dir is not None else []
-    if files:
+    if images_dir is not None and files:
         shape = read_gray(images_dir / files[0]).shape[:2]
     size = shape[0] * shape[1]
     labels = read_labels(truth, images_dir, shape, classes)
@@ -308,7 +313,7 @@ def read_submission(
 
 def runs_of(
     frame: pd.DataFrame, images: pd.Index, size: int, classes: int = DEFAULT_CLASSES
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """The runs of validated rows, moved into one line of (image, class) slots.
 
     Pair p = classes * image index + ClassId - 1 owns pixels [p * size, (p + 1) * size), so all
@@ -318,7 +323,9 @@ def runs_of(
         (starts, ends), each (R,) int64, exclusive ends, unsorted across pairs.
     """
     frame = frame.loc[frame["EncodedPixels"] != ""]
-    pairs = images.get_indexer(frame["ImageId"]) * classes + frame["ClassId"].to_numpy() - 1
+    pairs = (
+        images.get_indexer(pd.Index(frame["ImageId"])) * classes + frame["ClassId"].to_numpy() - 1
+    )
     starts, ends = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
     for pair, encoded in zip(pairs, frame["EncodedPixels"], strict=True):
         first, last = rle.parse(encoded, size)
@@ -328,11 +335,11 @@ def runs_of(
 
 
 def pair_dice(
-    truth: tuple[np.ndarray, np.ndarray],
-    pred: tuple[np.ndarray, np.ndarray],
+    truth: tuple[NDArray[np.int64], NDArray[np.int64]],
+    pred: tuple[NDArray[np.int64], NDArray[np.int64]],
     pairs: int,
     size: int,
-) -> np.ndarray:
+) -> NDArray[np.float64]:
     """Dice of each (image, class) pair from runs, without decoding a mask.
 
     Args:

@@ -14,19 +14,35 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, TypedDict
 
 import numpy as np
 import yaml
+from numpy.typing import NDArray
 
+from sever.data.dataset import SteelDataset
 from sever.errors import ConfigError
 from sever.fileio import atomic_path, check_output_file
 from sever.inference.ensemble import Ensemble
+from sever.inference.models import Member
 from sever.inference.postprocess import TUNED_WITH, PostProcess
 from sever.inference.postprocess_file import tuned_with
 from sever.inference.predict import check_members
 from sever.inference.search import PairStats, Tuning, pair_stats, parts_of, quantize, tune_stats
 from sever.inference.validation import group_by_split, run_of, validation_batches, validation_set
 from sever.progress import Tracker
+
+
+class _Batch(TypedDict):
+    levels: NDArray[np.uint8]  # (N, C, H, W) quantised probabilities
+    truth: NDArray[np.bool_]  # (N, C, H, W)
+    winner: NDArray[np.uint8]  # (N, H, W) each pixel's most probable class
+
+
+class Batch(_Batch, total=False):
+    """One predicted batch as tune keeps it (and caches it): see `quantize`, `pair_stats`."""
+
+    presence: NDArray[np.float32]  # (N, C), when a model gives presence
 
 
 @dataclass(frozen=True)
@@ -39,9 +55,9 @@ class TuneReport:
     folds: int
     out: Path
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         t, pp = self.tuning, self.tuning.postprocess
-        found = {
+        found: dict[str, Any] = {
             "before": t.before,
             "after": t.after,
             "threshold": list(pp.threshold),
@@ -77,6 +93,8 @@ class TuneReport:
             f"dice_mean {t.held_out['dice_mean']:.4f}; 'after' is fitted to these images"
         )
         if t.presence is not None:
+            # tune_stats measures these whenever it sets `presence`
+            assert t.without_presence is not None and t.held_out_without_presence is not None
             lines.append(
                 f"without presence (no gate, no scaling): dice_mean "
                 f"{t.without_presence['dice_mean']:.4f}, held out "
@@ -115,7 +133,7 @@ def tune_runs(
 
 def predict_stats(
     ensemble: Ensemble,
-    groups: list[tuple[list, Path]],
+    groups: list[tuple[list[Member], Path]],
     cache_dir: Path,
     one_class_per_pixel: bool,
     data_dir: Path | None = None,
@@ -135,7 +153,8 @@ def predict_stats(
         work.append(
             (group, run, folder, None if done else validation_set(run, members[0], data_dir))
         )
-    parts, sizes = [], []
+    parts: list[PairStats] = []
+    sizes: list[int] = []
     for group, run, folder, dataset in work:
         batches = cached(folder) if dataset is None else predicted(group, dataset, run.name, folder)
         stats = [
@@ -156,7 +175,9 @@ def cache_key(ensemble: Ensemble) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def predicted(ensemble: Ensemble, dataset, name: str, folder: Path) -> Iterator[dict]:
+def predicted(
+    ensemble: Ensemble, dataset: SteelDataset, name: str, folder: Path
+) -> Iterator[Batch]:
     """Predict a run's validation set batch by batch, caching each batch as it comes."""
     shutil.rmtree(folder, ignore_errors=True)  # an incomplete cache from an interrupted run
     folder.mkdir(parents=True)
@@ -164,7 +185,8 @@ def predicted(ensemble: Ensemble, dataset, name: str, folder: Path) -> Iterator[
         for index, (ids, probs, presence, truth) in enumerate(
             validation_batches(ensemble, dataset)
         ):
-            batch = {
+            assert probs is not None  # group_by_split: each group has a segmenter
+            batch: Batch = {
                 "levels": quantize(probs),
                 "truth": truth.astype(bool),
                 "winner": probs.argmax(axis=1).astype(np.uint8),
@@ -177,19 +199,30 @@ def predicted(ensemble: Ensemble, dataset, name: str, folder: Path) -> Iterator[
     (folder / "complete").touch()
 
 
-def save_batch(path: Path, batch: dict) -> None:
+def save_batch(path: Path, batch: Batch) -> None:
     """Compressed: most pixels sit near probability 0, so levels shrink many times over."""
     truth = batch["truth"]
-    packed = {**batch, "truth": np.packbits(truth, axis=-1), "width": truth.shape[-1]}
+    # Any: arrays by name for `savez_compressed`'s **kwds (mypy would check a narrower
+    # value type against its allow_pickle: bool as well).
+    packed: dict[str, Any] = {
+        **batch,
+        "truth": np.packbits(truth, axis=-1),
+        "width": truth.shape[-1],
+    }
     with path.open("wb") as handle:
         np.savez_compressed(handle, **packed)
 
 
-def cached(folder: Path):
+def cached(folder: Path) -> Iterator[Batch]:
     """The batches `predicted` saved, as dicts of levels, truth, winner (and presence)."""
     for path in sorted(folder.glob("batch-*.npz")):
         with np.load(path) as data:
-            batch = {key: data[key] for key in data.files if key != "width"}
-            batch["truth"] = np.unpackbits(batch["truth"], axis=-1, count=int(data["width"]))
-            batch["truth"] = batch["truth"].astype(bool)
+            truth = np.unpackbits(data["truth"], axis=-1, count=int(data["width"]))
+            batch: Batch = {
+                "levels": data["levels"],
+                "truth": truth.astype(bool),
+                "winner": data["winner"],
+            }
+            if "presence" in data.files:
+                batch["presence"] = data["presence"]
             yield batch

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 from torch.utils.data import DataLoader
 
 from sever.config import Config
@@ -24,7 +25,7 @@ from sever.engine.runs import run_dir_of
 from sever.errors import CheckpointError, DataError
 from sever.inference.ensemble import Ensemble
 from sever.inference.models import Member
-from sever.inference.predict import predict_batch
+from sever.inference.predict import Probs, predict_batch
 
 
 def training_folder(run: Path, config: Config) -> Path | None:
@@ -106,7 +107,7 @@ def validation_set(run: Path, member: Member, data_dir: Path | None = None) -> S
 
 def validation_batches(
     ensemble: Ensemble, dataset: SteelDataset
-) -> Iterator[tuple[list[str], np.ndarray | None, np.ndarray | None, np.ndarray]]:
+) -> Iterator[tuple[list[str], Probs | None, Probs | None, NDArray[np.uint8]]]:
     """Yield (image ids, probabilities, presence, true masks (N, C, H, W)) for each batch
     of a labelled dataset, in full precision: one pass reads every image once."""
     loader = DataLoader(dataset, ensemble.batch_size, num_workers=ensemble.workers)
@@ -114,7 +115,9 @@ def validation_batches(
         yield list(ids), *predict_batch(ensemble, images), masks.numpy()
 
 
-def group_by_split(members: list[Member], need_segmenter: bool = True) -> list[tuple[list, Path]]:
+def group_by_split(
+    members: list[Member], need_segmenter: bool = True
+) -> list[tuple[list[Member], Path]]:
     """(members, run) groups: members with the same validation images form one ensemble;
     k-fold runs differ, and are scored each on its own fold (out of fold).
 
@@ -122,7 +125,7 @@ def group_by_split(members: list[Member], need_segmenter: bool = True) -> list[t
         CheckpointError: a group without a segmenter (when `need_segmenter`), or two runs
             whose validation images overlap without being the same.
     """
-    groups: dict[frozenset, tuple[list, Path]] = {}
+    groups: dict[frozenset[str], tuple[list[Member], Path]] = {}
     for member in members:
         run = run_of(member)
         split = read_split(run / "split.csv")

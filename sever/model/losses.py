@@ -6,6 +6,7 @@ multilabel mode: each class is its own sigmoid, so pixels may carry several clas
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -98,7 +99,7 @@ class PresenceLoss(nn.Module):
 
     pos_weight: Tensor | None  # a buffer (None: unweighted)
 
-    def __init__(self, pos_weight: tuple[float, ...] | None) -> None:
+    def __init__(self, pos_weight: Sequence[float] | None) -> None:
         super().__init__()
         self.register_buffer(
             "pos_weight", None if pos_weight is None else torch.tensor(pos_weight), persistent=False
