@@ -1,45 +1,17 @@
-"""Shared fixtures: a tiny synthetic dataset and a config that trains on it in seconds."""
+"""Shared fixtures: a tiny synthetic dataset and a config that trains on it in seconds.
+
+Helpers that tests call with arguments (write_tiny, cli, cli_output, torchrun_train) live in
+tests/support.py; the stub Kaggle server in tests/kaggle/stub.py."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from sever.config import Config, load_config
 from sever.data.synth import generate
-
-TINY = """
-name: tiny
-seed: 3
-data:
-  dir: {data}
-  image_size: [64, 256]
-  crop: [64, 128]
-  augment: heavy-crop
-  workers: 0
-model:
-  arch: Unet
-  encoder: resnet18
-  encoder_weights: null
-  input_channel: r
-  dropout: 0.1
-optimizer:
-  encoder: {{lr: 1.0e-3}}
-  decoder: {{lr: 3.0e-3}}
-scheduler:
-  flat_epochs: 1
-  cosine_epochs: 3
-trainer:
-  epochs: 4
-  batch_size: 4
-  save_dir: {saved}
-  log_every: 2
-  log_images: 2
-"""
+from tests.support import write_tiny
 
 
 @pytest.fixture(scope="session")
@@ -48,13 +20,6 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("data") / "synthetic"
     generate(folder, n_train=32, n_test=4, height=64, width=256, fmt="long", seed=1)
     return folder
-
-
-def write_tiny(folder: Path, data: Path) -> Path:
-    """`folder/tiny.yml`: TINY on `data`, saving runs under `folder/saved`."""
-    path = folder / "tiny.yml"
-    path.write_text(TINY.format(data=data, saved=folder / "saved"))
-    return path
 
 
 @pytest.fixture
@@ -86,32 +51,3 @@ def scripted_validation(monkeypatch):
         monkeypatch.setattr(steps, "validate", fake)
 
     return script
-
-
-def cli(*args: object) -> int:
-    """Run `sever ARGS...` in-process; the exit status (main exits only on errors)."""
-    from sever.cli import main
-
-    try:
-        main([str(a) for a in args])
-    except SystemExit as done:
-        return done.code or 0
-    return 0
-
-
-def cli_output(capsys, *args: object) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of `sever ARGS...` run in-process."""
-    code = cli(*args)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def torchrun_train(*args: object) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc_per_node=2 -m sever train ARGS...` on the CPU,
-    one thread per process, output captured."""
-    torchrun = Path(sys.executable).with_name("torchrun")
-    command = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "sever", "train"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [*command, *map(str, args)], capture_output=True, text=True, env=env, timeout=600
-    )

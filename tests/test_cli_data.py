@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import cli_output
 
 from sever.cli import main
 from sever.config import load_config
+from tests.support import cli_output
 
 SMALL = ["--n-train", "20", "--n-test", "4", "--height", "64", "--width", "256"]
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import cli_output
+
+from tests.support import cli_output
 
 
 def write(path: Path, *lines: str) -> Path:

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import cli_output, write_tiny
-from kaggle_stub import serve_kaggle, without_credentials
 
 from sever import progress
 from sever.errors import ConfigError
 from sever.logsetup import setup_logging
 from sever.progress import Tracker, duration, tqdm_replaced
+from tests.kaggle.stub import serve_kaggle, without_credentials
+from tests.support import cli_output, write_tiny
 
 LINE = re.compile(
     r"^(?P<desc>.+): (?P<done>[\d.]+)/(?P<total>[\d.]+) (?P<unit>\S+) \((?P<pct>\d+)%\)"

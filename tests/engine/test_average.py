@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_output, write_tiny
 
 from sever.config import load_config
 from sever.data.loaders import build_loaders, load_labels
@@ -17,6 +16,7 @@ from sever.engine.average import AverageOptions, average_run, average_weights
 from sever.engine.trainer import train
 from sever.errors import CheckpointError
 from sever.model.build import build_model
+from tests.support import cli_output, write_tiny
 
 pytestmark = pytest.mark.slow
 

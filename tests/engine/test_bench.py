@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_output
 
 from sever.engine.bench import Batches, loader_advice, peak_tflops, run_bench, write_report
+from tests.support import cli_output
 
 RATES = ("loader_samples_per_s", "compute_images_per_s", "step_images_per_s")
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import torchrun_train
 
 from sever.cli import main
 from sever.data.sampling import ShardSampler, ShuffleSampler
+from tests.support import torchrun_train
 
 pytestmark = pytest.mark.slow
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import cli, torchrun_train
 
 from sever.config import load_config
 from sever.engine import kfold
 from sever.engine.kfold import parse_folds, train_folds, write_ensemble
 from sever.errors import ConfigError, DataError
 from sever.inference.ensemble import load_ensemble
+from tests.support import cli, torchrun_train
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_tiny
+
+from tests.support import write_tiny
 
 pytestmark = pytest.mark.slow
 
@@ -225,7 +226,7 @@ def finished_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 def test_resuming_a_finished_run_says_so_in_one_line(finished_run: Path, capsys) -> None:
-    from conftest import cli_output
+    from tests.support import cli_output
 
     before = snapshot(finished_run)
     code, out, err = cli_output(capsys, "train", "--resume", finished_run)
@@ -252,7 +253,7 @@ def test_resuming_a_finished_run_says_so_in_one_line(finished_run: Path, capsys)
 def test_resume_refuses_overrides_the_checkpoint_fixes(
     finished_run: Path, capsys, override: str, key: str
 ) -> None:
-    from conftest import cli_output
+    from tests.support import cli_output
 
     before = snapshot(finished_run)
     code, _, err = cli_output(capsys, "train", "--resume", finished_run, "-o", override)
@@ -265,7 +266,7 @@ def test_resume_refuses_overrides_the_checkpoint_fixes(
 def test_a_mid_epoch_stop_keeps_its_batches(finished_run: Path, tmp_path: Path, capsys) -> None:
     import shutil
 
-    from conftest import cli_output
+    from tests.support import cli_output
 
     run = Path(shutil.copytree(finished_run, tmp_path / "run"))
     state = torch.load(run / "checkpoints" / "last.pth", weights_only=True)
@@ -284,9 +285,8 @@ def test_resume_records_what_is_run_and_cleans_leftovers(
 ) -> None:
     import shutil
 
-    from conftest import cli_output
-
     from sever.config import load_config
+    from tests.support import cli_output
 
     run = tmp_path / "run"
     shutil.copytree(fresh_run(tiny_data, tmp_path), run, copy_function=os.link)
@@ -316,10 +316,9 @@ def fresh_run(tiny_data: Path, folder: Path) -> Path:
 def test_a_run_killed_before_its_first_checkpoint_starts_over(
     tiny_data: Path, tmp_path: Path, capsys
 ) -> None:
-    from conftest import cli_output
-
     from sever.config import load_config
     from sever.engine.runs import create_run_dir
+    from tests.support import cli_output
 
     config = load_config(
         write_tiny(tmp_path, tiny_data), ["trainer.epochs=1", "trainer.steps_per_epoch=1"]
@@ -337,7 +336,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over(
 
 
 def test_resume_of_something_else_is_one_line(tmp_path: Path, capsys) -> None:
-    from conftest import cli_output
+    from tests.support import cli_output
 
     code, _, err = cli_output(capsys, "train", "--resume", tmp_path)
     assert code == 1

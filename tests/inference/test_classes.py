@@ -104,7 +104,7 @@ trainer:
 
 
 def test_six_classes_from_synth_to_score(tmp_path: Path, capsys):
-    from conftest import cli_output
+    from tests.support import cli_output
 
     data = tmp_path / "data"
     assert (

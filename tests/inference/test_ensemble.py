@@ -10,13 +10,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from conftest import write_tiny
 
 from sever.config import config_dict, load_config
 from sever.errors import ConfigError
 from sever.inference import Ensemble, EnsembleOptions, PostProcess
 from sever.inference.ensemble import check_weights
 from sever.model.build import build_model
+from tests.support import write_tiny
 
 
 @pytest.fixture(scope="module")

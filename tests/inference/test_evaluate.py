@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import TINY, cli_output
 
 from sever.config import load_config
 from sever.engine.trainer import train
 from sever.inference.models import load_member
 from sever.kaggle.staging import strip_to_weights
+from tests.support import TINY, cli_output
 
 pytestmark = pytest.mark.slow
 

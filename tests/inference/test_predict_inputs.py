@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import write_tiny
 
 from sever.config import load_config
 from sever.errors import DataError, OptionError
 from sever.inference import Ensemble, predict
 from sever.inference.models import Member
 from sever.model.build import build_model
+from tests.support import write_tiny
 
 
 @pytest.fixture(scope="module")

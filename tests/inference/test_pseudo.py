@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import cli, write_tiny
 
 from sever.config import load_config
 from sever.data.tables import read_table
@@ -27,6 +26,7 @@ from sever.inference.pseudo import (
     sibling,
     tally,
 )
+from tests.support import cli, write_tiny
 
 # --- the keep rule ---------------------------------------------------------------------
 

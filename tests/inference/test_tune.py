@@ -1,6 +1,6 @@
 """tune's report: the table it prints and the object --json prints, from a hand-built
 Tuning (the search itself is tested in test_search.py, tune end to end in test_workflow.py
-and test_classifier.py)."""
+and test_workflow_classifier.py)."""
 
 from __future__ import annotations
 

@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import cli, write_tiny
 
 from sever.config import load_config
 from sever.engine.trainer import train
 from sever.inference.models import load_member
 from sever.inference.postprocess import PostProcess
 from sever.inference.predict import TTA, member_probs
+from tests.support import cli, write_tiny
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""`sever download` and download.sh against the stub Kaggle (tests/kaggle_stub.py)."""
+"""`sever download` and download.sh against the stub Kaggle (tests/kaggle/stub.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import cli_output
-from kaggle_stub import KEY, serve_kaggle, without_credentials
+
+from tests.kaggle.stub import KEY, serve_kaggle, without_credentials
+from tests.support import cli_output
 
 COMPETITION = "severstal-steel-defect-detection"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -28,12 +28,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import cli_output, write_tiny
-from kaggle_stub import without_credentials
 
 from sever.config import config_dict, load_config
 from sever.engine.trainer import train
 from sever.model.build import build_model
+from tests.kaggle.stub import without_credentials
+from tests.support import cli_output, write_tiny
 
 pytestmark = pytest.mark.slow
 

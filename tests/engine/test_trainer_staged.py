@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_output
 
 from sever.config import load_config
 from sever.data.loaders import build_loaders, load_labels
@@ -19,6 +18,7 @@ from sever.engine.checkpoint import evaluated_weights, load_checkpoint
 from sever.engine.distributed import World
 from sever.engine.trainer import prepare, train
 from sever.errors import ConfigError
+from tests.support import cli_output
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ ONE_STEP = ["trainer.epochs=1", "trainer.steps_per_epoch=1", "trainer.tensorboar
 @pytest.fixture(scope="module")
 def source(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished run with EMA weights (which init_from takes)."""
-    from conftest import write_tiny
+    from tests.support import write_tiny
 
     folder = tmp_path_factory.mktemp("source")
     return train(load_config(write_tiny(folder, tiny_data), [*ONE_STEP, "trainer.ema=0.5"]))

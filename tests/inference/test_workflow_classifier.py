@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import cli, write_tiny
 
 from sever.config import load_config
 from sever.engine.checkpoint import load_checkpoint
@@ -19,6 +18,7 @@ from sever.engine.trainer import train
 from sever.inference import Ensemble
 from sever.inference.models import load_member
 from sever.inference.predict import TTA, image_loader, member_probs, predict_batches
+from tests.support import cli, write_tiny
 
 pytestmark = pytest.mark.slow
 

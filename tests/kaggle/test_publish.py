@@ -1,6 +1,6 @@
 """`sever upload`: staging (no network), then the real kaggle client against a stub server.
 
-The stub (tests/kaggle_stub.py) listens on 127.0.0.1; the kaggle client reaches it through
+The stub (tests/kaggle/stub.py) listens on 127.0.0.1; the kaggle client reaches it through
 KAGGLE_API_ENVIRONMENT=LOCALHOST and HTTP_PROXY. Nothing here touches the internet.
 """
 
@@ -13,12 +13,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import cli_output, write_tiny
-from kaggle_stub import KEY, TOKEN, serve_kaggle, without_credentials
 
 from sever.config import load_config
 from sever.engine.trainer import train
 from sever.inference.models import load_member
+from tests.kaggle.stub import KEY, TOKEN, serve_kaggle, without_credentials
+from tests.support import cli_output, write_tiny
 
 pytestmark = pytest.mark.slow
 

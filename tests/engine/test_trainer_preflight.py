@@ -9,10 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import cli_output
 
 from sever.config import load_config
 from sever.engine import steps
+from tests.support import cli_output
 
 
 def refused(capsys, tiny_yaml: Path, *overrides: str) -> tuple[int, str]:

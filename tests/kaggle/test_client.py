@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from kaggle_stub import without_credentials
 
 from sever.errors import SeverError
 from sever.kaggle import client
 from sever.kaggle.staging import make_target, parse_handle, slugify
+from tests.kaggle.stub import without_credentials
 
 
 @pytest.fixture
