@@ -296,16 +296,19 @@ def synth(
     click.echo(f"wrote {out_dir}")
 
 
-@cli.command("check-data")
-@click.argument("data_dir", type=click.Path(path_type=Path))
-@click.option("--fast", is_flag=True, help="Skip decoding every image.")
-@click.option(
+classes_option = click.option(
     "--classes",
     default=4,
     show_default=True,
     type=click.IntRange(1),
     help="Defect classes: ClassIds run 1..N (the competition has 4).",
 )
+
+
+@cli.command("check-data")
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.option("--fast", is_flag=True, help="Skip decoding every image.")
+@classes_option
 def check_data(data_dir: Path, fast: bool, classes: int) -> None:
     """Check a dataset (train.csv, train_images/, test_images/) and summarise it."""
     from sever.data.checks import check_dataset
@@ -342,13 +345,7 @@ def check_data(data_dir: Path, fast: bool, classes: int) -> None:
     help="Image folder: gives the image size; with a long-format TRUTH, its files without "
     "rows are scored as defect-free.",
 )
-@click.option(
-    "--classes",
-    default=4,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Defect classes: ClassIds run 1..N (the competition has 4).",
-)
+@classes_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 def score(
     submission: Path, truth: Path, images_dir: Path | None, classes: int, as_json: bool

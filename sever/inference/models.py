@@ -8,13 +8,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from sever.config import Config, config_from_dict
-from sever.engine.checkpoint import load_checkpoint, resolve_checkpoint
+from sever.engine.checkpoint import (
+    evaluated_weights,
+    load_checkpoint,
+    misfit,
+    resolve_checkpoint,
+)
 from sever.errors import CheckpointError, OptionError
 from sever.model.build import build_model
 
@@ -91,11 +95,7 @@ def load_member(path: Path, device: torch.device, weight: float = 1.0) -> Member
     stored["data"] = {**stored["data"], "pseudo": None}
     config = config_from_dict(stored, f"{path} (config)")
     model = build_model(config.model, config.task)
-    weights = state["model"]
-    if state.get("ema"):
-        weights = {
-            k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"
-        }
+    weights = evaluated_weights(state)
     try:
         model.load_state_dict(weights)
     except RuntimeError:
@@ -116,23 +116,6 @@ def load_members(
     members = [load_member(p, device, w) for p, w in zip(paths, weights, strict=True)]
     check_compatible(members)
     return members
-
-
-def misfit(own: dict[str, torch.Tensor], given: dict[str, Any]) -> str:
-    """`3 missing keys (e.g. 'decoder.p5.weight'), 1 misshapen key (...)`: what differs."""
-    kinds = {
-        "missing": sorted(own.keys() - given.keys()),
-        "unexpected": sorted(given.keys() - own.keys()),
-        "misshapen": sorted(
-            k for k in own.keys() & given.keys() if own[k].shape != getattr(given[k], "shape", None)
-        ),
-    }
-    parts = [
-        f"{len(keys)} {kind} key{'s' * (len(keys) > 1)} (e.g. '{keys[0]}')"
-        for kind, keys in kinds.items()
-        if keys
-    ]
-    return ", ".join(parts) or "they do not load"
 
 
 def check_compatible(members: list[Member]) -> None:

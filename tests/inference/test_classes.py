@@ -13,6 +13,7 @@ import yaml
 
 from sever.inference.postprocess import PostProcess, postprocess_batch
 from sever.inference.submission import score_submission, write_submission
+from tests.support import cli_output, write_tiny
 
 
 def test_one_number_stands_for_every_class():
@@ -72,110 +73,52 @@ def test_a_six_class_submission_has_six_rows_per_image_and_scores_by_hand(tmp_pa
         write_submission({"a.jpg": {5: "1 2"}}, ["a.jpg"], sub, "wide")
 
 
-SIX = """
-name: six
-seed: 3
-data:
-  dir: {data}
-  image_size: [64, 256]
-  crop: [64, 128]
-  augment: heavy-crop
-  workers: 2
-model:
-  arch: Unet
-  encoder: resnet18
-  encoder_weights: null
-  classes: 6
-  dropout: 0.1
-  class_head: {{enabled: true, pos_weight: [1, 1, 1, 1, 2, 2]}}
-optimizer:
-  encoder: {{lr: 1.0e-3}}
-  decoder: {{lr: 3.0e-3}}
-scheduler:
-  flat_epochs: 1
-  cosine_epochs: 1
-trainer:
-  epochs: 2
-  batch_size: 4
-  steps_per_epoch: 3
-  min_pixels: [0, 0, 0, 10, 10, 10]
-  save_dir: {saved}
-"""
+# The tiny config as users would run it for six classes: loader workers, a class head.
+SIX = [
+    "model.classes=6",
+    "data.workers=2",
+    "model.class_head.enabled=true",
+    "model.class_head.pos_weight=[1,1,1,1,2,2]",
+    "trainer.min_pixels=[0,0,0,10,10,10]",
+    "trainer.epochs=2",
+    "trainer.steps_per_epoch=3",
+    "scheduler.cosine_epochs=1",
+]
 
 
 def test_six_classes_from_synth_to_score(tmp_path: Path, capsys):
-    from tests.support import cli_output
+    def sever(*args: object) -> str:
+        code, out, err = cli_output(capsys, *args)
+        assert code == 0, err
+        return out
 
     data = tmp_path / "data"
-    assert (
-        cli_output(
-            capsys,
-            "synth",
-            data,
-            "--n-train",
-            24,
-            "--n-test",
-            3,
-            "--height",
-            64,
-            "--width",
-            256,
-            "--classes",
-            6,
-            "--seed",
-            2,
-        )[0]
-        == 0
-    )
-    assert cli_output(capsys, "check-data", data, "--classes", 6)[0] == 0
-    config = tmp_path / "six.yml"
-    config.write_text(SIX.format(data=data, saved=tmp_path / "saved"))
-    code, out, err = cli_output(capsys, "train", "-c", config)
-    assert code == 0, err
+    sever("synth", data, "--n-train", 24, "--n-test", 3, "--height", 64, "--width", 256,
+          "--classes", 6, "--seed", 2)  # fmt: skip
+    sever("check-data", data, "--classes", 6)
+    overrides = [arg for o in SIX for arg in ("-o", o)]
+    out = sever("train", "-c", write_tiny(tmp_path, data), *overrides)
     run = Path(out.strip().splitlines()[-1].removeprefix("run: "))
-    code, out, err = cli_output(capsys, "evaluate", "-r", run, "--json")
-    assert code == 0, err
-    assert {f"dice_{c}" for c in range(1, 7)} <= json.loads(out.splitlines()[-1]).keys()
-    code, out, err = cli_output(capsys, "tune", "-r", run, "--json")
-    assert code == 0, err
+    scores = json.loads(sever("evaluate", "-r", run, "--json").splitlines()[-1])
+    assert {f"dice_{c}" for c in range(1, 7)} <= scores.keys()
+    sever("tune", "-r", run, "--json")
     tuned = yaml.safe_load((run / "postprocess-tuned.yml").read_text())
     assert tuned["classes"] == 6 and len(tuned["threshold"]) == 6
-    sub = tmp_path / "sub.csv"
-    code, out, err = cli_output(
-        capsys,
-        "predict",
-        "-r",
-        run,
-        "--images",
-        data / "test_images",
-        "--out",
-        sub,
-        "--postprocess",
-        run / "postprocess-tuned.yml",
-    )
-    assert code == 0, err
+    sub, test_images = tmp_path / "sub.csv", data / "test_images"
+    out = sever("predict", "-r", run, "--images", test_images, "--out", sub,
+                "--postprocess", run / "postprocess-tuned.yml")  # fmt: skip
     assert "class 6:" in out
     rows = pd.read_csv(sub, keep_default_na=False)
     assert len(rows) == 3 * 6
     assert {key.rsplit("_", 1)[1] for key in rows["ImageId_ClassId"]} == set("123456")
-    code, out, err = cli_output(capsys, "score", sub, sub, "--classes", 6, "--json")
-    assert code == 0, err
-    assert json.loads(out)["dice_mean"] == 1.0 and json.loads(out)["pairs"] == 18
+    scores = json.loads(sever("score", sub, sub, "--classes", 6, "--json"))
+    assert scores["dice_mean"] == 1.0 and scores["pairs"] == 18
     # a 4-class post-processing file does not fit 6-class models: one line, before any work
     four = tmp_path / "four.yml"
     four.write_text("threshold: [0.5, 0.5, 0.5, 0.5]\n")
-    code, _, err = cli_output(
-        capsys,
-        "predict",
-        "-r",
-        run,
-        "--images",
-        data / "test_images",
-        "--out",
-        tmp_path / "other.csv",
-        "--postprocess",
-        four,
-    )
+    other = tmp_path / "other.csv"
+    code, _, err = cli_output(capsys, "predict", "-r", run, "--images", test_images,
+                              "--out", other, "--postprocess", four)  # fmt: skip
     assert code == 2 and err.count("\n") == 1
     assert "expected 6 values (one per class) or one number, got 4" in err
-    assert not (tmp_path / "other.csv").exists()
+    assert not other.exists()
