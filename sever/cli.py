@@ -364,6 +364,17 @@ def score(
         click.echo(f"{key:>9}: {value:.5f}" if isinstance(value, float) else f"{key:>9}: {value}")
 
 
+# Where and how fast models run: every inference command.
+RUN_OPTIONS = [
+    click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        help="auto (CUDA, else CPU), cpu, cuda, cuda:N.",
+    ),
+    click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1)),
+    click.option("--workers", default=2, show_default=True, type=click.IntRange(0)),
+]
 # Which models (-r/-e/--best/--last), how their predictions combine, and where and how fast
 # to run them: gathered by `ensemble_options` into one EnsembleOptions.
 MODEL_OPTIONS = [
@@ -391,14 +402,7 @@ MODEL_OPTIONS = [
         help="Each run's model_best.pth (the default without -e).",
     ),
     click.option("--last", "which", flag_value="last", help="Each run's last.pth."),
-    click.option(
-        "--device",
-        default="auto",
-        show_default=True,
-        help="auto (CUDA, else CPU), cpu, cuda, cuda:N.",
-    ),
-    click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1)),
-    click.option("--workers", default=2, show_default=True, type=click.IntRange(0)),
+    *RUN_OPTIONS,
     click.option(
         "--tta",
         default="none",
@@ -528,6 +532,45 @@ def predict(
     from sever.inference import Ensemble, predict_folder
 
     report = predict_folder(Ensemble.from_options(spec), images_dir, out, fmt, overlays)
+    echo_report(report, as_json)
+
+
+@cli.command()
+@ensemble_options(*RUN_OPTIONS)
+@click.option(
+    "-c",
+    "--config",
+    "files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A candidate: an ensemble file (models, TTA, averaging, post-processing); give two "
+    "or more.",
+)
+@click.option(
+    "--pick",
+    type=click.IntRange(2, 2),
+    help="Propose the two final submissions: the best, and the most different of those "
+    "within noise of it.",
+)
+@click.option("--resamples", default=2000, show_default=True, type=click.IntRange(100))
+@click.option("--seed", default=0, show_default=True, type=int, help="Bootstrap seed.")
+@data_dir_option
+@json_option
+def compare(
+    spec,
+    files: tuple[Path, ...],
+    pick: int | None,
+    resamples: int,
+    seed: int,
+    data_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Score candidate submissions on the same validation images, with bootstrap intervals
+    on every score and every difference; --pick 2 proposes the two final submissions."""
+    from sever.inference import compare_ensembles
+
+    candidates = [dataclasses.replace(spec, file=f) for f in files]
+    report = compare_ensembles(candidates, data_dir, resamples, seed, pick or 0)
     echo_report(report, as_json)
 
 

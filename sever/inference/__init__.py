@@ -7,7 +7,8 @@
     print(*report.lines(), sep="\\n")
 
 Every command reads the same way: options -> `EnsembleOptions` -> `Ensemble.from_options`
--> `predict_folder`, `evaluate_runs`, `tune_runs` or `pseudo_label` -> a report with
+-> `predict_folder`, `evaluate_runs`, `tune_runs`, `pseudo_label` or `compare_ensembles`
+-> a report with
 `lines()` and `to_dict()`. The pure cores (`postprocess`, `search`) need none of this.
 """
 
@@ -17,6 +18,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "Comparison",
     "Ensemble",
     "EnsembleOptions",
     "EvalReport",
@@ -24,6 +26,7 @@ __all__ = [
     "PredictReport",
     "PseudoReport",
     "TuneReport",
+    "compare_ensembles",
     "evaluate_runs",
     "load_postprocess",
     "predict_folder",
@@ -37,6 +40,7 @@ __all__ = [
 # (pure numpy, 0.4 s) must not pay for torch and segmentation-models-pytorch (7 to 12 s
 # measured on the 2-core dev machine), nor must `sever score`, which reads CSVs only.
 _HOME = {
+    "Comparison": "compare",
     "Ensemble": "ensemble",
     "EnsembleOptions": "ensemble",
     "EvalReport": "evaluate",
@@ -44,6 +48,7 @@ _HOME = {
     "PredictReport": "predict",
     "PseudoReport": "pseudo",
     "TuneReport": "tune",
+    "compare_ensembles": "compare",
     "evaluate_runs": "evaluate",
     "load_postprocess": "postprocess_file",
     "predict_folder": "predict",
@@ -54,6 +59,7 @@ _HOME = {
 }
 
 if TYPE_CHECKING:
+    from sever.inference.compare import Comparison, compare_ensembles
     from sever.inference.ensemble import Ensemble, EnsembleOptions
     from sever.inference.evaluate import EvalReport, evaluate_runs
     from sever.inference.postprocess import PostProcess

@@ -135,7 +135,15 @@ def levels_for(
 def dice_sums(
     stats: PairStats, c: int, levels: NDArray[np.int64], min_pixels: int, gate: float = 0.0
 ) -> NDArray[np.float64]:
-    """Dice of class c summed over images, for each column of per-image levels (N, K): (K,).
+    """Dice of class c summed over images, for each column of per-image levels (N, K): (K,)."""
+    sums: NDArray[np.float64] = pair_dice(stats, c, levels, min_pixels, gate).sum(axis=0)
+    return sums
+
+
+def pair_dice(
+    stats: PairStats, c: int, levels: NDArray[np.int64], min_pixels: int, gate: float = 0.0
+) -> NDArray[np.float64]:
+    """Dice of class c in each image, for each column of per-image levels (N, K): (N, K).
 
     An image whose class is emptied (fewer than `min_pixels` predicted, or a presence
     probability under `gate`) scores 1 if its truth is empty, else 0."""
@@ -148,9 +156,8 @@ def dice_sums(
         emptied = emptied | (stats.presence[:, c, None] < gate)
     pred, inter = np.where(emptied, 0, pred), np.where(emptied, 0, inter)
     total = pred + truth
-    dice = np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1))
-    sums: NDArray[np.float64] = dice.sum(axis=0)
-    return sums
+    dice: NDArray[np.float64] = np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1))
+    return dice
 
 
 def score(
@@ -173,6 +180,24 @@ def score(
     out = {"dice_mean": float(np.mean(per_class))}
     out |= {f"dice_{c + 1}": float(v) for c, v in enumerate(per_class)}
     return out
+
+
+def image_dice(stats: PairStats, postprocess: PostProcess) -> NDArray[np.float64]:
+    """(N, C): the Dice of every (image, class) pair under `postprocess` (thresholds,
+    minimum sizes, gates, scaling; not min_component, which needs the masks)."""
+    if any(postprocess.min_component):
+        raise ValueError("image_dice: min_component needs the masks, not the counts")
+    if (postprocess.gate is not None or postprocess.scale_c is not None) and (
+        stats.presence is None
+    ):
+        raise ConfigError("gate and scale_c need class presence: no model has a class head")
+    gate = postprocess.gate or (0.0,) * postprocess.classes
+    columns = []
+    for c in range(stats.truth.shape[1]):
+        t0 = np.array([postprocess.threshold[c]])
+        levels = levels_for(stats, c, t0, postprocess.scale_c)
+        columns.append(pair_dice(stats, c, levels, postprocess.min_pixels[c], gate[c])[:, 0])
+    return np.stack(columns, axis=1)
 
 
 SCALE_GRID = (None, 1.5, 2.0, 3.0, 5.0, 8.0)
