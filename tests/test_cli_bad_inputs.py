@@ -224,6 +224,7 @@ YAML = {
     "ens-entry.yml": "models:\n  - {run}\n",
     "ens-pp-number.yml": "models:\n  - run: {run}\npostprocess: 5\n",
     "ens-pp-inline.yml": "models:\n  - run: {run}\npostprocess:\n  threshold: 2\n",
+    "ens-ok.yml": "models:\n  - run: {run}\n",
     # post-processing files
     "pp-bad.yml": "threshold: [0.5, 0.5\n",
     "pp-typo.yml": "treshold: 0.4\n",
@@ -520,6 +521,11 @@ tune-classifier-alone | 1 | classifier.pth: not inside its run directory | tune 
 tune-postprocess-typo | 2 | pp-typo.yml: PostProcess: unknown key 'treshold' | tune -r {run} --postprocess {y}/pp-typo.yml
 tune-data-dir-missing | 1 | --data-dir {tmp}/nowhere: no train.csv in this folder | tune -r {run} --data-dir {tmp}/nowhere
 tune-epoch-not-kept | 1 | no checkpoint for epoch 9; kept epochs: 1 | tune -r {run} -e 9
+compare-one-candidate | 2 | compare needs two candidates or more (-c A.yml -c B.yml) | compare -c {y}/ens-ok.yml
+compare-missing-candidate | 2 | nowhere.yml: ensemble file not found | compare -c {y}/ens-ok.yml -c nowhere.yml
+compare-bad-second-before-any-model | 2 | ens-pp-inline.yml: postprocess: PostProcess.threshold | compare -c {y}/ens-ok.yml -c {y}/ens-pp-inline.yml
+compare-pick-three | 2 | '--pick': 3 is not in the range 2<=x<=2 | compare -c {y}/ens-ok.yml -c {y}/ens-ok.yml --pick 3
+compare-resamples-few | 2 | '--resamples': 10 is not in the range x>=100 | compare -c {y}/ens-ok.yml -c {y}/ens-ok.yml --resamples 10
 predict-format-unknown | 2 | '--format': 'compact' is not one of 'auto', 'wide', 'long' | PREDICT --format compact
 """
 
