@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
 from sever.data.splits import read_split
@@ -35,6 +36,7 @@ from sever.inference.predict import check_members
 from sever.inference.search import image_dice
 from sever.inference.tune import predict_stats
 from sever.inference.validation import group_by_split, validation_batches, validation_set
+from sever.model.metrics import dice_per_pair
 from sever.progress import Tracker
 
 AGREE_AT = 0.5  # two candidates agree on a pair when both score >= this, or both below
@@ -275,12 +277,10 @@ def masks_dice(
                 replace(ensemble, members=members), dataset
             ):
                 assert probs is not None  # group_by_split: each group has a segmenter
-                pred = postprocess_batch(probs, postprocess, heads)
-                truth = masks.astype(bool)
-                inter = (pred & truth).sum((2, 3))
-                total = pred.sum((2, 3)) + truth.sum((2, 3))
-                dice.append(np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1)))
-                empty.append(truth.sum((2, 3)) == 0)
+                pred = torch.from_numpy(postprocess_batch(probs, postprocess, heads))
+                truth = torch.from_numpy(masks.astype(bool))
+                dice.append(dice_per_pair(pred, truth).double().numpy())
+                empty.append(~truth.flatten(2).any(2).numpy())
                 progress.update(len(ids))
     return np.concatenate(dice), np.concatenate(empty)
 

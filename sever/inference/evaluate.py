@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from sever.fileio import atomic_path
+from sever.inference.bootstrap import Interval, score_intervals
 from sever.inference.ensemble import Ensemble
 from sever.inference.models import Member
 from sever.inference.postprocess import PostProcess, postprocess_batch
 from sever.inference.predict import check_members
 from sever.inference.validation import group_by_split, run_of, validation_batches, validation_set
-from sever.model.metrics import DiceMeter, PresenceMeter
+from sever.model.metrics import DiceMeter, PresenceMeter, dice_per_pair
 from sever.progress import Tracker
 
 
@@ -34,6 +36,8 @@ class EvalReport:
             and image-level `precision_c`, `recall_c`, `f1_c`; a classifier alone gets
             the image-level scores and `f1_mean`.
         folds: groups scored apart (k-fold runs, each on its own fold).
+        intervals: `dice_mean` and per class (`dice_1`..) with a 95% bootstrap interval
+            over the images (`sever.inference.bootstrap`); empty for classifiers alone.
         postprocess: the post-processing applied (None for classifiers alone).
         path: where the report was written; `replaced`: over an earlier report of the
             same options, at the default place.
@@ -47,6 +51,7 @@ class EvalReport:
     postprocess: dict[str, Any] | None
     tta: str
     averaging: str
+    intervals: dict[str, Interval] = field(default_factory=dict)
     path: Path | None = None
     replaced: bool = False
 
@@ -61,10 +66,17 @@ class EvalReport:
             "postprocess": self.postprocess,
             "tta": self.tta,
             "averaging": self.averaging,
+            "intervals": {k: i.to_dict() for k, i in self.intervals.items()},
         }
 
     def lines(self) -> list[str]:
-        lines = [f"{k:>15}: {v:.4f}" for k, v in self.to_dict().items() if isinstance(v, float)]
+        lines = []
+        for key, value in self.scores.items():
+            interval = self.intervals.get(key)
+            shown = interval.text() if interval else f"{value:.4f}"
+            lines.append(f"{key:>15}: {shown}")
+        if self.intervals:
+            lines.append(f"[95% intervals: a bootstrap over the {self.images} images]")
         note = " (replacing its report of the same options)" if self.replaced else ""
         return [*lines, f"wrote {self.path}{note}"]
 
@@ -108,6 +120,7 @@ def score_validation(ensemble: Ensemble, data_dir: Path | None = None) -> EvalRe
     groups = group_by_split(members, need_segmenter=not classifiers_only)
     classes = members[0].config.model.classes
     dice, presence = DiceMeter(classes), PresenceMeter(classes)
+    pairs: list[np.ndarray] = []  # per-image Dice, for the intervals
     sets = [(group, validation_set(run, group[0], data_dir)) for group, run in groups]
     images = sum(len(dataset) for _, dataset in sets)
     with Tracker(images, "evaluate", "images") as progress:
@@ -123,9 +136,14 @@ def score_validation(ensemble: Ensemble, data_dir: Path | None = None) -> EvalRe
                     assert probs is not None  # group_by_split: each group has a segmenter
                     pred = torch.from_numpy(postprocess_batch(probs, postprocess, heads))
                     dice.update(pred, truth)
+                    pairs.append(dice_per_pair(pred, truth).double().numpy())
                     presence.update(pred.flatten(2).any(2), truth.amax((2, 3)))
                 progress.update(len(ids))
     scores = presence.compute() if classifiers_only else dice.compute() | presence.compute()
+    intervals = {}
+    if pairs:
+        found = score_intervals(np.concatenate(pairs))
+        intervals = {("dice_mean" if k == "mean" else f"dice_{k}"): i for k, i in found.items()}
     return EvalReport(
         scores,
         images,
@@ -135,6 +153,7 @@ def score_validation(ensemble: Ensemble, data_dir: Path | None = None) -> EvalRe
         None if postprocess is None else postprocess.to_dict(),
         ensemble.tta,
         ensemble.averaging,
+        intervals,
     )
 
 

@@ -131,11 +131,16 @@ def test_compare_from_the_command_line(tiny_data: Path, tmp_path: Path, capsys):
     found = json.loads(out)
     assert found["images"] == 6 and found["classes"] == 4  # 32 images, val_fraction 0.2
     scores = found["candidates"]
-    assert scores[str(a)]["mean"] == scores[str(c)]["mean"]
+    assert scores[str(a)]["mean"] == pytest.approx(scores[str(c)]["mean"])  # float32 masks
     differences = {(d["a"], d["b"]): d for d in found["differences"]}
-    assert differences[str(a), str(c)]["mean"]["value"] == 0
+    assert differences[str(a), str(c)]["mean"]["value"] == pytest.approx(0, abs=1e-7)
     assert differences[str(a), str(c)]["verdict"] == "within noise"
     assert len(found["picks"]) == 2
     code, out, err = cli_output(capsys, "evaluate", "-c", a, "--workers", 0, "--json")
     assert code == 0, err
-    assert json.loads(out)["dice_mean"] == pytest.approx(scores[str(a)]["mean"]["value"])
+    evaluated = json.loads(out)
+    assert evaluated["dice_mean"] == pytest.approx(scores[str(a)]["mean"]["value"])
+    # evaluate's interval is the same bootstrap (same seed, same images, same order)
+    assert evaluated["intervals"]["dice_mean"] == pytest.approx(scores[str(a)]["mean"])
+    interval = evaluated["intervals"]["dice_3"]
+    assert interval["low"] <= evaluated["dice_3"] == interval["value"] <= interval["high"]
