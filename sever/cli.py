@@ -110,8 +110,6 @@ def train(
     With --folds, `run:` names the k-fold parent holding fold<k>/ runs and ensemble.yml.
     """
     from sever.config import load_config
-    from sever.engine.resume import find_resume_point, resumed_config
-    from sever.engine.trainer import train as run_training
 
     point = None
     if resume and folds:
@@ -124,6 +122,8 @@ def train(
                 "--resume continues a run with its own config.yml: drop -c "
                 "(-o still works, e.g. -o trainer.epochs=300)"
             )
+        from sever.engine.resume import find_resume_point, resumed_config
+
         point = find_resume_point(resume)
         config = resumed_config(point, list(overrides))
     elif configs:
@@ -137,6 +137,8 @@ def train(
 
         run = train_folds(config, parse_folds(folds, config.data.folds))
     else:
+        from sever.engine.trainer import train as run_training  # torch: after the config
+
         run = run_training(config, point)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for all
         click.echo(f"run: {run}")
@@ -184,12 +186,13 @@ def bench(
     import json
 
     from sever.config import load_config
-    from sever.engine.bench import format_table, run_bench, write_report
     from sever.fileio import check_output_file
 
     config = load_config(list(configs), list(overrides))
     out = out or Path(f"bench-{config.name}.json")
     check_output_file(out, "--out")
+    from sever.engine.bench import format_table, run_bench, write_report  # torch: after
+
     report = run_bench(config, steps)
     write_report(report, out)
     if as_json:

@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "sever"
 
 # Modules that import sever modules inside functions, each for a measured start-up cost.
@@ -106,26 +108,27 @@ def test_sever_modules_are_imported_at_the_top() -> None:
     assert offenders == {}
 
 
-def test_a_config_typo_needs_no_heavy_library(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["train", "bench"])
+def test_a_config_typo_needs_no_heavy_library(tmp_path: Path, command: str) -> None:
     """Keys, types and values are checked before the names that need torch, SMP or
-    albumentations to check: a typo in a full recipe is reported without importing them."""
+    albumentations to check, and `sever train` loads the config before the trainer: a typo
+    in a full recipe is reported without importing them (0.3 s instead of 7)."""
     recipe = PACKAGE.parent / "experiments" / "fpn-b5.yml"
     code = textwrap.dedent(
         f"""
         import sys
-        from sever.config import load_config
-        from sever.errors import ConfigError
+        from sever.cli import main
         try:
-            load_config({str(recipe)!r}, ["trainer.epoch=3"])
-        except ConfigError as error:
-            print(error)
+            main([{command!r}, "-c", {str(recipe)!r}, "-o", "trainer.epoch=3"])
+        except SystemExit as done:
+            print(done.code)
         heavy = ["torch", "segmentation_models_pytorch", "albumentations", "timm"]
         print(sorted(m for m in heavy if m in sys.modules))
         """
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    message, loaded = done.stdout.strip().splitlines()
-    assert message == (
-        "-o trainer.epoch=3: unknown key 'trainer.epoch' (did you mean 'trainer.epochs'?)"
+    status, loaded = done.stdout.strip().splitlines()
+    assert done.stderr == (
+        "error: -o trainer.epoch=3: unknown key 'trainer.epoch' (did you mean 'trainer.epochs'?)\n"
     )
-    assert loaded == "[]"
+    assert (status, loaded) == ("2", "[]")
