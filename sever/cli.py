@@ -378,6 +378,45 @@ RUN_OPTIONS = [
     click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1)),
     click.option("--workers", default=2, show_default=True, type=click.IntRange(0)),
 ]
+
+
+@cli.command()
+@click.argument("submission", type=click.Path(path_type=Path))
+@click.option(
+    "--train",
+    type=click.Path(path_type=Path),
+    help="A dataset folder (train.csv, train_images/): its share of images per class is "
+    "the reference.",
+)
+@click.option(
+    "--expected",
+    metavar="1:SHARE,2:SHARE,...",
+    help="The reference as a share of images per class, e.g. one probed on the leaderboard.",
+)
+@click.option(
+    "--images",
+    "images_dir",
+    type=click.Path(path_type=Path),
+    help="The predicted images' folder: needed for a long-format SUBMISSION (defects only).",
+)
+@classes_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
+def counts(
+    submission: Path,
+    train: Path | None,
+    expected: str | None,
+    images_dir: Path | None,
+    classes: int,
+    as_json: bool,
+) -> None:
+    """Compare SUBMISSION's share of images per class with the training data or an expected
+    distribution; flag classes that differ beyond sampling."""
+    from sever.inference.counts import check_counts
+
+    report = check_counts(submission, images_dir, train, expected, classes)
+    echo_report(report, as_json)
+
+
 # Which models (-r/-e/--best/--last), how their predictions combine, and where and how fast
 # to run them: gathered by `ensemble_options` into one EnsembleOptions.
 MODEL_OPTIONS = [
