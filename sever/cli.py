@@ -664,9 +664,21 @@ def pseudo_label(spec, images_dir: Path, out: Path, hi: float, lo: float, as_jso
     type=click.Path(path_type=Path),
     help="Where to write the tuned YAML (default: RUN/postprocess-tuned.yml).",
 )
+@click.option(
+    "--search",
+    "how",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "shared", "per-class", "presence"]),
+    help="auto: from one threshold and size for all classes up to per-class values and "
+    "presence gates, each adopted only when its held-out gain is significant; else that "
+    "search alone.",
+)
 @data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print before/after as JSON.")
-def tune(spec, start: Path | None, out: Path | None, data_dir: Path | None, as_json: bool) -> None:
+def tune(
+    spec, start: Path | None, out: Path | None, how: str, data_dir: Path | None, as_json: bool
+) -> None:
     """Tune per-class thresholds, minimum sizes and presence gates on the validation split.
 
     Give a classifier run (task: classify) beside the segmenters, or use models with a
@@ -681,7 +693,7 @@ def tune(spec, start: Path | None, out: Path | None, data_dir: Path | None, as_j
     load_postprocess(start, "--start", None)  # its own mistakes, before the models load
     ensemble = Ensemble.from_options(spec)
     base = load_postprocess(start, "--start", ensemble.classes)
-    echo_report(tune_runs(ensemble, base, out, data_dir), as_json)
+    echo_report(tune_runs(ensemble, base, out, data_dir, how), as_json)
 
 
 @cli.command()

@@ -11,14 +11,15 @@ them together; `sever.inference.tune` feeds it from the models and writes the re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any, TypedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sever.errors import ConfigError
+from sever.inference.bootstrap import Difference, Interval, paired_difference, score_intervals
 from sever.inference.postprocess import PostProcess
 
 LEVELS = 256
@@ -169,35 +170,47 @@ def score(
 ) -> dict[str, float]:
     """Kaggle mean Dice and per class for per-class thresholds, minimum sizes, scaling
     factor and presence gates (None: no gating)."""
-    n, classes = stats.truth.shape
+    return means(dice_table(stats, thresholds, min_pixels, scale_c, gate))
+
+
+def means(dice: NDArray[np.float64]) -> dict[str, float]:
+    """(N, C) per-image Dice -> 'dice_mean' and 'dice_1'.. 'dice_C'."""
+    per_class = dice.mean(axis=0)
+    out = {"dice_mean": float(per_class.mean())}
+    return out | {f"dice_{c + 1}": float(v) for c, v in enumerate(per_class)}
+
+
+def dice_table(
+    stats: PairStats,
+    thresholds: Sequence[float],
+    min_pixels: Sequence[int],
+    scale_c: float | None = None,
+    gate: Sequence[float] | None = None,
+) -> NDArray[np.float64]:
+    """(N, C): the Dice of every (image, class) pair under these settings."""
+    classes = stats.truth.shape[1]
     gate = (0.0,) * classes if gate is None else gate
-    if any(gate) and stats.presence is None:
+    if any(gate) and stats.presence is None:  # scale_c: levels_for says so
         raise ConfigError("gate needs class presence: no model has a classification head")
-    per_class = []
+    columns = []
     for c in range(classes):
         levels = levels_for(stats, c, np.array([thresholds[c]]), scale_c)
-        per_class.append(dice_sums(stats, c, levels, min_pixels[c], gate[c])[0] / n)
-    out = {"dice_mean": float(np.mean(per_class))}
-    out |= {f"dice_{c + 1}": float(v) for c, v in enumerate(per_class)}
-    return out
+        columns.append(pair_dice(stats, c, levels, min_pixels[c], gate[c])[:, 0])
+    return np.stack(columns, axis=1)
 
 
 def image_dice(stats: PairStats, postprocess: PostProcess) -> NDArray[np.float64]:
     """(N, C): the Dice of every (image, class) pair under `postprocess` (thresholds,
-    minimum sizes, gates, scaling; not min_component, which needs the masks)."""
+    minimum sizes, gates, scaling; not min_component, which needs the masks), at the
+    1/255 resolution of the counts."""
     if any(postprocess.min_component):
         raise ValueError("image_dice: min_component needs the masks, not the counts")
-    if (postprocess.gate is not None or postprocess.scale_c is not None) and (
-        stats.presence is None
-    ):
-        raise ConfigError("gate and scale_c need class presence: no model has a class head")
-    gate = postprocess.gate or (0.0,) * postprocess.classes
-    columns = []
-    for c in range(stats.truth.shape[1]):
-        t0 = np.array([postprocess.threshold[c]])
-        levels = levels_for(stats, c, t0, postprocess.scale_c)
-        columns.append(pair_dice(stats, c, levels, postprocess.min_pixels[c], gate[c])[:, 0])
-    return np.stack(columns, axis=1)
+    pp = postprocess
+    return dice_table(stats, pp.threshold, pp.min_pixels, pp.scale_c, pp.gate)
+
+
+def choice_dice(stats: PairStats, choice: Choice) -> NDArray[np.float64]:
+    return dice_table(stats, choice.thresholds, choice.min_pixels, choice.scale_c, choice.gate)
 
 
 SCALE_GRID = (None, 1.5, 2.0, 3.0, 5.0, 8.0)
@@ -251,27 +264,49 @@ def search(
     return best
 
 
-def held_out(
-    stats: PairStats, parts: NDArray[np.integer[Any]], presence: bool = True
-) -> dict[str, float]:
-    """An honest estimate of tuning: for each part, search on the other parts' images and
-    score on this one; the scores pooled over all images (weighted by part size).
+def search_shared(stats: PairStats, min_grid: Sequence[int] = MIN_PIXELS_GRID) -> Choice:
+    """The regularised search: one threshold (0.1 to 0.9 in steps of 0.05) and one minimum
+    size for every class, no gates, no scaling: two numbers fitted instead of eight or
+    more, so they follow the validation images less closely."""
+    t0 = (np.floor(np.arange(0.1, 0.9001, 0.05) * 255) + 0.5) / 255  # between levels
+    total = np.zeros((len(min_grid), len(t0)))
+    for c in range(stats.truth.shape[1]):
+        levels = levels_for(stats, c, t0, None)
+        total += np.stack([dice_sums(stats, c, levels, m) for m in min_grid])
+    m, k = map(int, np.unravel_index(np.argmax(total), total.shape))
+    classes = stats.truth.shape[1]
+    threshold = round(float(t0[k]), 6)
+    return Choice([threshold] * classes, [int(min_grid[m])] * classes, [0.0] * classes, None)
+
+
+def search_alone(stats: PairStats) -> Choice:
+    """Per-class thresholds and sizes, without gates or scaling."""
+    return search(stats, presence=False)
+
+
+def held_out_dice(
+    stats: PairStats, parts: NDArray[np.integer[Any]], searcher: Callable[[PairStats], Choice]
+) -> NDArray[np.float64]:
+    """(N, C): an honest estimate of tuning, per image: each part scored with what
+    `searcher` found on the other parts' images.
 
     Args:
         parts: (N,) the part of each image: its fold for k-fold runs, else a random half.
-        presence: search gates and scaling too (when presence is known).
     """
-    n = stats.truth.shape[0]
-    pooled: dict[str, float] = {}
+    dice = np.zeros(stats.truth.shape)
     for part in np.unique(parts):
         inside = parts == part
-        choice = search(stats.subset(~inside), presence=presence)
-        scores = score(
-            stats.subset(inside), choice.thresholds, choice.min_pixels, choice.scale_c, choice.gate
-        )
-        for key, value in scores.items():
-            pooled[key] = pooled.get(key, 0.0) + value * inside.sum() / n
-    return pooled
+        dice[inside] = choice_dice(stats.subset(inside), searcher(stats.subset(~inside)))
+    return dice
+
+
+def held_out(
+    stats: PairStats, parts: NDArray[np.integer[Any]], presence: bool = True
+) -> dict[str, float]:
+    """`held_out_dice` of the per-class search (with gates and scaling when `presence`),
+    as Kaggle scores: the mean and per class, pooled over all images."""
+    searcher = search if presence else search_alone
+    return means(held_out_dice(stats, parts, searcher))
 
 
 def parts_of(sizes: list[int], seed: int = 0) -> NDArray[np.int64]:
@@ -293,13 +328,42 @@ def tuned(base: PostProcess, choice: Choice) -> PostProcess:
     )
 
 
-class PresenceFindings(TypedDict, total=False):
-    """What `tune_stats` measured of presence (gates and scaling), when it is known."""
+# tune's ladder, from the simplest setting: a more complex one is adopted only when its
+# held-out gain over the one adopted before it is above zero with 95% confidence.
+LADDER: dict[str, tuple[str, Callable[[PairStats], Choice]]] = {
+    "shared": ("one threshold and one minimum size for every class", search_shared),
+    "per-class": ("per-class thresholds and minimum sizes", search_alone),
+    "presence": ("per-class, with presence gates and threshold scaling", search),
+}
+SEARCHES = ("auto", *LADDER)
 
-    without_presence: dict[str, float]
-    held_out_without_presence: dict[str, float]
-    presence: str
-    presence_note: str
+
+@dataclass(frozen=True)
+class Rung:
+    """One search of the ladder and how it held out.
+
+    Attributes:
+        held_out: its held-out scores (mean and per class).
+        gain: its held-out gain over the setting adopted before it (None for the first).
+        adopted: whether the ladder moved up to it.
+    """
+
+    name: str
+    held_out: dict[str, float]
+    gain: Difference | None
+    adopted: bool
+
+    def line(self, previous: str | None) -> str:
+        text = f"{self.name} ({LADDER[self.name][0]}): held out {self.held_out['dice_mean']:.4f}"
+        if self.gain is None or previous is None:
+            return text
+        g = self.gain.diff["mean"]
+        verdict = "adopted"
+        if not self.adopted:
+            verdict = f"{'worse' if g.high < 0 else 'within noise'}: kept {previous}"
+        return (
+            f"{text}, gain over {previous} {g.value:+.4f} [{g.low:+.4f}, {g.high:+.4f}]: {verdict}"
+        )
 
 
 @dataclass(frozen=True)
@@ -309,64 +373,84 @@ class Tuning:
     Attributes:
         postprocess: the base with the tuned thresholds, sizes, gates and scaling.
         before, after: Kaggle Dice (mean and per class) of the base and of the result,
-            on the images tuned on ('after' is fitted to them: optimistic).
-        held_out: the honest estimate: tuned on the other parts, scored on each in turn.
-        without_presence, held_out_without_presence: the same search with neither gates
-            nor scaling, scored on these images and held out (None without presence).
-        presence: 'kept', 'dropped' or 'unused' (None without presence), and
-            `presence_note` why.
+            on the images tuned on ('after' is fitted to them: optimistic), each mean
+            with its bootstrap interval in `intervals` ('before', 'after').
+        held_out: the honest estimate of the adopted search: tuned on the other parts,
+            scored on each in turn; `gain` its paired difference from `before`.
+        rungs: each search tried, simplest first, and whether it was adopted.
     """
 
     postprocess: PostProcess
     before: dict[str, float]
     after: dict[str, float]
     held_out: dict[str, float]
-    without_presence: dict[str, float] | None = None
-    held_out_without_presence: dict[str, float] | None = None
-    presence: str | None = None
-    presence_note: str | None = None
+    rungs: tuple[Rung, ...] = ()
+    intervals: dict[str, Interval] = field(default_factory=dict)
+    gain: Difference | None = None
+
+    @property
+    def adopted(self) -> str | None:
+        return next((r.name for r in reversed(self.rungs) if r.adopted), None)
 
 
-def tune_stats(stats: PairStats, parts: NDArray[np.integer[Any]], base: PostProcess) -> Tuning:
+def climb(
+    stats: PairStats, parts: NDArray[np.integer[Any]], names: Sequence[str], seed: int = 0
+) -> tuple[list[Rung], NDArray[np.float64]]:
+    """Try the searches `names` in order; adopt each whose held-out gain over the last
+    adopted one has its 95% interval above zero. Returns the rungs and the adopted
+    search's held-out Dice (N, C)."""
+    rungs: list[Rung] = []
+    best: NDArray[np.float64] | None = None
+    for name in names:
+        dice = held_out_dice(stats, parts, LADDER[name][1])
+        gain = None if best is None else paired_difference(dice, best, seed=seed)
+        adopted = gain is None or gain.diff["mean"].low > 0
+        rungs.append(Rung(name, means(dice), gain, adopted))
+        if adopted:
+            best = dice
+    assert best is not None  # the first rung is always adopted
+    return rungs, best
+
+
+def tune_stats(
+    stats: PairStats,
+    parts: NDArray[np.integer[Any]],
+    base: PostProcess,
+    how: str = "auto",
+    seed: int = 0,
+) -> Tuning:
     """Tune `base` on the stats.
 
-    The search covers thresholds and minimum sizes, and with presence also gates and the
-    scaling factor. Those are kept only when they improve the held-out estimate (tuned on
-    the other parts, scored on each in turn), since a gate fitted to a few images can
-    look better on them and be worse on new ones; otherwise the setting without them is
-    the result, and `presence_note` says why. The result is never worse than `base` on
-    these images.
+    With `how` 'auto' the searches run from the simplest ('shared', then 'per-class', then
+    'presence' when presence is known), and a more complex one is adopted only when its
+    held-out gain over the simpler one is significant (`climb`): fitted to a few images,
+    per-class values and gates can look better on them and be worse on new ones. Any other
+    `how` is that search alone. The result is never worse than `base` on these images.
 
     Args:
         parts: (N,) each image's part for the held-out estimate (`parts_of`).
+
+    Raises:
+        ConfigError: 'presence' without presence probabilities.
     """
-    before = score(stats, base.threshold, base.min_pixels, base.scale_c, base.gate)
-    choice = search(stats)
-    held = held_out(stats, parts)
-    found: PresenceFindings = {}
-    if stats.presence is not None:  # what the presence (gate, scaling) adds, measured
-        alone = search(stats, presence=False)
-        found["without_presence"] = score(stats, alone.thresholds, alone.min_pixels)
-        found["held_out_without_presence"] = held_out(stats, parts, presence=False)
-        with_, without = held["dice_mean"], found["held_out_without_presence"]["dice_mean"]
-        if choice.gate_or_none is None and choice.scale_c is None:
-            found["presence"] = "unused"
-            found["presence_note"] = "the search chose no gate and no scaling"
-        elif with_ > without:
-            found["presence"] = "kept"
-            found["presence_note"] = (
-                f"gates and scaling improve the held-out estimate ({with_:.4f} with, "
-                f"{without:.4f} without)"
-            )
-        else:
-            choice = alone
-            found["presence"] = "dropped"
-            found["presence_note"] = (
-                f"gates and scaling do not improve the held-out estimate ({with_:.4f} with, "
-                f"{without:.4f} without): wrote thresholds and sizes alone"
-            )
-    after = score(stats, choice.thresholds, choice.min_pixels, choice.scale_c, choice.gate)
+    if how == "presence" and stats.presence is None:
+        raise ConfigError(
+            "--search presence needs class presence: no model has a class head or is a classifier"
+        )
+    names = [n for n in LADDER if n != "presence" or stats.presence is not None]
+    rungs, held = climb(stats, parts, names if how == "auto" else [how], seed)
+    adopted = next(r.name for r in reversed(rungs) if r.adopted)
+    choice = LADDER[adopted][1](stats)
+    before_dice = image_dice(stats, base)
+    after_dice = choice_dice(stats, choice)
     result = tuned(base, choice)
-    if after["dice_mean"] < before["dice_mean"]:
-        result, after = base, before
-    return Tuning(result, before, after, held, **found)
+    if after_dice.mean() < before_dice.mean():
+        result, after_dice = base, before_dice
+    intervals = {
+        "before": score_intervals(before_dice, seed=seed)["mean"],
+        "after": score_intervals(after_dice, seed=seed)["mean"],
+    }
+    gain = paired_difference(held, before_dice, seed=seed)
+    return Tuning(
+        result, means(before_dice), means(after_dice), means(held), tuple(rungs), intervals, gain
+    )

@@ -66,13 +66,21 @@ class TuneReport:
             "scale_c": pp.scale_c,
             "held_out": t.held_out,
         }
-        if t.presence is not None:
-            found |= {
-                "without_presence": t.without_presence,
-                "held_out_without_presence": t.held_out_without_presence,
-                "presence": t.presence,
-                "presence_note": t.presence_note,
-            }
+        if t.intervals:
+            found["intervals"] = {k: i.to_dict() for k, i in t.intervals.items()}
+        if t.gain is not None:
+            found["held_out_gain"] = t.gain.to_dict()["mean"]
+        if t.rungs:
+            found["search"] = t.adopted
+            found["searches"] = [
+                {
+                    "name": r.name,
+                    "held_out": r.held_out["dice_mean"],
+                    "gain": None if r.gain is None else r.gain.to_dict()["mean"],
+                    "adopted": r.adopted,
+                }
+                for r in t.rungs
+            ]
         return found | {"images": self.images, "folds": self.folds, "out": str(self.out)}
 
     def lines(self) -> list[str]:
@@ -92,20 +100,30 @@ class TuneReport:
             f"held out (tuned on {how}, scored on each in turn): "
             f"dice_mean {t.held_out['dice_mean']:.4f}; 'after' is fitted to these images"
         )
-        if t.presence is not None:
-            # tune_stats measures these whenever it sets `presence`
-            assert t.without_presence is not None and t.held_out_without_presence is not None
+        if t.intervals:
+            before, after = t.intervals["before"], t.intervals["after"]
             lines.append(
-                f"without presence (no gate, no scaling): dice_mean "
-                f"{t.without_presence['dice_mean']:.4f}, held out "
-                f"{t.held_out_without_presence['dice_mean']:.4f}; scale_c {pp.scale_c}"
+                f"95% intervals over the images: before {before.text()}, after {after.text()}"
             )
-            lines.append(f"presence {t.presence}: {t.presence_note}")
+        if t.gain is not None:
+            g = t.gain.diff["mean"]
+            lines.append(
+                f"held-out gain over before: {g.value:+.4f} [{g.low:+.4f}, {g.high:+.4f}] "
+                f"({t.gain.verdict('tuned', 'before')})"
+            )
+        adopted = None
+        for rung in t.rungs:
+            lines.append(rung.line(adopted))
+            adopted = rung.name if rung.adopted else adopted
         return [*lines, f"wrote {self.out}"]
 
 
 def tune_runs(
-    ensemble: Ensemble, base: PostProcess, out: Path | None = None, data_dir: Path | None = None
+    ensemble: Ensemble,
+    base: PostProcess,
+    out: Path | None = None,
+    data_dir: Path | None = None,
+    how: str = "auto",
 ) -> TuneReport:
     """Tune `base`'s thresholds, minimum sizes, gates and scaling on the ensemble's
     validation images and write the result as YAML to `out` (default: the first model's
@@ -124,7 +142,7 @@ def tune_runs(
     out.parent.mkdir(parents=True, exist_ok=True)  # before the work, not after it
     cache_dir = groups[0][1] / "cache"
     stats, sizes = predict_stats(ensemble, groups, cache_dir, base.one_class_per_pixel, data_dir)
-    tuning = tune_stats(stats, parts_of(sizes), base)
+    tuning = tune_stats(stats, parts_of(sizes), base, how)
     written = tuning.postprocess.to_dict() | {TUNED_WITH: tuned_with(ensemble)}
     with atomic_path(out) as tmp:
         tmp.write_text(yaml.safe_dump(written, sort_keys=False))

@@ -39,45 +39,85 @@ def test_a_gate_that_only_fits_these_images_is_dropped() -> None:
     # On all 7 images a gate at 0.5 scores 5/7 against 4/7 without presence. Held out:
     # tuned on part 1, no gate (2 of 3 either way, the first best kept): part 0 scores 2/4;
     # tuned on part 0, a gate: part 1 scores 1/3. With presence 3/7, without 4/7.
+    # Thresholds cannot tell the images apart, so shared and per-class values hold out alike.
     images = [(False, 0.2), (False, 0.2), (True, 0.9), (True, 0.9)]
     images += [(True, 0.2), (True, 0.9), (False, 0.9)]
     stats = stats_of(images)
     parts = np.array([0, 0, 0, 0, 1, 1, 1])
     assert search.search(stats).gate_or_none is not None  # fitted to all 7, a gate wins
     tuning = search.tune_stats(stats, parts, BASE)
-    result = tuning.postprocess
-    assert tuning.held_out["dice_mean"] == pytest.approx(3 / 7)
-    assert tuning.held_out_without_presence["dice_mean"] == pytest.approx(4 / 7)
-    assert tuning.presence == "dropped"
-    assert tuning.presence_note == (
-        "gates and scaling do not improve the held-out estimate (0.4286 with, 0.5714 "
-        "without): wrote thresholds and sizes alone"
-    )
-    assert result.gate is None and result.scale_c is None
+    shared, per_class, presence = tuning.rungs
+    assert [r.name for r in tuning.rungs] == ["shared", "per-class", "presence"]
+    assert shared.held_out["dice_mean"] == pytest.approx(4 / 7) and shared.adopted
+    assert per_class.gain.diff["mean"].value == 0 and not per_class.adopted
+    assert presence.held_out["dice_mean"] == pytest.approx(3 / 7) and not presence.adopted
+    assert presence.gain.diff["mean"].value == pytest.approx(-1 / 7)
+    assert tuning.adopted == "shared" and tuning.held_out["dice_mean"] == pytest.approx(4 / 7)
+    assert tuning.postprocess.gate is None and tuning.postprocess.scale_c is None
+    assert len(set(tuning.postprocess.threshold)) == 1
     assert tuning.after["dice_mean"] == pytest.approx(4 / 7)
+    assert presence.line("shared").endswith(
+        "held out 0.4286, gain over shared -0.1429 [-0.4286, +0.0000]: within noise: kept shared"
+    )
 
 
 def test_a_gate_that_holds_out_is_kept() -> None:
-    # Both parts: a false defect at presence 0.2 and a true one at 0.9. Held out, the gate
-    # tuned on either part scores 1.0 on the other; without presence 0.5.
-    stats = stats_of([(False, 0.2), (True, 0.9), (False, 0.2), (True, 0.9)])
-    tuning = search.tune_stats(stats, np.array([0, 0, 1, 1]), BASE)
-    result = tuning.postprocess
+    # 20 images a part, each: a false defect at presence 0.2 and a true one at 0.9, ten
+    # times. Held out, the gate tuned on either part scores 1 on the other; without
+    # presence 0.5: a gain of +1 on every false defect, significant over 40 images.
+    stats = stats_of([(False, 0.2), (True, 0.9)] * 20)
+    parts = np.repeat([0, 1], 20)
+    tuning = search.tune_stats(stats, parts, BASE)
+    assert tuning.adopted == "presence"
+    assert tuning.rungs[2].gain.diff["mean"].value == pytest.approx(0.5)
+    assert tuning.rungs[2].gain.diff["mean"].low > 0
     assert tuning.held_out["dice_mean"] == pytest.approx(1.0)
-    assert tuning.held_out_without_presence["dice_mean"] == pytest.approx(0.5)
-    assert tuning.presence == "kept"
+    result = tuning.postprocess
     assert (result.gate is not None and 0.2 < result.gate[0] <= 0.9) or result.scale_c
     assert tuning.after["dice_mean"] == pytest.approx(1.0)
+    # the same on 4 images is within noise: the simpler setting stays
+    few = search.tune_stats(stats_of([(False, 0.2), (True, 0.9)] * 2), np.array([0, 0, 1, 1]), BASE)
+    assert few.rungs[2].held_out["dice_mean"] == pytest.approx(1.0)
+    assert few.adopted == "shared" and few.postprocess.gate is None
 
 
-def test_without_presence_there_is_nothing_to_keep() -> None:
+def test_without_presence_the_ladder_has_two_rungs() -> None:
     levels = np.zeros((2, 4, 2, 2), np.uint8)
     levels[:, :, 0, 0] = 204
     stats = search.pair_stats(levels, levels > 0, False)
     tuning = search.tune_stats(stats, np.array([0, 1]), BASE)
-    assert tuning.presence is None and tuning.postprocess.gate is None
-    assert tuning.without_presence is None and tuning.held_out_without_presence is None
+    assert [r.name for r in tuning.rungs] == ["shared", "per-class"]
+    assert tuning.postprocess.gate is None
     assert tuning.after["dice_mean"] == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="--search presence needs class presence"):
+        search.tune_stats(stats, np.array([0, 1]), BASE, how="presence")
+
+
+def test_a_forced_search_is_the_only_rung() -> None:
+    stats = stats_of([(False, 0.2), (True, 0.9)] * 2)
+    tuning = search.tune_stats(stats, np.array([0, 0, 1, 1]), BASE, how="presence")
+    assert [r.name for r in tuning.rungs] == ["presence"] and tuning.adopted == "presence"
+    assert tuning.postprocess.gate is not None or tuning.postprocess.scale_c is not None
+
+
+def test_the_shared_search_gives_every_class_one_threshold_and_size() -> None:
+    # class 1: 2 true pixels at 0.39; class 2: 2 true at 0.78 and 2 false at 0.47.
+    # One threshold below 0.39: class 1 scores 1, class 2 2*2/(4+2) = 2/3, mean 5/6;
+    # from 0.39 to 0.47: 0 and 2/3; from 0.47 to 0.78: 0 and 1. Per class: 1 and 1.
+    levels = np.zeros((1, 2, 1, 4), np.uint8)
+    levels[0, 0] = [100, 100, 0, 0]
+    levels[0, 1] = [200, 200, 120, 120]
+    truth = np.zeros_like(levels, bool)
+    truth[0, 0, 0, :2] = truth[0, 1, 0, :2] = True
+    stats = search.pair_stats(levels, truth, False)
+    shared = search.search_shared(stats, min_grid=(0,))
+    assert shared.thresholds[0] == shared.thresholds[1] < 100 / 255
+    assert shared.min_pixels == [0, 0] and shared.gate_or_none is None
+    assert search.score(stats, shared.thresholds, shared.min_pixels)["dice_mean"] == pytest.approx(
+        5 / 6
+    )
+    alone = search.search_alone(stats)
+    assert search.score(stats, alone.thresholds, alone.min_pixels)["dice_mean"] == 1.0
 
 
 def test_pair_stats_match_direct_counting() -> None:

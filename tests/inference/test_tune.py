@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sever.inference.bootstrap import Difference, Interval
 from sever.inference.postprocess import PostProcess
-from sever.inference.search import Tuning
+from sever.inference.search import Rung, Tuning
 from sever.inference.tune import TuneReport
 
 
@@ -47,49 +48,42 @@ def test_without_presence() -> None:
     }
 
 
-def test_with_presence_kept() -> None:
+def test_the_ladder_intervals_and_gain() -> None:
     gated = PostProcess(threshold=0.5, min_pixels=0, gate=[0.5, 0.0, 0.0, 0.3], scale_c=2.0)
-    tuning = Tuning(
-        gated,
-        BEFORE,
-        AFTER,
-        scores(0.7),
-        without_presence=scores(0.72),
-        held_out_without_presence=scores(0.6),
-        presence="kept",
-        presence_note="gates and scaling improve the held-out estimate",
+    gain = Difference({"mean": Interval(0.02, 0.005, 0.035)}, {"mean": 0.99})
+    worse = Difference({"mean": Interval(-0.01, -0.03, 0.01)}, {"mean": 0.2})
+    rungs = (
+        Rung("shared", scores(0.6), None, True),
+        Rung("per-class", scores(0.59), worse, False),
+        Rung("presence", scores(0.7), gain, True),
     )
+    intervals = {"before": Interval(0.5, 0.45, 0.55), "after": Interval(0.75, 0.7, 0.8)}
+    held = Difference({"mean": Interval(0.2, 0.1, 0.3)}, {"mean": 1.0})
+    tuning = Tuning(gated, BEFORE, AFTER, scores(0.7), rungs, intervals, held)
     report = TuneReport(tuning, 20, 2, Path("pp.yml"))
     lines = report.lines()
     assert lines[2] == "    dice_1   0.4000   0.7000      0.500           0  0.50"
     assert lines[6:] == [
         "held out (tuned on the other folds, scored on each in turn): dice_mean 0.7000; "
         "'after' is fitted to these images",
-        "without presence (no gate, no scaling): dice_mean 0.7200, held out 0.6000; scale_c 2.0",
-        "presence kept: gates and scaling improve the held-out estimate",
+        "95% intervals over the images: before 0.5000 [0.4500, 0.5500], after 0.7500 "
+        "[0.7000, 0.8000]",
+        "held-out gain over before: +0.2000 [+0.1000, +0.3000] (tuned better)",
+        "shared (one threshold and one minimum size for every class): held out 0.6000",
+        "per-class (per-class thresholds and minimum sizes): held out 0.5900, gain over shared "
+        "-0.0100 [-0.0300, +0.0100]: within noise: kept shared",
+        "presence (per-class, with presence gates and threshold scaling): held out 0.7000, "
+        "gain over shared +0.0200 [+0.0050, +0.0350]: adopted",
         "wrote pp.yml",
     ]
     found = report.to_dict()
-    assert list(found) == [
-        "before",
-        "after",
-        "threshold",
-        "min_pixels",
-        "gate",
-        "scale_c",
-        "held_out",
-        "without_presence",
-        "held_out_without_presence",
-        "presence",
-        "presence_note",
-        "images",
-        "folds",
-        "out",
+    assert found["search"] == "presence"
+    assert found["held_out_gain"] == {"value": 0.2, "low": 0.1, "high": 0.3, "p_better": 1.0}
+    assert found["intervals"]["after"] == {"value": 0.75, "low": 0.7, "high": 0.8}
+    assert [(r["name"], r["adopted"]) for r in found["searches"]] == [
+        ("shared", True),
+        ("per-class", False),
+        ("presence", True),
     ]
+    assert found["searches"][1]["gain"]["value"] == -0.01
     assert (found["gate"], found["scale_c"]) == ([0.5, 0.0, 0.0, 0.3], 2.0)
-
-
-def test_a_dropped_gate_is_not_reported() -> None:
-    tuning = Tuning(TUNED, BEFORE, AFTER, scores(0.4), scores(0.7), scores(0.6), "dropped", "x")
-    found = TuneReport(tuning, 7, 1, Path("pp.yml")).to_dict()
-    assert found["gate"] is None and found["presence"] == "dropped"

@@ -134,14 +134,24 @@ def test_tune_with_a_classifier_searches_gates(runs, tmp_path: Path, capsys) -> 
     args = ["tune", "-r", str(runs[0]), "-r", str(runs[1]), "--last", "--out", str(out)]
     assert cli(*args, "--json", "--workers", "0") == 0
     result = json.loads(capsys.readouterr().out)
-    # gates and scaling widen the search: never worse than the search without them
-    assert result["after"]["dice_mean"] >= result["without_presence"]["dice_mean"] - 1e-12
+    # with presence known, the ladder has its third rung
+    assert [r["name"] for r in result["searches"]] == ["shared", "per-class", "presence"]
     assert result["after"]["dice_mean"] >= result["before"]["dice_mean"]
     written = yaml.safe_load(out.read_text())
     assert written.get("gate") == result["gate"]
+    if result["search"] != "presence":
+        assert result["gate"] is None and result["scale_c"] is None
+    # forced, the presence search widens the per-class one: never worse on these images
+    forced = tmp_path / "forced.yml"
+    assert cli(*args[:-1], str(forced), "--search", "presence", "--json", "--workers", "0") == 0
+    presence = json.loads(capsys.readouterr().out)
+    assert cli(*args[:-1], str(forced), "--search", "per-class", "--json", "--workers", "0") == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert presence["after"]["dice_mean"] >= alone["after"]["dice_mean"] - 1e-12
     assert cli(*args, "--workers", "0") == 0  # the table, from the cache
     printed = capsys.readouterr().out
-    assert "without presence (no gate, no scaling)" in printed and "held out" in printed
+    assert "presence (per-class, with presence gates and threshold scaling)" in printed
+    assert "held out" in printed
 
 
 def test_tune_refuses_a_classifier_from_another_split(runs, tmp_path: Path, capsys) -> None:
