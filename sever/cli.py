@@ -546,9 +546,8 @@ def evaluate(spec, data_dir: Path | None, out: Path | None, as_json: bool) -> No
 @click.option(
     "--images",
     "images_dir",
-    required=True,
     type=click.Path(path_type=Path),
-    help="Folder of images to predict.",
+    help="Folder of images to predict (with --from-probs: only for its sample_submission.csv).",
 )
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Submission CSV.")
 @click.option(
@@ -566,14 +565,45 @@ def evaluate(spec, data_dir: Path | None, out: Path | None, as_json: bool) -> No
     type=click.Path(path_type=Path),
     help="Also write PNGs of the predicted masks over the images here.",
 )
+@click.option(
+    "--save-probs",
+    type=click.Path(path_type=Path),
+    help="Also keep the ensemble's probabilities here (8-bit, compressed) for --from-probs.",
+)
+@click.option(
+    "--from-probs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Predict from probabilities --save-probs kept, no model needed; repeat to blend "
+    "several (with --averaging).",
+)
 @json_option
 def predict(
-    spec, images_dir: Path, out: Path, fmt: str, overlays: Path | None, as_json: bool
+    spec,
+    images_dir: Path | None,
+    out: Path,
+    fmt: str,
+    overlays: Path | None,
+    save_probs: Path | None,
+    from_probs: tuple[Path, ...],
+    as_json: bool,
 ) -> None:
     """Predict a folder of images into a Kaggle submission."""
-    from sever.inference import Ensemble, predict_folder
+    from sever.inference import Ensemble, Outputs, load_postprocess, predict_folder, predict_saved
 
-    report = predict_folder(Ensemble.from_options(spec), images_dir, out, fmt, overlays)
+    outputs = Outputs(out, fmt, overlays, save_probs)
+    if from_probs:
+        if spec.runs or spec.file or overlays or save_probs:
+            raise click.UsageError(
+                "--from-probs predicts without models: drop -r/-c, --overlays and --save-probs"
+            )
+        postprocess = load_postprocess(spec.postprocess) if spec.postprocess else None
+        averaging = spec.averaging or "mean"
+        report = predict_saved(from_probs, outputs, postprocess, averaging, images_dir)
+    elif images_dir is None:
+        raise click.UsageError("give --images DIR (or --from-probs DIR)")
+    else:
+        report = predict_folder(Ensemble.from_options(spec), images_dir, outputs)
     echo_report(report, as_json)
 
 

@@ -526,6 +526,11 @@ compare-missing-candidate | 2 | nowhere.yml: ensemble file not found | compare -
 compare-bad-second-before-any-model | 2 | ens-pp-inline.yml: postprocess: PostProcess.threshold | compare -c {y}/ens-ok.yml -c {y}/ens-pp-inline.yml
 compare-pick-three | 2 | '--pick': 3 is not in the range 2<=x<=2 | compare -c {y}/ens-ok.yml -c {y}/ens-ok.yml --pick 3
 compare-resamples-few | 2 | '--resamples': 10 is not in the range x>=100 | compare -c {y}/ens-ok.yml -c {y}/ens-ok.yml --resamples 10
+predict-from-probs-missing | 1 | --from-probs nowhere: no such folder | predict --from-probs nowhere --out {tmp}/s.csv
+predict-from-probs-not-saved | 1 | --from-probs {data}: no probs.json; not a folder that predict --save-probs wrote | predict --from-probs {data} --out {tmp}/s.csv
+predict-from-probs-with-models | 2 | --from-probs predicts without models: drop -r/-c | predict --from-probs nowhere -r {run} --out {tmp}/s.csv
+predict-without-images | 2 | give --images DIR (or --from-probs DIR) | predict -r {run} --out {tmp}/s.csv
+predict-save-probs-not-empty | 2 | --save-probs {data}: already exists and is not empty | PREDICT --save-probs {data}
 predict-format-unknown | 2 | '--format': 'compact' is not one of 'auto', 'wide', 'long' | PREDICT --format compact
 """
 

@@ -22,6 +22,7 @@ __all__ = [
     "Ensemble",
     "EnsembleOptions",
     "EvalReport",
+    "Outputs",
     "PostProcess",
     "PredictReport",
     "PseudoReport",
@@ -30,6 +31,7 @@ __all__ = [
     "evaluate_runs",
     "load_postprocess",
     "predict_folder",
+    "predict_saved",
     "pseudo_label",
     "score_submission",
     "tune_runs",
@@ -44,6 +46,7 @@ _HOME = {
     "Ensemble": "ensemble",
     "EnsembleOptions": "ensemble",
     "EvalReport": "evaluate",
+    "Outputs": "predict",
     "PostProcess": "postprocess",
     "PredictReport": "predict",
     "PseudoReport": "pseudo",
@@ -52,6 +55,7 @@ _HOME = {
     "evaluate_runs": "evaluate",
     "load_postprocess": "postprocess_file",
     "predict_folder": "predict",
+    "predict_saved": "predict",
     "pseudo_label": "pseudo",
     "score_submission": "submission",
     "tune_runs": "tune",
@@ -64,7 +68,7 @@ if TYPE_CHECKING:
     from sever.inference.evaluate import EvalReport, evaluate_runs
     from sever.inference.postprocess import PostProcess
     from sever.inference.postprocess_file import load_postprocess
-    from sever.inference.predict import PredictReport, predict_folder
+    from sever.inference.predict import Outputs, PredictReport, predict_folder, predict_saved
     from sever.inference.pseudo import PseudoReport, pseudo_label
     from sever.inference.submission import score_submission, write_submission
     from sever.inference.tune import TuneReport, tune_runs

@@ -6,7 +6,8 @@ back), then over the ensemble's members with the chosen averaging (mean, RMS, we
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,14 @@ from sever.fileio import (
 from sever.inference.ensemble import Ensemble
 from sever.inference.models import Member
 from sever.inference.postprocess import PostProcess, average, postprocess_batch
+from sever.inference.postprocess_file import tuned_with
+from sever.inference.probs import (
+    blended,
+    check_blend,
+    check_save_folder,
+    probs_writer,
+    read_saved,
+)
 from sever.inference.submission import (
     FORMATS,
     check_same_images,
@@ -226,52 +235,129 @@ class PredictReport:
         return {"images": self.images, "with_defect": with_defect, "out": str(self.out)}
 
 
-def predict_folder(
-    ensemble: Ensemble,
-    images_dir: Path,
-    out: Path,
-    fmt: str = "auto",
-    overlays: Path | None = None,
-) -> PredictReport:
+@dataclass(frozen=True)
+class Outputs:
+    """Where predict writes: the submission (`out`, in `fmt`), and optionally overlays
+    and the ensemble's probabilities (`save_probs`, see `sever.inference.probs`)."""
+
+    out: Path
+    fmt: str = "auto"
+    overlays: Path | None = None
+    save_probs: Path | None = None
+
+    def check(self) -> None:
+        """Before any work: the format and every output path."""
+        if self.fmt not in FORMATS:
+            raise OptionError(f"--format {self.fmt}: expected one of {', '.join(FORMATS)}")
+        check_output_file(self.out, "--out")
+        if self.overlays is not None:
+            check_output_folder(self.overlays, "--overlays")
+        if self.save_probs is not None:
+            check_save_folder(self.save_probs)
+
+    def template(self, images_dir: Path | None) -> Path | None:
+        """With 'auto', a sample_submission.csv beside the images gives the order."""
+        if images_dir is None or self.fmt != "auto":
+            return None
+        beside = images_dir.parent / "sample_submission.csv"
+        return beside if beside.is_file() else None
+
+
+def predict_folder(ensemble: Ensemble, images_dir: Path, outputs: Outputs | Path) -> PredictReport:
     """Predict every image of a folder into a submission CSV (written atomically).
 
     Args:
-        fmt: 'auto' (the wide format, in the order of a sample_submission.csv beside the
-            folder when there is one), 'wide' or 'long'.
-        overlays: a folder for PNGs of the predicted masks over the images.
+        outputs: the submission (a path: in the 'auto' format, the wide one in the order of
+            a sample_submission.csv beside the folder when there is one), and optionally
+            overlays (PNGs of the masks over the images) and the saved probabilities.
     """
+    outputs = outputs if isinstance(outputs, Outputs) else Outputs(outputs)
     # Everything that can be checked is checked before the work, not after it.
     postprocess = ensemble.postprocess or PostProcess(classes=ensemble.classes)
     check_members(ensemble.members, postprocess)
-    if fmt not in FORMATS:
-        raise OptionError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
-    check_output_file(out, "--out")
-    if overlays is not None:
-        check_output_folder(overlays, "--overlays")
+    outputs.check()
     loader = image_loader(images_dir, ensemble)
     names = loader_ids(loader)
-    beside = images_dir.parent / "sample_submission.csv"
-    template = beside if fmt == "auto" and beside.is_file() else None
+    template = outputs.template(images_dir)
     if template is not None:
         check_same_images(read_template(template, ensemble.classes)[1], names, template)
-    for folder in (out.parent, overlays):
+    for folder in (outputs.out.parent, outputs.overlays):
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
     amp = autocast_dtype(ensemble.device)
     rles: dict[str, dict[int, str]] = {}
-    with Tracker(len(names), "predict", "images") as progress:
+    with ExitStack() as stack, Tracker(len(names), "predict", "images") as progress:
+        sink = None
+        if outputs.save_probs is not None:
+            record = tuned_with(ensemble)
+            sink = stack.enter_context(probs_writer(outputs.save_probs, ensemble.classes, record))
         for ids, probs, presence in predict_batches(ensemble, loader, amp):
             assert probs is not None  # check_members: there is a segmenter
+            if sink is not None:
+                sink.add(ids, probs, presence)
             masks = postprocess_batch(probs, postprocess, presence)
-            for image_id, image_masks in zip(ids, masks, strict=True):
-                encoded = {c + 1: rle.encode(m) for c, m in enumerate(image_masks) if m.any()}
-                rles[image_id] = encoded
-                if overlays is not None:
-                    write_overlay(images_dir / image_id, image_masks, overlays)
+            rles |= encoded(ids, masks)
+            if outputs.overlays is not None:
+                for image_id, image_masks in zip(ids, masks, strict=True):
+                    write_overlay(images_dir / image_id, image_masks, outputs.overlays)
             progress.update(len(ids))
-    write_submission(rles, names, out, fmt, template, ensemble.classes)
-    counts = {c: sum(c in r for r in rles.values()) for c in range(1, ensemble.classes + 1)}
-    return PredictReport(len(rles), counts, out)
+    return written(rles, names, outputs, template, ensemble.classes)
+
+
+def predict_saved(
+    folders: Sequence[Path],
+    outputs: Outputs | Path,
+    postprocess: PostProcess | None = None,
+    averaging: str = "mean",
+    images_dir: Path | None = None,
+) -> PredictReport:
+    """A submission from saved probabilities (`predict --from-probs`), no model needed:
+    several folders are blended with `averaging`, then post-processed.
+
+    Args:
+        images_dir: where the images were; only its sample_submission.csv is used.
+    """
+    outputs = outputs if isinstance(outputs, Outputs) else Outputs(outputs)
+    saved = [read_saved(f) for f in folders]
+    postprocess = postprocess or PostProcess(classes=saved[0].classes)
+    check_blend(saved, postprocess)
+    outputs.check()
+    names = saved[0].images
+    template = outputs.template(images_dir)
+    if template is not None:
+        check_same_images(read_template(template, saved[0].classes)[1], names, template)
+    outputs.out.parent.mkdir(parents=True, exist_ok=True)
+    rles: dict[str, dict[int, str]] = {}
+    with Tracker(len(names), "predict from probabilities", "images") as progress:
+        for start in range(0, len(names), SAVED_CHUNK):
+            ids = names[start : start + SAVED_CHUNK]
+            probs, presence = blended(saved, ids, averaging)
+            rles |= encoded(ids, postprocess_batch(probs, postprocess, presence))
+            progress.update(len(ids))
+    return written(rles, names, outputs, template, saved[0].classes)
+
+
+SAVED_CHUNK = 8  # images post-processed at a time from saved probabilities
+
+
+def encoded(ids: Sequence[str], masks: NDArray[np.bool_]) -> dict[str, dict[int, str]]:
+    """Each image's non-empty masks as RLE, by ClassId."""
+    return {
+        str(image_id): {c + 1: rle.encode(m) for c, m in enumerate(image_masks) if m.any()}
+        for image_id, image_masks in zip(ids, masks, strict=True)
+    }
+
+
+def written(
+    rles: dict[str, dict[int, str]],
+    names: list[str],
+    outputs: Outputs,
+    template: Path | None,
+    classes: int,
+) -> PredictReport:
+    write_submission(rles, names, outputs.out, outputs.fmt, template, classes)
+    counts = {c: sum(c in r for r in rles.values()) for c in range(1, classes + 1)}
+    return PredictReport(len(rles), counts, outputs.out)
 
 
 def write_overlay(image_path: Path, masks: NDArray[np.bool_], folder: Path) -> None:

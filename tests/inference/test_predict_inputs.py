@@ -52,7 +52,9 @@ def test_a_folder_of_mixed_sizes_is_predicted(member: Member, tmp_path: Path) ->
     sizes = {"a.jpg": (64, 256), "b.jpg": (128, 256), "c.jpg": (64, 256), "d.jpg": (64, 128)}
     folder = images(tmp_path / "images", sizes)
     out = tmp_path / "sub.csv"
-    report = predict.predict_folder(Ensemble([member], workers=0), folder, out, "wide")
+    report = predict.predict_folder(
+        Ensemble([member], workers=0), folder, predict.Outputs(out, "wide")
+    )
     assert report.images == 4
     rows = pd.read_csv(out, keep_default_na=False)
     assert list(rows["ImageId_ClassId"]) == [f"{i}_{c}" for i in sorted(sizes) for c in range(1, 5)]
@@ -72,10 +74,12 @@ def test_checks_come_before_inference(
     with pytest.raises(DataError, match=r"sample_submission.csv: image c.jpg in the template"):
         predict.predict_folder(Ensemble([member], workers=0), folder, out)
     with pytest.raises(OptionError, match="--out .*: is a folder"):
-        predict.predict_folder(Ensemble([member], workers=0), folder, tmp_path, "wide")
+        predict.predict_folder(
+            Ensemble([member], workers=0), folder, predict.Outputs(tmp_path, "wide")
+        )
     with pytest.raises(OptionError, match="--format tsv: expected one of auto, wide, long"):
-        predict.predict_folder(Ensemble([member], workers=0), folder, out, "tsv")
+        predict.predict_folder(Ensemble([member], workers=0), folder, predict.Outputs(out, "tsv"))
     odd = images(tmp_path / "odd", {"a.jpg": (64, 256), "z.jpg": (64, 250)})
     with pytest.raises(DataError, match=r"z.jpg: 64x250 is not a multiple of 32, which FPN"):
-        predict.predict_folder(Ensemble([member], workers=0), odd, out, "wide")
+        predict.predict_folder(Ensemble([member], workers=0), odd, predict.Outputs(out, "wide"))
     assert not (tmp_path / "out").exists()  # nothing created by a refused predict

@@ -1,0 +1,100 @@
+"""Saved probabilities: the folder format, blending, and a submission from them that equals
+the one predicted directly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from sever.errors import DataError, OptionError
+from sever.inference import Ensemble, predict
+from sever.inference.postprocess import PostProcess
+from sever.inference.probs import blended, check_blend, probs_writer, read_saved
+from tests.inference.test_predict_inputs import member  # noqa: F401 (a fixture)
+
+RECORD = {"tta": "none", "averaging": "mean", "models": []}
+
+
+def saved(folder: Path, probs: np.ndarray, presence: np.ndarray | None = None) -> Path:
+    ids = [f"{i}.jpg" for i in range(len(probs))]
+    with probs_writer(folder, probs.shape[1], RECORD) as sink:
+        sink.add(ids[:2], probs[:2], None if presence is None else presence[:2])
+        sink.add(ids[2:], probs[2:], None if presence is None else presence[2:])
+    return folder
+
+
+def test_a_folder_keeps_8_bit_levels_and_its_manifest(tmp_path: Path):
+    probs = np.zeros((3, 2, 2, 4), np.float32)
+    probs[0, 1, 0, 0] = 0.5  # level rint(127.5) = 128
+    probs[2, 0] = 1.0
+    folder = saved(tmp_path / "p", probs, np.array([[0.1, 0.9]] * 3))
+    found = read_saved(folder)
+    assert (found.classes, found.shape, found.presence) == (2, (2, 4), True)
+    assert found.images == ["0.jpg", "1.jpg", "2.jpg"] and found.predicted_with == RECORD
+    first, presence = found.load("0.jpg")
+    assert first[1, 0, 0] == 128 / 255 and first.sum() == 128 / 255
+    assert presence == pytest.approx([0.1, 0.9], abs=1e-3)  # float16
+    assert (found.load("2.jpg")[0][0] == 1.0).all()
+    assert not list(tmp_path.glob(".p*"))  # the temporary folder is gone
+
+
+def test_an_interrupted_writer_leaves_no_folder(tmp_path: Path):
+    with pytest.raises(KeyboardInterrupt), probs_writer(tmp_path / "p", 2, RECORD) as sink:
+        sink.add(["a.jpg"], np.zeros((1, 2, 2, 2)))
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_folders_blend_image_by_image(tmp_path: Path):
+    a = np.full((3, 1, 1, 2), 0.2, np.float32)
+    b = np.full((3, 1, 1, 2), 0.6, np.float32)
+    folders = [read_saved(saved(tmp_path / n, p)) for n, p in (("a", a), ("b", b))]
+    probs, presence = blended(folders, ["2.jpg", "0.jpg"], "mean")
+    assert probs.shape == (2, 1, 1, 2) and presence is None
+    # levels 51 and 153: (51 + 153) / 2 / 255 = 0.4
+    assert probs == pytest.approx(np.full((2, 1, 1, 2), 0.4))
+    rms, _ = blended(folders, ["1.jpg"], "rms")
+    assert rms[0, 0, 0, 0] == pytest.approx(np.sqrt(((51 / 255) ** 2 + (153 / 255) ** 2) / 2))
+
+
+def test_mismatched_folders_and_settings_are_refused(tmp_path: Path):
+    three = read_saved(saved(tmp_path / "three", np.zeros((3, 2, 2, 2))))
+    four = read_saved(saved(tmp_path / "four", np.zeros((4, 2, 2, 2))))
+    with pytest.raises(DataError, match="four: other images than .*three"):
+        check_blend([three, four], PostProcess(classes=2))
+    with pytest.raises(OptionError, match="--postprocess: for 4 classes, the saved .* have 2"):
+        check_blend([three], PostProcess())
+    with pytest.raises(OptionError, match="gates or scales by class presence"):
+        check_blend([three], PostProcess(gate=0.5, classes=2))
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(DataError, match="no probs.json; not a folder that predict --save-probs"):
+        read_saved(tmp_path / "bare")
+    manifest = tmp_path / "three" / "probs.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "format": 9}))
+    with pytest.raises(DataError, match="format 9; this sever reads format 1"):
+        read_saved(tmp_path / "three")
+
+
+def test_from_saved_probabilities_equals_predicting(member, tmp_path: Path):  # noqa: F811
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        cv2.imwrite(str(folder / f"{i}.jpg"), rng.integers(0, 255, (64, 256), np.uint8))
+    # thresholds between 1/255 levels (as tune writes them) are exact on saved levels; the
+    # most probable class at a pixel is not, where two classes are within 1/255
+    levels = [(k + 0.5) / 255 for k in (120, 125, 127, 130)]
+    pp = PostProcess(threshold=levels, min_pixels=0, one_class_per_pixel=False)
+    ensemble = Ensemble([member], postprocess=pp, workers=0)
+    direct, probs = tmp_path / "direct.csv", tmp_path / "probs"
+    predict.predict_folder(ensemble, folder, predict.Outputs(direct, "wide", save_probs=probs))
+    again = tmp_path / "again.csv"
+    report = predict.predict_saved([probs], predict.Outputs(again, "wide"), pp)
+    assert again.read_text() == direct.read_text()
+    assert report.images == 5 and sum(report.with_defect.values()) > 0
+    with pytest.raises(OptionError, match="--save-probs .*: already exists and is not empty"):
+        predict.predict_folder(ensemble, folder, predict.Outputs(direct, save_probs=probs))
