@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DATA   := data/synthetic
 DEMO   := experiments/demo.yml
 
-.PHONY: install data train test lint format bench gpu-wheels clean
+.PHONY: install browser data train test lint format bench gpu-wheels clean
 
 install: $(STAMP)
 
@@ -19,6 +19,13 @@ $(STAMP): pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# Headless Chromium: a test opens sever compare's HTML report in a real browser. Installed
+# from Debian's packages when missing (needs root, as on CI); elsewhere install it yourself.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } || \
+	  { echo "make test needs chromium (headless) for the report test: install it"; exit 1; }
+
 $(DATA)/train.csv: | $(STAMP)
 	$(BIN)/sever synth $(DATA)
 
@@ -28,7 +35,7 @@ data: $(DATA)/train.csv
 train: data
 	$(BIN)/sever train -c $(DEMO)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -626,6 +626,12 @@ def predict(
 )
 @click.option("--resamples", default=2000, show_default=True, type=click.IntRange(100))
 @click.option("--seed", default=0, show_default=True, type=int, help="Bootstrap seed.")
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(path_type=Path),
+    help="Also write a self-contained HTML report here (plots, curves, disagreements).",
+)
 @data_dir_option
 @json_option
 def compare(
@@ -634,16 +640,26 @@ def compare(
     pick: int | None,
     resamples: int,
     seed: int,
+    html_out: Path | None,
     data_dir: Path | None,
     as_json: bool,
 ) -> None:
     """Score candidate submissions on the same validation images, with bootstrap intervals
     on every score and every difference; --pick 2 proposes the two final submissions."""
+    from sever.fileio import check_output_file
     from sever.inference import compare_ensembles
 
+    if html_out is not None:
+        check_output_file(html_out, "--html")  # before the work
     candidates = [dataclasses.replace(spec, file=f) for f in files]
     report = compare_ensembles(candidates, data_dir, resamples, seed, pick or 0)
+    if html_out is not None:
+        from sever.inference.report import write_html
+
+        write_html(report, html_out)
     echo_report(report, as_json)
+    if html_out is not None and not as_json:
+        click.echo(f"wrote {html_out}")
 
 
 @cli.command("pseudo-label")

@@ -12,7 +12,7 @@ share (`sever.inference.bootstrap`), which is the uncertainty Kaggle's private s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,14 @@ from sever.inference.ensemble import Ensemble, EnsembleOptions, file_options
 from sever.inference.postprocess import PostProcess, postprocess_batch
 from sever.inference.postprocess_file import load_postprocess
 from sever.inference.predict import check_members
-from sever.inference.search import image_dice
+from sever.inference.search import curves, image_dice, predicted_present
 from sever.inference.tune import predict_stats
 from sever.inference.validation import group_by_split, validation_batches, validation_set
 from sever.model.metrics import dice_per_pair
 from sever.progress import Tracker
 
+# thresholds between 1/255 levels from 0.05 to 0.95, for the report's curves
+CURVE_THRESHOLDS = (np.round(np.arange(0.05, 0.951, 0.01) * 255) + 0.5) / 255
 AGREE_AT = 0.5  # two candidates agree on a pair when both score >= this, or both below
 
 
@@ -51,12 +53,18 @@ class Candidate:
         ids: the validation images, in the rows' order.
         dice: (N, C) Dice of every (image, class) pair.
         empty: (N, C) True where the truth is empty (what an all-empty prediction gets right).
+        predicted: (N, C) True where the candidate predicts a defect.
+        curves: from tune's counts, each class's mean Dice at each of CURVE_THRESHOLDS and
+            at each minimum size of MIN_PIXELS_GRID, the other settings as they are
+            (None when scored from masks).
     """
 
     name: str
     ids: list[str]
     dice: NDArray[np.float64]
     empty: NDArray[np.bool_]
+    predicted: NDArray[np.bool_]
+    curves: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,7 @@ class Comparison:
     agreement: dict[tuple[str, str], float]
     scored_on: dict[str, int]
     picks: tuple[Pick, ...] = ()
+    aligned: tuple[Candidate, ...] = field(default=(), repr=False)  # for the HTML report
 
     def difference(self, a: str, b: str) -> Difference:
         """a minus b (whichever order it was computed in)."""
@@ -191,13 +200,20 @@ def compare_candidates(
         differences,
         agreement,
         {c.name: len(c.ids) for c in candidates},
+        aligned=tuple(aligned),
     )
 
 
 def aligned_to(candidate: Candidate, order: list[str]) -> Candidate:
     row = {image: i for i, image in enumerate(candidate.ids)}
     rows = [row[i] for i in order]
-    return replace(candidate, ids=order, dice=candidate.dice[rows], empty=candidate.empty[rows])
+    return replace(
+        candidate,
+        ids=order,
+        dice=candidate.dice[rows],
+        empty=candidate.empty[rows],
+        predicted=candidate.predicted[rows],
+    )
 
 
 def pick_two(comparison: Comparison) -> Comparison:
@@ -249,12 +265,17 @@ def score_candidate(name: str, ensemble: Ensemble, data_dir: Path | None = None)
     groups = group_by_split(ensemble.members)
     ids = [i for _, run in groups for i in validation_ids(run)]
     if any(postprocess.min_component):
-        dice, empty = masks_dice(ensemble, groups, postprocess, data_dir)
-    else:
-        cache = groups[0][1] / "cache"
-        stats, _ = predict_stats(ensemble, groups, cache, postprocess.one_class_per_pixel, data_dir)
-        dice, empty = image_dice(stats, postprocess), stats.truth == 0
-    return Candidate(name, ids, dice, empty)
+        return Candidate(name, ids, *masks_dice(ensemble, groups, postprocess, data_dir))
+    cache = groups[0][1] / "cache"
+    stats, _ = predict_stats(ensemble, groups, cache, postprocess.one_class_per_pixel, data_dir)
+    return Candidate(
+        name,
+        ids,
+        image_dice(stats, postprocess),
+        stats.truth == 0,
+        predicted_present(stats, postprocess),
+        curves(stats, postprocess, CURVE_THRESHOLDS),
+    )
 
 
 def validation_ids(run: Path) -> list[str]:
@@ -267,10 +288,11 @@ def masks_dice(
     groups: list[tuple[list[Any], Path]],
     postprocess: PostProcess,
     data_dir: Path | None,
-) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Per (image, class) Dice and truth emptiness from post-processed masks."""
+) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.bool_]]:
+    """Per (image, class) Dice, truth emptiness and predicted presence from post-processed
+    masks."""
     sets = [(members, validation_set(run, members[0], data_dir)) for members, run in groups]
-    dice, empty = [], []
+    dice, empty, predicted = [], [], []
     with Tracker(sum(len(s) for _, s in sets), "compare", "images") as progress:
         for members, dataset in sets:
             for ids, probs, heads, masks in validation_batches(
@@ -281,8 +303,9 @@ def masks_dice(
                 truth = torch.from_numpy(masks.astype(bool))
                 dice.append(dice_per_pair(pred, truth).double().numpy())
                 empty.append(~truth.flatten(2).any(2).numpy())
+                predicted.append(pred.flatten(2).any(2).numpy())
                 progress.update(len(ids))
-    return np.concatenate(dice), np.concatenate(empty)
+    return np.concatenate(dice), np.concatenate(empty), np.concatenate(predicted)
 
 
 def compare_ensembles(

@@ -148,17 +148,51 @@ def pair_dice(
 
     An image whose class is emptied (fewer than `min_pixels` predicted, or a presence
     probability under `gate`) scores 1 if its truth is empty, else 0."""
+    pred, inter = kept_counts(stats, c, levels, min_pixels, gate)
+    total = pred + stats.truth[:, c, None].astype(np.float64)
+    dice: NDArray[np.float64] = np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1))
+    return dice
+
+
+def kept_counts(
+    stats: PairStats, c: int, levels: NDArray[np.int64], min_pixels: int, gate: float = 0.0
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Predicted and correctly predicted pixels of class c (N, K) at per-image levels,
+    0 where the class is emptied (too small, or gated out)."""
     pred = np.take_along_axis(stats.above[:, c, :], levels, axis=1).astype(np.float64)
     inter = np.take_along_axis(stats.hits[:, c, :], levels, axis=1).astype(np.float64)
-    truth = stats.truth[:, c, None].astype(np.float64)
     emptied = pred < min_pixels
     if gate > 0:
         assert stats.presence is not None  # `score` and `search` gate only with presence
         emptied = emptied | (stats.presence[:, c, None] < gate)
-    pred, inter = np.where(emptied, 0, pred), np.where(emptied, 0, inter)
-    total = pred + truth
-    dice: NDArray[np.float64] = np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1))
-    return dice
+    return np.where(emptied, 0, pred), np.where(emptied, 0, inter)
+
+
+def predicted_present(stats: PairStats, postprocess: PostProcess) -> NDArray[np.bool_]:
+    """(N, C): whether `postprocess` leaves a defect of each class in each image."""
+    gate = postprocess.gate or (0.0,) * postprocess.classes
+    columns = []
+    for c in range(stats.truth.shape[1]):
+        t0 = np.array([postprocess.threshold[c]])
+        levels = levels_for(stats, c, t0, postprocess.scale_c)
+        pred, _ = kept_counts(stats, c, levels, postprocess.min_pixels[c], gate[c])
+        columns.append(pred[:, 0] > 0)
+    return np.stack(columns, axis=1)
+
+
+def curves(
+    stats: PairStats, postprocess: PostProcess, thresholds: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Mean Dice of each class (C, K) at each of `thresholds` (the other settings as they
+    are), and (C, M) at each minimum size of MIN_PIXELS_GRID (the threshold as it is)."""
+    n, gate = stats.truth.shape[0], postprocess.gate or (0.0,) * postprocess.classes
+    by_threshold, by_size = [], []
+    for c in range(stats.truth.shape[1]):
+        levels = levels_for(stats, c, thresholds, postprocess.scale_c)
+        by_threshold.append(dice_sums(stats, c, levels, postprocess.min_pixels[c], gate[c]) / n)
+        own = levels_for(stats, c, np.array([postprocess.threshold[c]]), postprocess.scale_c)
+        by_size.append([dice_sums(stats, c, own, m, gate[c])[0] / n for m in MIN_PIXELS_GRID])
+    return np.array(by_threshold), np.array(by_size)
 
 
 def score(

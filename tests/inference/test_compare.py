@@ -16,7 +16,8 @@ from tests.support import cli_output, write_tiny
 
 def candidate(name: str, dice: np.ndarray, ids: list[str] | None = None) -> Candidate:
     ids = ids or [f"{i}.jpg" for i in range(len(dice))]
-    return Candidate(name, ids, np.asarray(dice, np.float64), np.ones(np.shape(dice), bool))
+    dice = np.asarray(dice, np.float64)
+    return Candidate(name, ids, dice, np.ones(dice.shape, bool), np.zeros(dice.shape, bool))
 
 
 def planted(positives: int, images: int, rng: np.random.Generator) -> np.ndarray:
@@ -41,7 +42,7 @@ def shake_up() -> tuple[Candidate, Candidate]:
 
 def test_the_shake_up_replayed_public_noise_private_direction():
     a, b = shake_up()
-    public = [Candidate(c.name, c.ids[:150], c.dice[:150], c.empty[:150]) for c in (a, b)]
+    public = [candidate(c.name, c.dice[:150]) for c in (a, b)]  # the first 150 images
     small = compare_candidates(public)
     diff = small.difference("rms.yml", "mean.yml").diff["mean"]
     assert diff.value == pytest.approx(0.005)  # the public score prefers rms...
@@ -124,9 +125,11 @@ def test_compare_from_the_command_line(tiny_data: Path, tmp_path: Path, capsys):
     c.write_text(
         f"models: [{{run: {run}}}]\npostprocess: {{threshold: {127.5 / 255}, min_component: 1}}\n"
     )
+    page = tmp_path / "report.html"
     code, out, err = cli_output(
-        capsys, "compare", "-c", a, "-c", b, "-c", c, "--pick", 2, "--workers", 0, "--json"
-    )
+        capsys, "compare", "-c", a, "-c", b, "-c", c, "--pick", 2, "--workers", 0, "--json",
+        "--html", page,
+    )  # fmt: skip
     assert code == 0, err
     found = json.loads(out)
     assert found["images"] == 6 and found["classes"] == 4  # 32 images, val_fraction 0.2
@@ -136,6 +139,8 @@ def test_compare_from_the_command_line(tiny_data: Path, tmp_path: Path, capsys):
     assert differences[str(a), str(c)]["mean"]["value"] == pytest.approx(0, abs=1e-7)
     assert differences[str(a), str(c)]["verdict"] == "within noise"
     assert len(found["picks"]) == 2
+    html = page.read_text()
+    assert '<h2 id="curves">' in html and html.count("data:image/png;base64,") == 4
     code, out, err = cli_output(capsys, "evaluate", "-c", a, "--workers", 0, "--json")
     assert code == 0, err
     evaluated = json.loads(out)
