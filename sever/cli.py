@@ -690,20 +690,13 @@ def pseudo_label(spec, images_dir: Path, out: Path, hi: float, lo: float, as_jso
 
 
 @cli.command()
-@ensemble_options(
-    *MODEL_OPTIONS,
-    click.option(
-        "--averaging",
-        default="mean",
-        show_default=True,
-        type=click.Choice(["mean", "rms", "weighted"]),
-    ),
-)
+@ensemble_options(*MODEL_OPTIONS, *FILE_OPTIONS[:2])
 @click.option(
     "--postprocess",
     "start",
     type=click.Path(path_type=Path),
-    help="Starting post-processing (kept for what is not tuned).",
+    help="Starting post-processing (kept for what is not tuned; default: the ensemble "
+    "file's, else the defaults).",
 )
 @click.option(
     "--out",
@@ -727,18 +720,21 @@ def tune(
 ) -> None:
     """Tune per-class thresholds, minimum sizes and presence gates on the validation split.
 
-    Give a classifier run (task: classify) beside the segmenters, or use models with a
-    class head, to also tune the presence gate and the threshold scaling."""
+    -r RUN (repeatable) or -c ENSEMBLE.yml names the models (with the file's TTA and
+    averaging). Give a classifier run (task: classify) beside the segmenters, or use models
+    with a class head, to also tune the presence gate and the threshold scaling."""
     from sever.fileio import check_output_file
     from sever.inference import Ensemble, load_postprocess, tune_runs
 
-    if not spec.runs:
-        raise click.UsageError("give -r RUN (repeatable)")
+    if not spec.runs and spec.file is None:
+        raise click.UsageError("give -r RUN (repeatable) or -c ENSEMBLE.yml")
     if out is not None:
         check_output_file(out, "--out")  # before the models load
-    load_postprocess(start, "--start", None)  # its own mistakes, before the models load
+    load_postprocess(start, "--postprocess", None)  # its own mistakes, before the models load
     ensemble = Ensemble.from_options(spec)
-    base = load_postprocess(start, "--start", ensemble.classes)
+    base = load_postprocess(start, "--postprocess", ensemble.classes)
+    if start is None and ensemble.postprocess is not None:
+        base = ensemble.postprocess  # the ensemble file's
     echo_report(tune_runs(ensemble, base, out, data_dir, how), as_json)
 
 

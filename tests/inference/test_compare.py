@@ -141,6 +141,13 @@ def test_compare_from_the_command_line(tiny_data: Path, tmp_path: Path, capsys):
     assert len(found["picks"]) == 2
     html = page.read_text()
     assert '<h2 id="curves">' in html and html.count("data:image/png;base64,") == 4
+    # tune takes the same candidate file: its models, TTA and averaging; its post-processing
+    # as the start
+    code, out, err = cli_output(
+        capsys, "tune", "-c", b, "--out", tmp_path / "b-pp.yml", "--workers", 0, "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["before"]["dice_mean"] == pytest.approx(scores[str(b)]["mean"]["value"])
     code, out, err = cli_output(capsys, "evaluate", "-c", a, "--workers", 0, "--json")
     assert code == 0, err
     evaluated = json.loads(out)
