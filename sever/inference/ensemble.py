@@ -77,6 +77,7 @@ class EnsembleOptions:
     device: str = "auto"
     batch_size: int = 4
     workers: int = 2
+    member_tta: tuple[str | None, ...] | None = None  # per checkpoint, from a file
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,8 @@ class Ensemble:
                 "per checkpoint"
             )
         members = load_members(paths, device, options.weights)
+        for member, tta in zip(members, options.member_tta or (), strict=False):
+            member.tta = tta
         check_weights(members, averaging, options.file)
         postprocess = None
         if options.postprocess is not None:
@@ -176,6 +179,8 @@ class ModelEntry(BaseModel):
     epoch: Annotated[int, Field(ge=1)] | None = None
     last: bool = False
     weight: Annotated[float, Field(ge=0)] = 1.0
+    # this model's own TTA, over the ensemble's (e.g. a slow model without flips)
+    tta: Literal["none", "hflip", "vflip", "both"] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelEntry:
@@ -246,6 +251,7 @@ def file_options(options: EnsembleOptions) -> EnsembleOptions:
         runs=tuple(paths),
         epochs=(),
         weights=weights,
+        member_tta=tuple(m.tta for m in spec.models),
         tta=spec.tta if options.tta == "none" else options.tta,
         averaging=chosen,
         postprocess=options.postprocess or spec.postprocess,

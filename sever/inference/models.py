@@ -34,6 +34,7 @@ class Member:
     model: nn.Module
     config: Config
     weight: float = 1.0
+    tta: str | None = None  # its own TTA views (an ensemble file's `tta` per model)
 
     @property
     def task(self) -> str:

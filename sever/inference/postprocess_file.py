@@ -73,6 +73,7 @@ class TunedModel(BaseModel):
     weight: float = 1.0
     task: str = "segment"
     weights_sha256: str
+    tta: str | None = None  # its own TTA, when the ensemble file set one
 
 
 class TunedWith(BaseModel):
@@ -93,6 +94,7 @@ def tuned_with(ensemble: Ensemble) -> dict[str, Any]:
             "task": m.task,
             "weights_sha256": m.fingerprint,
         }
+        | ({"tta": m.tta} if m.tta else {})
         for m in ensemble.members
     ]
     return {"tta": ensemble.tta, "averaging": ensemble.averaging, "models": models}
@@ -117,6 +119,11 @@ def tuning_differences(record: dict[str, Any], ensemble: Ensemble) -> list[str]:
     extra = [str(m.path) for key, m in here.items() if key not in tuned]
     if extra:
         found.append(f"{len(extra)} model(s) here that it was not tuned with ({', '.join(extra)})")
+    views = [
+        str(m.path) for key, m in here.items() if key in tuned and tuned[key].get("tta") != m.tta
+    ]
+    if views:
+        found.append(f"another per-model TTA for {', '.join(views)}")
     if averaging == "weighted" and record["averaging"] == "weighted":
         changed = [
             str(m.path)

@@ -172,9 +172,10 @@ def predict_batch(
     presence is the mean over every member with one: the segmenters' classification heads
     and the standalone classifiers (None if no member has one).
     """
-    views = TTA[ensemble.tta]
     images = images.to(ensemble.device, non_blocking=True)
-    outputs = [member_probs(m, images, views, amp_dtype) for m in ensemble.members]
+    outputs = [
+        member_probs(m, images, TTA[m.tta or ensemble.tta], amp_dtype) for m in ensemble.members
+    ]
     masks = [p.cpu().numpy() for p, _ in outputs if p is not None]
     probs = None
     if masks:

@@ -189,7 +189,11 @@ def cache_key(ensemble: Ensemble) -> str:
     paths = [m.path for m in ensemble.members]
     parts = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths]
     weights = [m.weight for m in ensemble.members]
-    text = json.dumps([parts, ensemble.tta, ensemble.averaging, weights])
+    key: list[object] = [parts, ensemble.tta, ensemble.averaging, weights]
+    views = [m.tta for m in ensemble.members]
+    if any(views):  # per-model TTA (ensemble files); keys without it stay as they were
+        key.append(views)
+    text = json.dumps(key)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

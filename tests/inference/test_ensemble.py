@@ -130,3 +130,27 @@ def test_weights_that_would_be_ignored_are_refused() -> None:
     # Classifiers alone have no segmenter to weigh: predict says so (check_members), not
     # that every segmentation model has weight 0.
     check_weights([member("classify", 1.0)], "weighted", None)
+
+
+def test_a_model_may_have_its_own_tta(checkpoints, tmp_path: Path) -> None:
+    from sever.inference.postprocess_file import tuned_with, tuning_differences
+    from sever.inference.predict import TTA, member_probs, predict_batch
+
+    models = [
+        {"checkpoint": str(checkpoints["a"]), "tta": "hflip"},
+        {"checkpoint": str(checkpoints["b"])},
+    ]
+    path = ensemble_file(tmp_path, checkpoints, models=models, averaging="mean")
+    ensemble = Ensemble.from_file(path, workers=0)
+    assert [m.tta for m in ensemble.members] == ["hflip", None] and ensemble.tta == "vflip"
+    images = torch.randn(2, 1, 64, 128)
+    probs, _ = predict_batch(ensemble, images)
+    a, b = ensemble.members
+    own, _ = member_probs(a, images, TTA["hflip"], None)
+    shared, _ = member_probs(b, images, TTA["vflip"], None)
+    torch.testing.assert_close(torch.from_numpy(probs), (own + shared) / 2)
+    # a tuned file records it, and predicting with another per-model TTA is told
+    record = tuned_with(ensemble)
+    assert record["models"][0]["tta"] == "hflip" and "tta" not in record["models"][1]
+    a.tta = None
+    assert tuning_differences(record, ensemble) == [f"another per-model TTA for {a.path}"]
