@@ -525,8 +525,16 @@ json_option = click.option(
     help="Where to write the JSON report (default: RUN/eval-<checkpoint>[-<key>].json, the "
     "key naming the models and options).",
 )
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(path_type=Path),
+    help="Also write a self-contained HTML page (scores with intervals, defect shares).",
+)
 @json_option
-def evaluate(spec, data_dir: Path | None, out: Path | None, as_json: bool) -> None:
+def evaluate(
+    spec, data_dir: Path | None, out: Path | None, html_out: Path | None, as_json: bool
+) -> None:
     """Score checkpoints on their own runs' validation splits (full size).
 
     -r takes a run directory or a checkpoint file. A classifier run beside a segmenter
@@ -536,9 +544,21 @@ def evaluate(spec, data_dir: Path | None, out: Path | None, as_json: bool) -> No
     from sever.fileio import check_output_file
     from sever.inference import Ensemble, evaluate_runs
 
-    if out is not None:
-        check_output_file(out, "--out")  # before the models load, not after the work
-    echo_report(evaluate_runs(Ensemble.from_options(spec), data_dir, out), as_json)
+    for path, option in ((out, "--out"), (html_out, "--html")):
+        if path is not None:
+            check_output_file(path, option)  # before the models load, not after the work
+    ensemble = Ensemble.from_options(spec)
+    if html_out is not None and all(m.task == "classify" for m in ensemble.members):
+        raise SeverError("--html: classifiers alone have no masks to show")
+    report = evaluate_runs(ensemble, data_dir, out)
+    echo_report(report, as_json)
+    if html_out is not None:
+        from sever.inference.report import single, write_html
+
+        assert report.candidate is not None  # a segmenter was scored
+        write_html(single(report.candidate), html_out)
+        if not as_json:
+            click.echo(f"wrote {html_out}")
 
 
 @cli.command()

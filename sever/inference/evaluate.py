@@ -18,6 +18,7 @@ import torch
 
 from sever.fileio import atomic_path
 from sever.inference.bootstrap import Interval, score_intervals
+from sever.inference.compare import Candidate
 from sever.inference.ensemble import Ensemble
 from sever.inference.models import Member
 from sever.inference.postprocess import PostProcess, postprocess_batch
@@ -54,6 +55,8 @@ class EvalReport:
     intervals: dict[str, Interval] = field(default_factory=dict)
     path: Path | None = None
     replaced: bool = False
+    # per image, for `evaluate --html` (not in the report file)
+    candidate: Candidate | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The report file's and --json's object."""
@@ -120,7 +123,11 @@ def score_validation(ensemble: Ensemble, data_dir: Path | None = None) -> EvalRe
     groups = group_by_split(members, need_segmenter=not classifiers_only)
     classes = members[0].config.model.classes
     dice, presence = DiceMeter(classes), PresenceMeter(classes)
-    pairs: list[np.ndarray] = []  # per-image Dice, for the intervals
+    # per image, for the intervals and the HTML report: ids, Dice, truth empty, predicted
+    ids_seen: list[str] = []
+    pairs: list[np.ndarray] = []
+    empty: list[np.ndarray] = []
+    predicted: list[np.ndarray] = []
     sets = [(group, validation_set(run, group[0], data_dir)) for group, run in groups]
     images = sum(len(dataset) for _, dataset in sets)
     with Tracker(images, "evaluate", "images") as progress:
@@ -137,13 +144,19 @@ def score_validation(ensemble: Ensemble, data_dir: Path | None = None) -> EvalRe
                     pred = torch.from_numpy(postprocess_batch(probs, postprocess, heads))
                     dice.update(pred, truth)
                     pairs.append(dice_per_pair(pred, truth).double().numpy())
+                    empty.append(~truth.flatten(2).any(2).numpy())
+                    predicted.append(pred.flatten(2).any(2).numpy())
+                    ids_seen += ids
                     presence.update(pred.flatten(2).any(2), truth.amax((2, 3)))
                 progress.update(len(ids))
     scores = presence.compute() if classifiers_only else dice.compute() | presence.compute()
-    intervals = {}
+    intervals, candidate = {}, None
     if pairs:
         found = score_intervals(np.concatenate(pairs))
         intervals = {("dice_mean" if k == "mean" else f"dice_{k}"): i for k, i in found.items()}
+        name = ", ".join(Path(m.path).name for m in members)
+        per_image = (np.concatenate(pairs), np.concatenate(empty), np.concatenate(predicted))
+        candidate = Candidate(name, ids_seen, *per_image)
     return EvalReport(
         scores,
         images,
@@ -154,6 +167,7 @@ def score_validation(ensemble: Ensemble, data_dir: Path | None = None) -> EvalRe
         ensemble.tta,
         ensemble.averaging,
         intervals,
+        candidate=candidate,
     )
 
 

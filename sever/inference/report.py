@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from sever.fileio import atomic_path
+from sever.inference.bootstrap import RESAMPLES, score_intervals
 from sever.inference.compare import CURVE_THRESHOLDS, Candidate, Comparison
 from sever.inference.search import MIN_PIXELS_GRID
 
@@ -33,16 +34,41 @@ def write_html(comparison: Comparison, path: Path) -> Path:
 
 
 def render(comparison: Comparison) -> str:
+    """The page; with one candidate (evaluate --html) its scores, curves and shares."""
+    several = len(comparison.names) > 1
     parts = [
-        section("picks", "The picks", picks_html(comparison)),
         section("scores", "Scores with 95% intervals", scores_html(comparison)),
-        section("differences", "Pairwise differences", figure(differences_plot(comparison))),
         section("curves", "Threshold and minimum-size curves", curves_html(comparison)),
         section("shares", "Images with each class: predicted and true", shares_html(comparison)),
-        section("disagreements", "Where the leaders disagree", disagreements_html(comparison)),
     ]
-    title = f"sever compare: {len(comparison.names)} candidates on {comparison.images} images"
+    if several:
+        parts[1:1] = [
+            section("differences", "Pairwise differences", figure(differences_plot(comparison)))
+        ]
+        parts[:0] = [section("picks", "The picks", picks_html(comparison))]
+        parts.append(
+            section("disagreements", "Where the leaders disagree", disagreements_html(comparison))
+        )
+        title = f"sever compare: {len(comparison.names)} candidates on {comparison.images} images"
+    else:
+        title = f"sever evaluate: {comparison.names[0]} on {comparison.images} images"
     return PAGE.format(title=html.escape(title), body="\n".join(parts))
+
+
+def single(candidate: Candidate) -> Comparison:
+    """One candidate as a comparison of one, for its page."""
+    return Comparison(
+        [candidate.name],
+        len(candidate.ids),
+        candidate.dice.shape[1],
+        RESAMPLES,
+        {candidate.name: score_intervals(candidate.dice)},
+        float(candidate.empty.mean()),
+        [],
+        {},
+        {candidate.name: len(candidate.ids)},
+        aligned=(candidate,),
+    )
 
 
 PAGE = """<!DOCTYPE html>
@@ -139,7 +165,10 @@ def differences_plot(comparison: Comparison) -> Any:
 def curves_html(comparison: Comparison) -> str:
     drawn = [c for c in comparison.aligned if c.curves is not None]
     if not drawn:
-        return "<p>No curves: every candidate was scored from masks (min_component).</p>"
+        return (
+            "<p>No curves: they come from tune's counts (sever compare), and these scores "
+            "come from masks.</p>"
+        )
     plt = pyplot()
     classes = comparison.classes
     fig, axes = plt.subplots(2, classes, figsize=(3 * classes, 5.5), squeeze=False)

@@ -148,7 +148,9 @@ def test_compare_from_the_command_line(tiny_data: Path, tmp_path: Path, capsys):
     )
     assert code == 0, err
     assert json.loads(out)["before"]["dice_mean"] == pytest.approx(scores[str(b)]["mean"]["value"])
-    code, out, err = cli_output(capsys, "evaluate", "-c", a, "--workers", 0, "--json")
+    page = tmp_path / "evaluate.html"
+    args = ["evaluate", "-c", a, "--workers", 0, "--json", "--html", page]
+    code, out, err = cli_output(capsys, *args)
     assert code == 0, err
     evaluated = json.loads(out)
     assert evaluated["dice_mean"] == pytest.approx(scores[str(a)]["mean"]["value"])
@@ -156,3 +158,6 @@ def test_compare_from_the_command_line(tiny_data: Path, tmp_path: Path, capsys):
     assert evaluated["intervals"]["dice_mean"] == pytest.approx(scores[str(a)]["mean"])
     interval = evaluated["intervals"]["dice_3"]
     assert interval["low"] <= evaluated["dice_3"] == interval["value"] <= interval["high"]
+    html = page.read_text()  # one candidate: scores, curves (none from masks), shares
+    assert '<h2 id="shares">' in html and '<h2 id="differences">' not in html
+    assert scores[str(a)]["mean"]["value"] == pytest.approx(evaluated["dice_mean"])

@@ -17,7 +17,7 @@ from sever.inference.compare import (
     compare_candidates,
     pick_two,
 )
-from sever.inference.report import SECTIONS, render, write_html
+from sever.inference.report import SECTIONS, render, single, write_html
 from sever.inference.search import MIN_PIXELS_GRID
 
 
@@ -95,3 +95,11 @@ def test_the_report_path_is_checked_before_any_work(tmp_path: Path, capsys):
     args = ["compare", "-c", "nowhere-a.yml", "-c", "nowhere-b.yml"]
     code, _, err = cli_output(capsys, *args, "--html", tmp_path / "report.html")
     assert code == 2 and err.startswith(f"error: --html {tmp_path / 'report.html'}: is a folder")
+
+
+def test_one_candidate_has_its_own_page():
+    page = render(single(planted()[1]))
+    assert "sever evaluate: b.yml on 40 images" in page
+    assert '<h2 id="picks">' not in page and '<h2 id="differences">' not in page
+    assert "0.9750 [" in page  # (38 + 2 * 0.5) / 40 images: class 2 missed on two
+    assert "No curves" in page and "<td>20.0%</td>" in page
