@@ -674,9 +674,10 @@ def compare(
     candidates = [dataclasses.replace(spec, file=f) for f in files]
     report = compare_ensembles(candidates, data_dir, resamples, seed, pick or 0)
     if html_out is not None:
+        from sever.inference.overlays import with_overlays
         from sever.inference.report import write_html
 
-        write_html(report, html_out)
+        write_html(with_overlays(report, candidates, data_dir), html_out)
     echo_report(report, as_json)
     if html_out is not None and not as_json:
         click.echo(f"wrote {html_out}")

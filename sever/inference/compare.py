@@ -97,6 +97,8 @@ class Comparison:
     scored_on: dict[str, int]
     picks: tuple[Pick, ...] = ()
     aligned: tuple[Candidate, ...] = field(default=(), repr=False)  # for the HTML report
+    # PNGs of the images the leaders disagree on most: truth, then each leader's masks
+    overlays: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     def difference(self, a: str, b: str) -> Difference:
         """a minus b (whichever order it was computed in)."""
@@ -150,6 +152,23 @@ class Comparison:
             )
         lines += [f"pick {i}: {p.name}: {p.why}" for i, p in enumerate(self.picks, 1)]
         return lines
+
+
+def leaders(comparison: Comparison) -> tuple[Candidate, Candidate]:
+    """The two picks, else the two best by mean Dice."""
+    names = [p.name for p in comparison.picks]
+    if len(names) < 2:
+        names = sorted(comparison.names, key=lambda n: -comparison.scores[n]["mean"].value)[:2]
+    by_name = {c.name: c for c in comparison.aligned}
+    return by_name[names[0]], by_name[names[1]]
+
+
+def disagreeing(comparison: Comparison, most: int = 12) -> list[int]:
+    """Rows of the images on which the leaders' Dice differ most (summed over classes),
+    at most `most`, none where they agree."""
+    a, b = leaders(comparison)
+    gap = np.abs(a.dice - b.dice).sum(axis=1)
+    return [int(i) for i in np.argsort(-gap, kind="stable")[:most] if gap[i] > 0]
 
 
 def flipped(d: Difference) -> Difference:

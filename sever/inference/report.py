@@ -19,7 +19,13 @@ import numpy as np
 
 from sever.fileio import atomic_path
 from sever.inference.bootstrap import RESAMPLES, score_intervals
-from sever.inference.compare import CURVE_THRESHOLDS, Candidate, Comparison
+from sever.inference.compare import (
+    CURVE_THRESHOLDS,
+    Candidate,
+    Comparison,
+    disagreeing,
+    leaders,
+)
 from sever.inference.search import MIN_PIXELS_GRID
 
 SECTIONS = ("picks", "scores", "differences", "curves", "shares", "disagreements")
@@ -212,19 +218,9 @@ def shares_html(comparison: Comparison) -> str:
     return table(head, rows) + figure(fig)
 
 
-def leaders(comparison: Comparison) -> tuple[Candidate, Candidate]:
-    """The two picks, else the two best by mean Dice."""
-    names = [p.name for p in comparison.picks]
-    if len(names) < 2:
-        names = sorted(comparison.names, key=lambda n: -comparison.scores[n]["mean"].value)[:2]
-    by_name = {c.name: c for c in comparison.aligned}
-    return by_name[names[0]], by_name[names[1]]
-
-
 def disagreements_html(comparison: Comparison) -> str:
     a, b = leaders(comparison)
-    gap = np.abs(a.dice - b.dice).sum(axis=1)
-    order = [int(i) for i in np.argsort(-gap, kind="stable")[:DISAGREEMENTS] if gap[i] > 0]
+    order = disagreeing(comparison, DISAGREEMENTS)
     if not order:
         return f"<p>{html.escape(a.name)} and {html.escape(b.name)} agree on every image.</p>"
     rows = []
@@ -239,4 +235,11 @@ def disagreements_html(comparison: Comparison) -> str:
             ]
         )
     head = ["image", "true classes", f"{a.name}: Dice per class", f"{b.name}: Dice per class"]
-    return table(head, rows)
+    pictures = [
+        f"<figure><figcaption>{html.escape(image_id)}: truth, {html.escape(a.name)}, "
+        f"{html.escape(b.name)}</figcaption>"
+        f'<img alt="{html.escape(image_id)}" src="data:image/png;base64,'
+        f'{base64.b64encode(png).decode()}"></figure>'
+        for image_id, png in comparison.overlays.items()
+    ]
+    return table(head, rows) + "".join(pictures)

@@ -140,7 +140,11 @@ def test_compare_from_the_command_line(tiny_data: Path, tmp_path: Path, capsys):
     assert differences[str(a), str(c)]["verdict"] == "within noise"
     assert len(found["picks"]) == 2
     html = page.read_text()
-    assert '<h2 id="curves">' in html and html.count("data:image/png;base64,") == 4
+    assert '<h2 id="curves">' in html
+    # the leaders' disagreements: a row and a picture (truth, then each) per image
+    rows = html.count("<tr><td>") - 4 - 4  # minus the scores' and the shares' rows
+    assert html.count("<figure>") == rows
+    assert html.count("data:image/png;base64,") == 4 + rows
     # tune takes the same candidate file: its models, TTA and averaging; its post-processing
     # as the start
     code, out, err = cli_output(

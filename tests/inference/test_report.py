@@ -103,3 +103,29 @@ def test_one_candidate_has_its_own_page():
     assert '<h2 id="picks">' not in page and '<h2 id="differences">' not in page
     assert "0.9750 [" in page  # (38 + 2 * 0.5) / 40 images: class 2 missed on two
     assert "No curves" in page and "<td>20.0%</td>" in page
+
+
+def test_a_disagreement_picture_stacks_the_truth_and_each_candidate():
+    from sever.inference.overlays import picture
+
+    image = np.full((64, 256), 90, np.uint8)
+    masks = np.zeros((4, 64, 256), bool)
+    masks[2, 10:20, 30:60] = True
+    png = picture(image, [masks, masks, np.zeros_like(masks)])
+    shown = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert shown.shape[:2] == ((3 * 64 + 2 * 4) // 2, 128)  # three rows and two gaps, halved
+    top, bottom = shown[:32], shown[-32:]
+    assert (top != top[0, 0]).any() and (bottom == bottom[0, 0]).all()  # tinted, then plain
+
+
+def test_the_truth_of_a_disagreement_comes_from_the_labels(tiny_data: Path):
+    import pandas as pd
+
+    from sever.data import rle
+    from sever.inference.overlays import true_masks
+
+    labels = pd.read_csv(tiny_data / "train.csv")
+    row = labels.iloc[0]
+    found = true_masks(tiny_data / "train_images", [row["ImageId"]], 4)[row["ImageId"]]
+    expected = rle.decode(row["EncodedPixels"], 64, 256) > 0
+    assert (found[row["ClassId"] - 1] == expected).all() and found.shape == (4, 64, 256)
