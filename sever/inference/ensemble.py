@@ -78,6 +78,7 @@ class EnsembleOptions:
     batch_size: int = 4
     workers: int = 2
     member_tta: tuple[str | None, ...] | None = None  # per checkpoint, from a file
+    member_size: tuple[tuple[int, int] | None, ...] | None = None  # the same
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,8 @@ class Ensemble:
         members = load_members(paths, device, options.weights)
         for member, tta in zip(members, options.member_tta or (), strict=False):
             member.tta = tta
+        for member, size in zip(members, options.member_size or (), strict=False):
+            member.size = size
         check_weights(members, averaging, options.file)
         postprocess = None
         if options.postprocess is not None:
@@ -181,6 +184,15 @@ class ModelEntry(BaseModel):
     weight: Annotated[float, Field(ge=0)] = 1.0
     # this model's own TTA, over the ensemble's (e.g. a slow model without flips)
     tta: Literal["none", "hflip", "vflip", "both"] | None = None
+    # this model's own input size [H, W]: images are resized to it and its probabilities
+    # back (a model trained at another resolution)
+    size: (
+        tuple[
+            Annotated[int, Field(ge=32, multiple_of=32)],
+            Annotated[int, Field(ge=32, multiple_of=32)],
+        ]
+        | None
+    ) = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelEntry:
@@ -252,6 +264,7 @@ def file_options(options: EnsembleOptions) -> EnsembleOptions:
         epochs=(),
         weights=weights,
         member_tta=tuple(m.tta for m in spec.models),
+        member_size=tuple(m.size for m in spec.models),
         tta=spec.tta if options.tta == "none" else options.tta,
         averaging=chosen,
         postprocess=options.postprocess or spec.postprocess,

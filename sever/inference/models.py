@@ -35,6 +35,7 @@ class Member:
     config: Config
     weight: float = 1.0
     tta: str | None = None  # its own TTA views (an ensemble file's `tta` per model)
+    size: tuple[int, int] | None = None  # its own input size (H, W): images resized to it
 
     @property
     def task(self) -> str:

@@ -74,6 +74,7 @@ class TunedModel(BaseModel):
     task: str = "segment"
     weights_sha256: str
     tta: str | None = None  # its own TTA, when the ensemble file set one
+    size: list[int] | None = None  # its own input size, likewise
 
 
 class TunedWith(BaseModel):
@@ -95,6 +96,7 @@ def tuned_with(ensemble: Ensemble) -> dict[str, Any]:
             "weights_sha256": m.fingerprint,
         }
         | ({"tta": m.tta} if m.tta else {})
+        | ({"size": list(m.size)} if m.size else {})
         for m in ensemble.members
     ]
     return {"tta": ensemble.tta, "averaging": ensemble.averaging, "models": models}
@@ -124,6 +126,13 @@ def tuning_differences(record: dict[str, Any], ensemble: Ensemble) -> list[str]:
     ]
     if views:
         found.append(f"another per-model TTA for {', '.join(views)}")
+    sizes = [
+        str(m.path)
+        for key, m in here.items()
+        if key in tuned and tuned[key].get("size") != (list(m.size) if m.size else None)
+    ]
+    if sizes:
+        found.append(f"another per-model input size for {', '.join(sizes)}")
     if averaging == "weighted" and record["averaging"] == "weighted":
         changed = [
             str(m.path)

@@ -15,6 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch.utils.data import DataLoader
 
@@ -133,8 +134,8 @@ def check_sizes(
     sides that are multiples of the encoder's output stride, 32), naming the first image."""
     for member in members:
         model = member.model
-        if not getattr(model, "requires_divisible_input_shape", False):
-            continue
+        if member.size is not None or not getattr(model, "requires_divisible_input_shape", False):
+            continue  # (its own input size is checked when the ensemble file is read)
         stride = getattr(model.encoder, "output_stride", 32)
         for image_id, (height, width) in zip(ids, sizes, strict=True):
             if height % stride or width % stride:
@@ -152,11 +153,17 @@ def member_probs(
     """One model's TTA-averaged probabilities (N, C, H, W) and class presence (N, C); a
     classifier has no masks (None), a segmenter without a class head no presence (None)."""
     probs, presence = None, None
+    height, width = images.shape[-2:]
+    if member.size is not None:  # its own input size; its probabilities come back to ours
+        images = F.interpolate(images, size=member.size, mode="bilinear", align_corners=False)
     for view in views:
         with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             masks, classes = split_outputs(member.model(view(images)))
         if masks is not None:
-            probs = view(torch.sigmoid(masks.float())) + (0 if probs is None else probs)
+            masks = view(masks.float())
+            if member.size is not None:
+                masks = F.interpolate(masks, size=(height, width), mode="bilinear")
+            probs = torch.sigmoid(masks) + (0 if probs is None else probs)
         if classes is not None:
             presence = torch.sigmoid(classes.float()) + (0 if presence is None else presence)
     n = len(views)

@@ -193,6 +193,9 @@ def cache_key(ensemble: Ensemble) -> str:
     views = [m.tta for m in ensemble.members]
     if any(views):  # per-model TTA (ensemble files); keys without it stay as they were
         key.append(views)
+    sizes = [m.size for m in ensemble.members]
+    if any(sizes):
+        key.append(sizes)
     text = json.dumps(key)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -154,3 +154,25 @@ def test_a_model_may_have_its_own_tta(checkpoints, tmp_path: Path) -> None:
     assert record["models"][0]["tta"] == "hflip" and "tta" not in record["models"][1]
     a.tta = None
     assert tuning_differences(record, ensemble) == [f"another per-model TTA for {a.path}"]
+
+
+def test_a_model_may_have_its_own_input_size(checkpoints, tmp_path: Path) -> None:
+    import torch.nn.functional as F
+
+    from sever.inference.predict import predict_batch
+
+    models = [{"checkpoint": str(checkpoints["a"]), "size": [32, 64]}]
+    path = ensemble_file(tmp_path, checkpoints, models=models, averaging="mean", tta="none")
+    ensemble = Ensemble.from_file(path, workers=0)
+    assert ensemble.members[0].size == (32, 64)
+    images = torch.randn(2, 1, 64, 128)
+    probs, _ = predict_batch(ensemble, images)
+    assert probs.shape == (2, 4, 64, 128)
+    with torch.no_grad():
+        small = F.interpolate(images, size=(32, 64), mode="bilinear", align_corners=False)
+        logits = ensemble.members[0].model(small)
+        expected = torch.sigmoid(F.interpolate(logits, size=(64, 128), mode="bilinear"))
+    torch.testing.assert_close(torch.from_numpy(probs), expected)
+    models[0]["size"] = [30, 64]
+    with pytest.raises(ConfigError, match=r"models.0.size.0: .*multiple of 32"):
+        Ensemble.from_file(ensemble_file(tmp_path, checkpoints, models=models), workers=0)
