@@ -12,7 +12,12 @@ from sever.inference.postprocess_file import tuning_differences
 def member(name: str, task: str = "segment", weight: float = 1.0) -> SimpleNamespace:
     """What tuning_differences reads of a Member; its weights' fingerprint is its name."""
     return SimpleNamespace(
-        path=Path(f"/kaggle/input/x/{name}.pth"), task=task, weight=weight, fingerprint=name
+        path=Path(f"/kaggle/input/x/{name}.pth"),
+        task=task,
+        weight=weight,
+        fingerprint=name,
+        tta=None,  # no per-model TTA or input size
+        size=None,
     )
 
 
@@ -46,3 +51,17 @@ def test_every_difference_is_named() -> None:
     )
     alone = {**RECORD, "models": RECORD["models"][:1]}
     assert tuning_differences(alone, Ensemble([member("a")], "hflip", "mean")) == []
+
+
+def test_a_models_own_tta_and_size_are_compared() -> None:
+    same = [member("a"), member("b", weight=2.0), member("c", "classify")]
+    same[0].size = (256, 800)
+    same[1].tta = "vflip"
+    assert tuning_differences(RECORD, Ensemble(same, "hflip", "weighted")) == [
+        "another per-model TTA for /kaggle/input/x/b.pth",
+        "another per-model input size for /kaggle/input/x/a.pth",
+    ]
+    recorded = {**RECORD, "models": [dict(m) for m in RECORD["models"]]}
+    recorded["models"][0]["size"] = [256, 800]
+    recorded["models"][1]["tta"] = "vflip"
+    assert tuning_differences(recorded, Ensemble(same, "hflip", "weighted")) == []
