@@ -20,11 +20,12 @@ $(STAMP): pyproject.toml setup.py | $(BIN)/python
 	touch $(STAMP)
 
 # Headless Chromium: a test opens sever compare's HTML report in a real browser. Installed
-# from Debian's packages when missing (needs root, as on CI); elsewhere install it yourself.
+# from Debian's packages when missing (needs root and apt, as on CI); where it cannot be,
+# that one test is skipped and says so.
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
-	  { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } || \
-	  { echo "make test needs chromium (headless) for the report test: install it"; exit 1; }
+	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
+	  echo "warning: no chromium (apt-get install chromium): the report's browser test is skipped"
 
 $(DATA)/train.csv: | $(STAMP)
 	$(BIN)/sever synth $(DATA)
