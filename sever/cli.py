@@ -591,6 +591,12 @@ def evaluate(
     help="Also keep the ensemble's probabilities here (8-bit, compressed) for --from-probs.",
 )
 @click.option(
+    "--instances",
+    type=click.Path(path_type=Path),
+    help="Also list every defect region (class, box, area, probabilities, its RLE) as JSON "
+    "lines here, and as CSV beside it (.csv).",
+)
+@click.option(
     "--from-probs",
     multiple=True,
     type=click.Path(path_type=Path),
@@ -605,13 +611,14 @@ def predict(
     fmt: str,
     overlays: Path | None,
     save_probs: Path | None,
+    instances: Path | None,
     from_probs: tuple[Path, ...],
     as_json: bool,
 ) -> None:
     """Predict a folder of images into a Kaggle submission."""
     from sever.inference import Ensemble, Outputs, load_postprocess, predict_folder, predict_saved
 
-    outputs = Outputs(out, fmt, overlays, save_probs)
+    outputs = Outputs(out, fmt, overlays, save_probs, instances)
     if from_probs:
         if spec.runs or spec.file or overlays or save_probs:
             raise click.UsageError(

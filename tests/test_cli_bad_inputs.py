@@ -531,6 +531,7 @@ predict-from-probs-not-saved | 1 | --from-probs {data}: no probs.json; not a fol
 predict-from-probs-with-models | 2 | --from-probs predicts without models: drop -r/-c | predict --from-probs nowhere -r {run} --out {tmp}/s.csv
 predict-without-images | 2 | give --images DIR (or --from-probs DIR) | predict -r {run} --out {tmp}/s.csv
 predict-save-probs-not-empty | 2 | --save-probs {data}: already exists and is not empty | PREDICT --save-probs {data}
+predict-instances-a-folder | 2 | --instances {data}: is a folder | PREDICT --instances {data}
 predict-format-unknown | 2 | '--format': 'compact' is not one of 'auto', 'wide', 'long' | PREDICT --format compact
 """
 

@@ -32,6 +32,7 @@ from sever.fileio import (
     read_gray,
 )
 from sever.inference.ensemble import Ensemble
+from sever.inference.instances import InstanceSink, csv_path, find_instances, instance_writer
 from sever.inference.models import Member
 from sever.inference.postprocess import PostProcess, average, postprocess_batch
 from sever.inference.postprocess_file import tuned_with
@@ -245,13 +246,15 @@ class PredictReport:
 
 @dataclass(frozen=True)
 class Outputs:
-    """Where predict writes: the submission (`out`, in `fmt`), and optionally overlays
-    and the ensemble's probabilities (`save_probs`, see `sever.inference.probs`)."""
+    """Where predict writes: the submission (`out`, in `fmt`), and optionally overlays,
+    the ensemble's probabilities (`save_probs`, see `sever.inference.probs`) and a record
+    of every defect region (`instances`, see `sever.inference.instances`)."""
 
     out: Path
     fmt: str = "auto"
     overlays: Path | None = None
     save_probs: Path | None = None
+    instances: Path | None = None
 
     def check(self) -> None:
         """Before any work: the format and every output path."""
@@ -262,6 +265,15 @@ class Outputs:
             check_output_folder(self.overlays, "--overlays")
         if self.save_probs is not None:
             check_save_folder(self.save_probs)
+        if self.instances is not None:
+            check_output_file(self.instances, "--instances")
+            check_output_file(csv_path(self.instances), "--instances (its .csv)")
+
+    def instance_sink(self, stack: ExitStack) -> InstanceSink | None:
+        if self.instances is None:
+            return None
+        self.instances.parent.mkdir(parents=True, exist_ok=True)
+        return stack.enter_context(instance_writer(self.instances))
 
     def template(self, images_dir: Path | None) -> Path | None:
         """With 'auto', a sample_submission.csv beside the images gives the order."""
@@ -299,12 +311,16 @@ def predict_folder(ensemble: Ensemble, images_dir: Path, outputs: Outputs | Path
         if outputs.save_probs is not None:
             record = tuned_with(ensemble)
             sink = stack.enter_context(probs_writer(outputs.save_probs, ensemble.classes, record))
+        regions = outputs.instance_sink(stack)
         for ids, probs, presence in predict_batches(ensemble, loader, amp):
             assert probs is not None  # check_members: there is a segmenter
             if sink is not None:
                 sink.add(ids, probs, presence)
             masks = postprocess_batch(probs, postprocess, presence)
             rles |= encoded(ids, masks)
+            if regions is not None:
+                for i, image_id in enumerate(ids):
+                    regions.add(find_instances(image_id, masks[i], probs[i]))
             if outputs.overlays is not None:
                 for image_id, image_masks in zip(ids, masks, strict=True):
                     write_overlay(images_dir / image_id, image_masks, outputs.overlays)
@@ -336,11 +352,19 @@ def predict_saved(
         check_same_images(read_template(template, saved[0].classes)[1], names, template)
     outputs.out.parent.mkdir(parents=True, exist_ok=True)
     rles: dict[str, dict[int, str]] = {}
-    with Tracker(len(names), "predict from probabilities", "images") as progress:
+    with (
+        ExitStack() as stack,
+        Tracker(len(names), "predict from probabilities", "images") as progress,
+    ):
+        regions = outputs.instance_sink(stack)
         for start in range(0, len(names), SAVED_CHUNK):
             ids = names[start : start + SAVED_CHUNK]
             probs, presence = blended(saved, ids, averaging)
-            rles |= encoded(ids, postprocess_batch(probs, postprocess, presence))
+            masks = postprocess_batch(probs, postprocess, presence)
+            rles |= encoded(ids, masks)
+            if regions is not None:
+                for i, image_id in enumerate(ids):
+                    regions.add(find_instances(image_id, masks[i], probs[i]))
             progress.update(len(ids))
     return written(rles, names, outputs, template, saved[0].classes)
 

@@ -1,0 +1,121 @@
+"""Every defect, listed: `predict --instances PATH` writes one record per connected defect
+region of the post-processed masks, as JSON lines (PATH) and CSV (PATH with .csv).
+
+A record: the image, the class, the bounding box (x0, y0 inclusive; x1, y1 exclusive, in
+pixels), the area, the mean and max probability over the region, and the region itself
+as a run-length string over the whole image (the submission's encoding), so the masks can
+be rebuilt from the records alone. Regions are 8-connected, as `min_component` counts them.
+On a strip, x is the position along it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from sever.data import rle
+from sever.fileio import atomic_path
+
+FIELDS = ("image", "class_id", "x0", "y0", "x1", "y1", "area", "mean_prob", "max_prob", "rle")
+
+
+@dataclass(frozen=True)
+class Instance:
+    image: str
+    class_id: int
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    area: int
+    mean_prob: float
+    max_prob: float
+    rle: str
+
+
+def find_instances(
+    image: str, masks: NDArray[np.bool_], probs: NDArray[np.floating[Any]]
+) -> list[Instance]:
+    """The connected regions of one image's masks (C, H, W), class by class, each from top
+    to bottom then left to right, with the probabilities (C, H, W) over them."""
+    found = []
+    for c, mask in enumerate(masks):
+        if not mask.any():
+            continue
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(
+            mask.astype(np.uint8), connectivity=8
+        )
+        for label in range(1, count):
+            x, y, w, h, area = (int(v) for v in stats[label])
+            region = labels == label
+            values = probs[c][region]
+            found.append(
+                Instance(
+                    image,
+                    c + 1,
+                    x,
+                    y,
+                    x + w,
+                    y + h,
+                    area,
+                    round(float(values.mean()), 4),
+                    round(float(values.max()), 4),
+                    rle.encode(region),
+                )
+            )
+    return found
+
+
+class InstanceSink:
+    """Writes records to a JSON-lines and a CSV file as they come."""
+
+    def __init__(self, lines: TextIO, table: TextIO) -> None:
+        self.lines = lines
+        self.table = csv.DictWriter(table, fieldnames=FIELDS)
+        self.table.writeheader()
+        self.count = 0
+
+    def add(self, instances: list[Instance]) -> None:
+        for instance in instances:
+            record = asdict(instance)
+            self.lines.write(json.dumps(record) + "\n")
+            self.table.writerow(record)
+        self.count += len(instances)
+
+
+@contextmanager
+def instance_writer(path: Path) -> Iterator[InstanceSink]:
+    """Both files under temporary names, renamed when the prediction completes."""
+    with atomic_path(path) as lines_tmp, atomic_path(csv_path(path)) as table_tmp:
+        with lines_tmp.open("w") as lines, table_tmp.open("w", newline="") as table:
+            yield InstanceSink(lines, table)
+
+
+def csv_path(path: Path) -> Path:
+    return path.with_suffix(".csv")
+
+
+def read_instances(path: Path) -> list[Instance]:
+    """The records of a JSON-lines file `predict --instances` wrote."""
+    with path.open() as lines:
+        return [Instance(**json.loads(line)) for line in lines if line.strip()]
+
+
+def rebuilt_masks(
+    instances: list[Instance], image: str, classes: int, height: int, width: int
+) -> NDArray[np.bool_]:
+    """One image's masks (C, H, W) from its records' regions."""
+    masks = np.zeros((classes, height, width), bool)
+    for instance in instances:
+        if instance.image == image:
+            masks[instance.class_id - 1] |= rle.decode(instance.rle, height, width) > 0
+    return masks
