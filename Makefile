@@ -16,7 +16,7 @@ $(BIN)/python:
 # Reinstall whenever the package metadata changes.
 $(STAMP): pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,export]'
 	touch $(STAMP)
 
 # Headless Chromium: a test opens sever compare's HTML report in a real browser. Installed

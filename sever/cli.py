@@ -690,6 +690,39 @@ def compare(
         click.echo(f"wrote {html_out}")
 
 
+@cli.command()
+@ensemble_options(*MODEL_OPTIONS, *FILE_OPTIONS)
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="The ONNX file to write."
+)
+@click.option(
+    "--check-images",
+    "images",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Validation images the parity check runs on.",
+)
+@data_dir_option
+@json_option
+def export(spec, out: Path, images: int, data_dir: Path | None, as_json: bool) -> None:
+    """Export a model or an ensemble (TTA, averaging and normalisation inside) to ONNX,
+    and prove it predicts as PyTorch does on validation images (needs sever[export])."""
+    from sever.fileio import check_output_file
+
+    check_output_file(out, "--out")  # before the models load
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise SeverError(
+            "sever export needs onnx and onnxruntime: pip install 'sever[export]'"
+        ) from None
+    from sever.inference import Ensemble
+    from sever.inference.export import export_onnx
+
+    echo_report(export_onnx(Ensemble.from_options(spec), out, images, data_dir), as_json)
+
+
 @cli.command("pseudo-label")
 @ensemble_options(*MODEL_OPTIONS, *FILE_OPTIONS)
 @click.option(

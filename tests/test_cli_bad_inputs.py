@@ -532,6 +532,7 @@ predict-from-probs-with-models | 2 | --from-probs predicts without models: drop 
 predict-without-images | 2 | give --images DIR (or --from-probs DIR) | predict -r {run} --out {tmp}/s.csv
 predict-save-probs-not-empty | 2 | --save-probs {data}: already exists and is not empty | PREDICT --save-probs {data}
 predict-instances-a-folder | 2 | --instances {data}: is a folder | PREDICT --instances {data}
+export-out-a-folder | 2 | --out {data}: is a folder | export -r {run} --out {data}
 predict-format-unknown | 2 | '--format': 'compact' is not one of 'auto', 'wide', 'long' | PREDICT --format compact
 """
 

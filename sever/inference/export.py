@@ -1,0 +1,255 @@
+"""`sever export`: a model or a whole ensemble as one ONNX graph, with parity proven.
+
+The graph takes raw grey pixels, float32 (N, 1, H, W) in 0..255, with any batch, height
+and width the architecture allows; the normalisation, every model's TTA views and input
+size, and the ensemble averaging are inside it. It returns the probabilities (N, C, H, W)
+and, when a model gives class presence, the presence (N, C). Post-processing stays outside
+(the manifest carries it), since thresholds are tuned after export as often as before.
+
+Parity is measured, not assumed: the export is run with onnxruntime on validation images
+and compared with PyTorch eager, both the largest probability difference and the Kaggle
+Dice after the same post-processing; an export whose Dice differs by more than 1e-4 is
+refused and nothing is written. A manifest beside the model (`<name>.json`) records the
+input, the classes, the normalisation, the post-processing, the source checkpoints,
+versions and the parity numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sever import __version__
+from sever.errors import SeverError
+from sever.fileio import atomic_path, check_output_file
+from sever.inference.ensemble import Ensemble
+from sever.inference.postprocess import PostProcess, postprocess_batch
+from sever.inference.postprocess_file import tuned_with
+from sever.inference.predict import TTA, check_members, predict_batch
+from sever.inference.validation import group_by_split, validation_set
+from sever.model.build import split_outputs
+from sever.model.metrics import dice_per_pair
+
+DICE_TOLERANCE = 1e-4
+OPSET = 17
+
+
+class ExportError(SeverError):
+    """An export that does not match PyTorch."""
+
+
+class Exported(nn.Module):
+    """An ensemble as one module: raw pixels in, probabilities (and presence) out."""
+
+    def __init__(self, ensemble: Ensemble) -> None:
+        super().__init__()
+        member = ensemble.members[0]
+        normalize = member.config.data.normalize
+        self.mean, self.std = float(normalize.mean), float(normalize.std)
+        self.models = nn.ModuleList(m.model for m in ensemble.members)
+        self.views = [TTA[m.tta or ensemble.tta] for m in ensemble.members]
+        self.sizes = [m.size for m in ensemble.members]
+        self.averaging = ensemble.averaging
+        weights = [m.weight for m in ensemble.members if m.task == "segment"]
+        self.weights = [w / sum(weights) for w in weights] if sum(weights) else weights
+
+    def forward(self, pixels: Tensor) -> tuple[Tensor, ...]:
+        x = (pixels / 255 - self.mean) / self.std
+        height, width = x.shape[-2], x.shape[-1]
+        masks, heads = [], []
+        for model, views, size in zip(self.models, self.views, self.sizes, strict=True):
+            seen = x if size is None else F.interpolate(x, size=size, mode="bilinear")
+            probs, presence = [], []
+            for view in views:
+                logits, classes = split_outputs(model(view(seen)))
+                if logits is not None:
+                    logits = view(logits)
+                    if size is not None:
+                        logits = F.interpolate(logits, size=(height, width), mode="bilinear")
+                    probs.append(torch.sigmoid(logits))
+                if classes is not None:
+                    presence.append(torch.sigmoid(classes))
+            if probs:
+                masks.append(torch.stack(probs).mean(0))
+            if presence:
+                heads.append(torch.stack(presence).mean(0))
+        out = [self.combine(torch.stack(masks))]
+        if heads:
+            out.append(torch.stack(heads).mean(0))
+        return tuple(out)
+
+    def combine(self, members: Tensor) -> Tensor:
+        if self.averaging == "rms":
+            return members.square().mean(0).sqrt()
+        if self.averaging == "weighted":
+            weights = torch.tensor(self.weights, dtype=members.dtype).view(-1, 1, 1, 1, 1)
+            return (members * weights).sum(0)
+        return members.mean(0)
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    out: Path
+    manifest: Path
+    images: int
+    max_difference: float
+    dice_eager: float
+    dice_exported: float
+
+    def lines(self) -> list[str]:
+        return [
+            f"parity on {self.images} validation images: largest probability difference "
+            f"{self.max_difference:.2e}, Dice {self.dice_eager:.6f} (PyTorch) and "
+            f"{self.dice_exported:.6f} (onnxruntime)",
+            f"wrote {self.out} and {self.manifest}",
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out),
+            "manifest": str(self.manifest),
+            "images": self.images,
+            "max_difference": self.max_difference,
+            "dice_eager": self.dice_eager,
+            "dice_exported": self.dice_exported,
+        }
+
+
+def export_onnx(
+    ensemble: Ensemble, out: Path, images: int = 16, data_dir: Path | None = None
+) -> ExportReport:
+    """Export the ensemble to ONNX at `out`, prove parity on `images` validation images,
+    and write the manifest beside it; nothing is written when parity fails.
+
+    Raises:
+        ExportError: the exported model's Dice differs from PyTorch's by more than 1e-4.
+        OptionError: `out` or its manifest cannot be written.
+    """
+    import onnxruntime
+
+    manifest = out.with_suffix(".json")
+    check_output_file(out, "--out")
+    check_output_file(manifest, "--out (its manifest)")
+    postprocess = ensemble.postprocess or PostProcess(classes=ensemble.classes)
+    check_members(ensemble.members, postprocess)
+    batches = parity_batches(ensemble, images, data_dir)
+    module = Exported(ensemble).eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        write_onnx(module, batches[0][0], tmp)
+        session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        parity = measure(ensemble, session, batches, postprocess)
+        if abs(parity["dice_eager"] - parity["dice_exported"]) > DICE_TOLERANCE:
+            raise ExportError(
+                f"--out {out}: the exported model's Dice {parity['dice_exported']:.6f} differs "
+                f"from PyTorch's {parity['dice_eager']:.6f} by more than {DICE_TOLERANCE}; "
+                "not written"
+            )
+    record = manifest_of(ensemble, postprocess, parity)
+    with atomic_path(manifest) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+    return ExportReport(out, manifest, **parity)
+
+
+def parity_batches(
+    ensemble: Ensemble, images: int, data_dir: Path | None
+) -> list[tuple[Tensor, Tensor]]:
+    """Up to `images` validation images of the first group, as (raw pixels, true masks)
+    batches of the ensemble's batch size."""
+    members, run = group_by_split(ensemble.members)[0]
+    dataset = validation_set(run, members[0], data_dir)
+    normalize = members[0].config.data.normalize
+    batches, taken = [], list(range(min(images, len(dataset))))
+    for start in range(0, len(taken), ensemble.batch_size):
+        items = [dataset[i] for i in taken[start : start + ensemble.batch_size]]
+        normalized = torch.stack([image for image, _, _ in items])
+        pixels = ((normalized * normalize.std + normalize.mean) * 255).float()
+        batches.append((pixels, torch.stack([mask for _, mask, _ in items])))
+    return batches
+
+
+def write_onnx(module: Exported, sample: Tensor, path: Path) -> None:
+    axes = {0: "batch", 2: "height", 3: "width"}
+    outputs = ["probs", "presence"][: len(module(sample))]
+    with warnings.catch_warnings():  # the TorchScript exporter says it is the legacy one
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (sample,),
+            str(path),
+            input_names=["pixels"],
+            output_names=outputs,
+            dynamic_axes={"pixels": axes, "probs": axes, "presence": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def measure(
+    ensemble: Ensemble, session: Any, batches: list[tuple[Tensor, Tensor]], pp: PostProcess
+) -> dict[str, Any]:
+    """Largest probability difference and both Dice over the batches."""
+    normalize = ensemble.members[0].config.data.normalize
+    largest, seen = 0.0, 0
+    eager_dice: list[np.ndarray] = []
+    exported_dice: list[np.ndarray] = []
+    for pixels, truth in batches:
+        normalized = (pixels / 255 - normalize.mean) / normalize.std
+        probs, presence = predict_batch(ensemble, normalized)
+        assert probs is not None  # check_members: there is a segmenter
+        outputs = session.run(None, {"pixels": pixels.numpy()})
+        exported = outputs[0]
+        heads = outputs[1] if len(outputs) > 1 else None
+        largest = max(largest, float(np.abs(exported - probs).max()))
+        for found, dice in ((probs, eager_dice), (exported, exported_dice)):
+            masks = postprocess_batch(found, pp, presence if found is probs else heads)
+            dice.append(dice_per_pair(torch.from_numpy(masks), truth).double().numpy())
+        seen += len(pixels)
+    return {
+        "images": seen,
+        "max_difference": largest,
+        "dice_eager": float(np.concatenate(eager_dice).mean()),
+        "dice_exported": float(np.concatenate(exported_dice).mean()),
+    }
+
+
+def manifest_of(ensemble: Ensemble, pp: PostProcess, parity: dict[str, Any]) -> dict[str, Any]:
+    import onnx
+    import onnxruntime
+
+    normalize = ensemble.members[0].config.data.normalize
+    return {
+        "format": 1,
+        "input": {
+            "name": "pixels",
+            "shape": ["batch", 1, "height", "width"],
+            "dtype": "float32",
+            "values": "raw grey pixels, 0..255",
+            "trained_size": list(ensemble.members[0].config.data.image_size),
+        },
+        "outputs": {
+            "probs": ["batch", ensemble.classes, "height", "width"],
+            "presence": "when a model gives it",
+        },
+        "classes": ensemble.classes,
+        "normalize": {"mean": normalize.mean, "std": normalize.std},
+        "postprocess": pp.to_dict(),
+        "sources": tuned_with(ensemble),
+        "parity": parity,
+        "versions": {
+            "sever": __version__,
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "python": platform.python_version(),
+        },
+    }
