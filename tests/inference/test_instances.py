@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 
@@ -14,7 +13,7 @@ from sever.data import rle
 from sever.inference import Ensemble, predict
 from sever.inference.instances import find_instances, read_instances, rebuilt_masks
 from sever.inference.postprocess import PostProcess
-from tests.inference.test_predict_inputs import member  # noqa: F401 (a fixture)
+from tests.inference.test_predict_inputs import member, noise_images  # noqa: F401 (a fixture)
 
 
 def test_regions_by_hand():
@@ -34,11 +33,7 @@ def test_regions_by_hand():
 
 
 def test_the_records_rebuild_the_submission(member, tmp_path: Path):  # noqa: F811
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(3):
-        cv2.imwrite(str(folder / f"{i}.jpg"), rng.integers(0, 255, (64, 256), np.uint8))
+    folder = noise_images(tmp_path / "images", 3, seed=1)
     pp = PostProcess(threshold=0.5, min_pixels=0, min_component=5)
     out, records = tmp_path / "sub.csv", tmp_path / "defects.jsonl"
     ensemble = Ensemble([member], postprocess=pp, workers=0)

@@ -27,6 +27,16 @@ def member(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Member:
     return Member(Path("fpn.pth"), build_model(config.model).eval(), config)
 
 
+def noise_images(folder: Path, count: int, seed: int) -> Path:
+    """`count` 64x256 images of seeded noise, 0.jpg, 1.jpg, ...: an untrained model's
+    probabilities vary over them."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        cv2.imwrite(str(folder / f"{i}.jpg"), rng.integers(0, 255, (64, 256), np.uint8))
+    return folder
+
+
 def images(folder: Path, sizes: dict[str, tuple[int, int]]) -> Path:
     folder.mkdir(parents=True)
     for name, (height, width) in sizes.items():

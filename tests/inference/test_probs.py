@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -14,7 +13,7 @@ from sever.errors import DataError, OptionError
 from sever.inference import Ensemble, predict
 from sever.inference.postprocess import PostProcess
 from sever.inference.probs import blended, check_blend, probs_writer, read_saved
-from tests.inference.test_predict_inputs import member  # noqa: F401 (a fixture)
+from tests.inference.test_predict_inputs import member, noise_images  # noqa: F401 (a fixture)
 
 RECORD = {"tta": "none", "averaging": "mean", "models": []}
 
@@ -80,11 +79,7 @@ def test_mismatched_folders_and_settings_are_refused(tmp_path: Path):
 
 
 def test_from_saved_probabilities_equals_predicting(member, tmp_path: Path):  # noqa: F811
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(5):
-        cv2.imwrite(str(folder / f"{i}.jpg"), rng.integers(0, 255, (64, 256), np.uint8))
+    folder = noise_images(tmp_path / "images", 5, seed=0)
     # thresholds between 1/255 levels (as tune writes them) are exact on saved levels; the
     # most probable class at a pixel is not, where two classes are within 1/255
     levels = [(k + 0.5) / 255 for k in (120, 125, 127, 130)]
