@@ -283,13 +283,48 @@ class Outputs:
         return beside if beside.is_file() else None
 
 
+class Writing:
+    """What predict writes as the batches come: every image's masks as RLE, and the
+    optional outputs (saved probabilities, defect records, overlays)."""
+
+    def __init__(
+        self,
+        outputs: Outputs,
+        postprocess: PostProcess,
+        images_dir: Path | None,
+        stack: ExitStack,
+        record: dict[str, Any],
+    ) -> None:
+        self.outputs, self.postprocess, self.images_dir = outputs, postprocess, images_dir
+        self.rles: dict[str, dict[int, str]] = {}
+        self.probs = None
+        if outputs.save_probs is not None:
+            sink = probs_writer(outputs.save_probs, postprocess.classes, record)
+            self.probs = stack.enter_context(sink)
+        self.regions = outputs.instance_sink(stack)
+        for folder in (outputs.out.parent, outputs.overlays):
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+
+    def add(self, ids: Sequence[str], probs: Probs, presence: Probs | None) -> None:
+        if self.probs is not None:
+            self.probs.add(ids, probs, presence)
+        masks = postprocess_batch(probs, self.postprocess, presence)
+        self.rles |= encoded(ids, masks)
+        for i, image_id in enumerate(ids):
+            if self.regions is not None:
+                self.regions.add(find_instances(image_id, masks[i], probs[i]))
+            if self.outputs.overlays is not None and self.images_dir is not None:
+                write_overlay(self.images_dir / image_id, masks[i], self.outputs.overlays)
+
+
 def predict_folder(ensemble: Ensemble, images_dir: Path, outputs: Outputs | Path) -> PredictReport:
     """Predict every image of a folder into a submission CSV (written atomically).
 
     Args:
         outputs: the submission (a path: in the 'auto' format, the wide one in the order of
             a sample_submission.csv beside the folder when there is one), and optionally
-            overlays (PNGs of the masks over the images) and the saved probabilities.
+            overlays, the saved probabilities and the defect records.
     """
     outputs = outputs if isinstance(outputs, Outputs) else Outputs(outputs)
     # Everything that can be checked is checked before the work, not after it.
@@ -301,31 +336,14 @@ def predict_folder(ensemble: Ensemble, images_dir: Path, outputs: Outputs | Path
     template = outputs.template(images_dir)
     if template is not None:
         check_same_images(read_template(template, ensemble.classes)[1], names, template)
-    for folder in (outputs.out.parent, outputs.overlays):
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
     amp = autocast_dtype(ensemble.device)
-    rles: dict[str, dict[int, str]] = {}
     with ExitStack() as stack, Tracker(len(names), "predict", "images") as progress:
-        sink = None
-        if outputs.save_probs is not None:
-            record = tuned_with(ensemble)
-            sink = stack.enter_context(probs_writer(outputs.save_probs, ensemble.classes, record))
-        regions = outputs.instance_sink(stack)
+        writing = Writing(outputs, postprocess, images_dir, stack, tuned_with(ensemble))
         for ids, probs, presence in predict_batches(ensemble, loader, amp):
             assert probs is not None  # check_members: there is a segmenter
-            if sink is not None:
-                sink.add(ids, probs, presence)
-            masks = postprocess_batch(probs, postprocess, presence)
-            rles |= encoded(ids, masks)
-            if regions is not None:
-                for i, image_id in enumerate(ids):
-                    regions.add(find_instances(image_id, masks[i], probs[i]))
-            if outputs.overlays is not None:
-                for image_id, image_masks in zip(ids, masks, strict=True):
-                    write_overlay(images_dir / image_id, image_masks, outputs.overlays)
+            writing.add(ids, probs, presence)
             progress.update(len(ids))
-    return written(rles, names, outputs, template, ensemble.classes)
+    return written(writing.rles, names, outputs, template, ensemble.classes)
 
 
 def predict_saved(
@@ -350,23 +368,16 @@ def predict_saved(
     template = outputs.template(images_dir)
     if template is not None:
         check_same_images(read_template(template, saved[0].classes)[1], names, template)
-    outputs.out.parent.mkdir(parents=True, exist_ok=True)
-    rles: dict[str, dict[int, str]] = {}
     with (
         ExitStack() as stack,
         Tracker(len(names), "predict from probabilities", "images") as progress,
     ):
-        regions = outputs.instance_sink(stack)
+        writing = Writing(outputs, postprocess, None, stack, saved[0].predicted_with)
         for start in range(0, len(names), SAVED_CHUNK):
             ids = names[start : start + SAVED_CHUNK]
-            probs, presence = blended(saved, ids, averaging)
-            masks = postprocess_batch(probs, postprocess, presence)
-            rles |= encoded(ids, masks)
-            if regions is not None:
-                for i, image_id in enumerate(ids):
-                    regions.add(find_instances(image_id, masks[i], probs[i]))
+            writing.add(ids, *blended(saved, ids, averaging))
             progress.update(len(ids))
-    return written(rles, names, outputs, template, saved[0].classes)
+    return written(writing.rles, names, outputs, template, saved[0].classes)
 
 
 SAVED_CHUNK = 8  # images post-processed at a time from saved probabilities
