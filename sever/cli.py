@@ -597,6 +597,11 @@ def evaluate(
     "lines here, and as CSV beside it (.csv).",
 )
 @click.option(
+    "--onnx",
+    type=click.Path(path_type=Path),
+    help="Predict with a model sever export wrote (onnxruntime) instead of checkpoints.",
+)
+@click.option(
     "--from-probs",
     multiple=True,
     type=click.Path(path_type=Path),
@@ -612,11 +617,12 @@ def predict(
     overlays: Path | None,
     save_probs: Path | None,
     instances: Path | None,
+    onnx: Path | None,
     from_probs: tuple[Path, ...],
     as_json: bool,
 ) -> None:
     """Predict a folder of images into a Kaggle submission."""
-    from sever.inference import Ensemble, Outputs, load_postprocess, predict_folder, predict_saved
+    from sever.inference import Ensemble, Outputs, predict_folder, predict_saved
 
     outputs = Outputs(out, fmt, overlays, save_probs, instances)
     if from_probs:
@@ -624,11 +630,17 @@ def predict(
             raise click.UsageError(
                 "--from-probs predicts without models: drop -r/-c, --overlays and --save-probs"
             )
-        postprocess = load_postprocess(spec.postprocess) if spec.postprocess else None
         averaging = spec.averaging or "mean"
-        report = predict_saved(from_probs, outputs, postprocess, averaging, images_dir)
+        report = predict_saved(from_probs, outputs, spec.postprocess, averaging, images_dir)
     elif images_dir is None:
         raise click.UsageError("give --images DIR (or --from-probs DIR)")
+    elif onnx is not None:
+        if spec.runs or spec.file:
+            raise click.UsageError("--onnx predicts with the exported model: drop -r/-c")
+        from sever.inference.export import predict_exported
+
+        loading = (spec.batch_size, spec.workers)
+        report = predict_exported(onnx, images_dir, outputs, spec.postprocess, loading)
     else:
         report = predict_folder(Ensemble.from_options(spec), images_dir, outputs)
     echo_report(report, as_json)

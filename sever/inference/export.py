@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import platform
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,18 +27,33 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import NDArray
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from sever import __version__
-from sever.errors import SeverError
-from sever.fileio import atomic_path, check_output_file
+from sever.data.dataset import ImageFolderDataset
+from sever.data.tables import image_files
+from sever.errors import DataError, SeverError
+from sever.fileio import atomic_path, check_output_file, image_shape
 from sever.inference.ensemble import Ensemble
 from sever.inference.postprocess import PostProcess, postprocess_batch
-from sever.inference.postprocess_file import tuned_with
-from sever.inference.predict import TTA, check_members, predict_batch
+from sever.inference.postprocess_file import load_postprocess, tuned_with
+from sever.inference.predict import (
+    TTA,
+    Outputs,
+    PredictReport,
+    Writing,
+    check_members,
+    predict_batch,
+    size_batches,
+    written,
+)
+from sever.inference.submission import check_same_images, read_template
 from sever.inference.validation import group_by_split, validation_set
 from sever.model.build import split_outputs
 from sever.model.metrics import dice_per_pair
+from sever.progress import Tracker
 
 DICE_TOLERANCE = 1e-4
 OPSET = 17
@@ -235,6 +251,7 @@ def manifest_of(ensemble: Ensemble, pp: PostProcess, parity: dict[str, Any]) -> 
             "dtype": "float32",
             "values": "raw grey pixels, 0..255",
             "trained_size": list(ensemble.members[0].config.data.image_size),
+            "divisible_by": divisible_by(ensemble),
         },
         "outputs": {
             "probs": ["batch", ensemble.classes, "height", "width"],
@@ -253,3 +270,102 @@ def manifest_of(ensemble: Ensemble, pp: PostProcess, parity: dict[str, Any]) -> 
             "python": platform.python_version(),
         },
     }
+
+
+def divisible_by(ensemble: Ensemble) -> int:
+    """What the input's height and width must be multiples of (1: anything)."""
+    need = [
+        getattr(m.model.encoder, "output_stride", 32)
+        for m in ensemble.members
+        if m.size is None and getattr(m.model, "requires_divisible_input_shape", False)
+    ]
+    return max(need, default=1)
+
+
+# ---------------------------------------------------------------- predicting with an export
+
+
+def read_manifest(model: Path) -> dict[str, Any]:
+    """The manifest `sever export` wrote beside `model`.
+
+    Raises:
+        DataError: no model, no manifest, or not one sever wrote.
+    """
+    manifest = model.with_suffix(".json")
+    if not model.is_file():
+        raise DataError(f"--onnx {model}: no such file")
+    try:
+        data = json.loads(manifest.read_text())
+        data["classes"], data["postprocess"], data["input"]["divisible_by"]
+    except FileNotFoundError:
+        raise DataError(
+            f"--onnx {model}: no {manifest.name} beside it; export with sever export"
+        ) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{manifest}: not a sever export manifest ({exc})") from None
+    return dict(data)
+
+
+def raw_pixels(image: NDArray[np.uint8]) -> dict[str, NDArray[np.float32]]:
+    """The exported graph's input: grey pixels as they are, as float32 (it normalises)."""
+    return {"image": image.astype(np.float32)}
+
+
+def predict_exported(
+    model: Path,
+    images_dir: Path,
+    outputs: Outputs | Path,
+    postprocess: PostProcess | Path | dict[str, Any] | None = None,
+    loading: tuple[int, int] = (4, 2),
+) -> PredictReport:
+    """`predict --onnx`: a folder's submission from an exported model with onnxruntime
+    (CUDA when it has it), post-processed as the manifest says unless `postprocess` (one,
+    or a file or mapping read for the model's classes) is given; `loading` is (batch size,
+    loader workers)."""
+    import onnxruntime
+
+    outputs = outputs if isinstance(outputs, Outputs) else Outputs(outputs)
+    manifest = read_manifest(model)
+    classes = int(manifest["classes"])
+    if not isinstance(postprocess, PostProcess):
+        source = manifest["postprocess"] if postprocess is None else postprocess
+        postprocess = load_postprocess(
+            source, f"{model.with_suffix('.json')}: postprocess", classes
+        )
+    outputs.check()
+    ids = image_files(images_dir)
+    if not ids:
+        raise DataError(f"{images_dir}: no images (.jpg, .jpeg, .png) in this folder")
+    sizes = [image_shape(images_dir / i) for i in ids]
+    check_divisible(images_dir, ids, sizes, int(manifest["input"]["divisible_by"]))
+    template = outputs.template(images_dir)
+    if template is not None:
+        check_same_images(read_template(template, classes)[1], ids, template)
+    providers = [
+        p
+        for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+        if p in onnxruntime.get_available_providers()
+    ]
+    session = onnxruntime.InferenceSession(str(model), providers=providers)
+    dataset = ImageFolderDataset(images_dir, ids, raw_pixels)
+    loader = DataLoader(
+        dataset, batch_sampler=size_batches(sizes, loading[0]), num_workers=loading[1]
+    )
+    with ExitStack() as stack, Tracker(len(ids), "predict (onnx)", "images") as progress:
+        writing = Writing(outputs, postprocess, images_dir, stack, manifest.get("sources", {}))
+        for images, batch_ids in loader:
+            found = session.run(None, {"pixels": images.numpy()})
+            writing.add(list(batch_ids), found[0], found[1] if len(found) > 1 else None)
+            progress.update(len(batch_ids))
+    return written(writing.rles, ids, outputs, template, classes)
+
+
+def check_divisible(
+    images_dir: Path, ids: list[str], sizes: list[tuple[int, int]], stride: int
+) -> None:
+    for image_id, (height, width) in zip(ids, sizes, strict=True):
+        if height % stride or width % stride:
+            raise DataError(
+                f"{images_dir / image_id}: {height}x{width} is not a multiple of {stride}, "
+                "which the exported model needs"
+            )

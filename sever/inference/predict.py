@@ -35,7 +35,7 @@ from sever.inference.ensemble import Ensemble
 from sever.inference.instances import InstanceSink, csv_path, find_instances, instance_writer
 from sever.inference.models import Member
 from sever.inference.postprocess import PostProcess, average, postprocess_batch
-from sever.inference.postprocess_file import tuned_with
+from sever.inference.postprocess_file import load_postprocess, tuned_with
 from sever.inference.probs import (
     blended,
     check_blend,
@@ -349,7 +349,7 @@ def predict_folder(ensemble: Ensemble, images_dir: Path, outputs: Outputs | Path
 def predict_saved(
     folders: Sequence[Path],
     outputs: Outputs | Path,
-    postprocess: PostProcess | None = None,
+    postprocess: PostProcess | Path | dict[str, Any] | None = None,
     averaging: str = "mean",
     images_dir: Path | None = None,
 ) -> PredictReport:
@@ -357,11 +357,13 @@ def predict_saved(
     several folders are blended with `averaging`, then post-processed.
 
     Args:
+        postprocess: a PostProcess, or a file or mapping read for the saved classes.
         images_dir: where the images were; only its sample_submission.csv is used.
     """
     outputs = outputs if isinstance(outputs, Outputs) else Outputs(outputs)
     saved = [read_saved(f) for f in folders]
-    postprocess = postprocess or PostProcess(classes=saved[0].classes)
+    if not isinstance(postprocess, PostProcess):
+        postprocess = load_postprocess(postprocess, "--postprocess", saved[0].classes)
     check_blend(saved, postprocess)
     outputs.check()
     names = saved[0].images

@@ -62,3 +62,30 @@ def test_an_export_that_does_not_match_is_refused(run: Path, tmp_path: Path, mon
     with pytest.raises(exporting.ExportError, match=r"model.onnx: the exported model's Dice"):
         exporting.export_onnx(Ensemble.from_runs([run], workers=0), out, images=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither model nor manifest
+
+
+def test_predict_with_the_exported_model(run: Path, tiny_data: Path, tmp_path: Path, capsys):
+    model = tmp_path / "model.onnx"
+    assert cli_output(capsys, "export", "-r", run, "--out", model, "--workers", 0)[0] == 0
+    images = tiny_data / "test_images"
+    pp = tmp_path / "pp.yml"
+    pp.write_text("threshold: 0.3\nmin_pixels: 0\n")  # a low threshold: masks to compare
+    exported, eager = tmp_path / "onnx.csv", tmp_path / "eager.csv"
+    common = ["--images", images, "--postprocess", pp, "--workers", 2, "--format", "wide"]
+    code, out, err = cli_output(capsys, "predict", "--onnx", model, "--out", exported, *common)
+    assert code == 0, err
+    assert cli_output(capsys, "predict", "-r", run, "--out", eager, *common)[0] == 0
+    code, out, err = cli_output(capsys, "score", exported, eager, "--json")
+    assert code == 0, err
+    assert json.loads(out)["dice_mean"] > 0.999  # pixels at the threshold may differ
+    # its manifest's post-processing is the default
+    code, _, err = cli_output(capsys, "predict", "--onnx", model, "--out", tmp_path / "m.csv",
+                              "--images", images, "--workers", 0)  # fmt: skip
+    assert code == 0, err
+    code, _, err = cli_output(capsys, "predict", "--onnx", model, "-r", run, *common[:2],
+                              "--out", tmp_path / "x.csv")  # fmt: skip
+    assert code == 2 and "--onnx predicts with the exported model: drop -r/-c" in err
+    (tmp_path / "model.json").unlink()
+    code, _, err = cli_output(capsys, "predict", "--onnx", model, *common[:2],
+                              "--out", tmp_path / "y.csv")  # fmt: skip
+    assert code == 1 and "no model.json beside it; export with sever export" in err
