@@ -12,9 +12,9 @@ Run from the repo root:
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
+from timing import best_of
 
 from sever.inference.bootstrap import columns, paired_difference
 
@@ -26,15 +26,6 @@ def loop_baseline(a: np.ndarray, b: np.ndarray, resamples: int, seed: int) -> np
     return np.stack(
         [delta[rng.integers(len(delta), size=len(delta))].mean(0) for _ in range(resamples)]
     )
-
-
-def best_of(fn, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

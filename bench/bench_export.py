@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
 import torch
+from timing import best_of
 
 from sever.config import config_from_dict
 from sever.inference import Ensemble
@@ -28,16 +28,6 @@ from sever.inference.export import Exported, write_onnx
 from sever.inference.models import Member
 from sever.inference.predict import predict_batch
 from sever.model.build import build_model
-
-
-def best_of(fn, repeats: int = 3) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -82,7 +72,7 @@ def main() -> None:
             session.run(None, {"pixels": batches[0].numpy()})[0]
             - predict_batch(ensemble, (batches[0] / 255 - normalize.mean) / normalize.std)[0]
         ).max()
-        torch_s, onnx_s = best_of(eager), best_of(exported)
+        torch_s, onnx_s = best_of(eager, warm_up=True), best_of(exported, warm_up=True)
     print(
         f"{args.arch} {args.encoder}, {args.images} images of {height}x{width}, batch "
         f"{args.batch}, {args.threads} threads"
