@@ -625,18 +625,23 @@ def predict(
     from sever.inference import Ensemble, Outputs, predict_folder, predict_saved
 
     outputs = Outputs(out, fmt, overlays, save_probs, instances)
+    if from_probs and onnx is not None:
+        raise click.UsageError("give --from-probs or --onnx, not both")
+    if (from_probs or onnx) and (spec.runs or spec.file or spec.tta != "none"):
+        raise click.UsageError(
+            f"{'--from-probs' if from_probs else '--onnx'} predicts without checkpoints: drop "
+            "-r/-c and --tta (the views are in the saved probabilities or the export)"
+        )
+    if onnx is not None and spec.averaging:
+        raise click.UsageError("--onnx: the export averages its models inside; drop --averaging")
     if from_probs:
-        if spec.runs or spec.file or overlays or save_probs:
-            raise click.UsageError(
-                "--from-probs predicts without models: drop -r/-c, --overlays and --save-probs"
-            )
+        if overlays or save_probs:
+            raise click.UsageError("--from-probs: drop --overlays and --save-probs")
         averaging = spec.averaging or "mean"
         report = predict_saved(from_probs, outputs, spec.postprocess, averaging, images_dir)
     elif images_dir is None:
         raise click.UsageError("give --images DIR (or --from-probs DIR)")
     elif onnx is not None:
-        if spec.runs or spec.file:
-            raise click.UsageError("--onnx predicts with the exported model: drop -r/-c")
         from sever.inference.export import predict_exported
 
         loading = (spec.batch_size, spec.workers)

@@ -528,7 +528,10 @@ compare-pick-three | 2 | '--pick': 3 is not in the range 2<=x<=2 | compare -c {y
 compare-resamples-few | 2 | '--resamples': 10 is not in the range x>=100 | compare -c {y}/ens-ok.yml -c {y}/ens-ok.yml --resamples 10
 predict-from-probs-missing | 1 | --from-probs nowhere: no such folder | predict --from-probs nowhere --out {tmp}/s.csv
 predict-from-probs-not-saved | 1 | --from-probs {data}: no probs.json; not a folder that predict --save-probs wrote | predict --from-probs {data} --out {tmp}/s.csv
-predict-from-probs-with-models | 2 | --from-probs predicts without models: drop -r/-c | predict --from-probs nowhere -r {run} --out {tmp}/s.csv
+predict-from-probs-with-models | 2 | --from-probs predicts without checkpoints: drop -r/-c | predict --from-probs nowhere -r {run} --out {tmp}/s.csv
+predict-from-probs-and-onnx | 2 | give --from-probs or --onnx, not both | predict --from-probs nowhere --onnx m.onnx --out {tmp}/s.csv
+predict-onnx-with-tta | 2 | --onnx predicts without checkpoints: drop -r/-c and --tta | predict --onnx m.onnx --tta hflip --images {test} --out {tmp}/s.csv
+predict-onnx-with-averaging | 2 | --onnx: the export averages its models inside; drop --averaging | predict --onnx m.onnx --averaging rms --images {test} --out {tmp}/s.csv
 predict-without-images | 2 | give --images DIR (or --from-probs DIR) | predict -r {run} --out {tmp}/s.csv
 predict-save-probs-not-empty | 2 | --save-probs {data}: already exists and is not empty | PREDICT --save-probs {data}
 predict-instances-a-folder | 2 | --instances {data}: is a folder | PREDICT --instances {data}

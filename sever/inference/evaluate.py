@@ -142,12 +142,14 @@ def score_validation(ensemble: Ensemble, data_dir: Path | None = None) -> EvalRe
                 else:
                     assert probs is not None  # group_by_split: each group has a segmenter
                     pred = torch.from_numpy(postprocess_batch(probs, postprocess, heads))
-                    dice.update(pred, truth)
-                    pairs.append(dice_per_pair(pred, truth).double().numpy())
-                    empty.append(~truth.flatten(2).any(2).numpy())
-                    predicted.append(pred.flatten(2).any(2).numpy())
+                    pair = dice_per_pair(pred, truth)  # once, for the meter and the intervals
+                    shown, present = pred.flatten(2).any(2), truth.bool().flatten(2).any(2)
+                    dice.add(pair, present)
+                    presence.update(shown, present)
+                    pairs.append(pair.double().numpy())
+                    empty.append(~present.numpy())
+                    predicted.append(shown.numpy())
                     ids_seen += ids
-                    presence.update(pred.flatten(2).any(2), truth.amax((2, 3)))
                 progress.update(len(ids))
     scores = presence.compute() if classifiers_only else dice.compute() | presence.compute()
     intervals, candidate = {}, None

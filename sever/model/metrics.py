@@ -105,11 +105,14 @@ class DiceMeter(SummedMeter):
 
     def update(self, pred: Tensor, truth: Tensor) -> None:
         """Add a batch: binary predictions and truths, both (N, C, H, W)."""
-        dice = dice_per_pair(pred, truth)
+        self.add(dice_per_pair(pred, truth), as_bool(truth).flatten(2).any(2))
+
+    def add(self, dice: Tensor, positive: Tensor) -> None:
+        """Add a batch's pair Dice (N, C) and whether each pair's truth has a defect (N, C),
+        when the caller has them already."""
         # float64 keeps the sums exact over any dataset; MPS has no float64.
         dtype = torch.float32 if dice.device.type == "mps" else torch.float64
-        dice = dice.to(dtype)
-        positive = as_bool(truth).flatten(2).any(2).to(dtype)
+        dice, positive = dice.to(dtype), positive.to(dtype)
         batch = torch.stack(
             [dice.sum(0), torch.ones_like(dice).sum(0), (dice * positive).sum(0), positive.sum(0)]
         )

@@ -127,7 +127,7 @@ def test_compare_from_the_command_line(tiny_data: Path, tmp_path: Path, capsys):
     )
     page = tmp_path / "report.html"
     code, out, err = cli_output(
-        capsys, "compare", "-c", a, "-c", b, "-c", c, "--pick", 2, "--workers", 0, "--json",
+        capsys, "compare", "-c", a, "-c", b, "-c", c, "--pick", 2, "--workers", 2, "--json",
         "--html", page,
     )  # fmt: skip
     assert code == 0, err

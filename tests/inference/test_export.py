@@ -84,7 +84,7 @@ def test_predict_with_the_exported_model(run: Path, tiny_data: Path, tmp_path: P
     assert code == 0, err
     code, _, err = cli_output(capsys, "predict", "--onnx", model, "-r", run, *common[:2],
                               "--out", tmp_path / "x.csv")  # fmt: skip
-    assert code == 2 and "--onnx predicts with the exported model: drop -r/-c" in err
+    assert code == 2 and "--onnx predicts without checkpoints: drop -r/-c" in err
     (tmp_path / "model.json").unlink()
     code, _, err = cli_output(capsys, "predict", "--onnx", model, *common[:2],
                               "--out", tmp_path / "y.csv")  # fmt: skip
