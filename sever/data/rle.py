@@ -151,11 +151,13 @@ def _decode_packed(starts: np.ndarray, ends: np.ndarray, height: int, width: int
     return np.unpackbits(packed[:height], axis=1, count=width)
 
 
-def encode(mask: np.ndarray) -> str:
+def encode(mask: np.ndarray, offset: int = 0) -> str:
     """Encode a mask as a Kaggle RLE string.
 
     Args:
         mask: `(H, W)`, any dtype; nonzero pixels are defects.
+        offset: added to every start: a mask of columns x.. of a taller image's full
+            height encodes with `offset = x * H` as the whole image would.
 
     Returns:
         Kaggle RLE with sorted, non-touching runs; '' for an empty mask.
@@ -186,7 +188,7 @@ def encode(mask: np.ndarray) -> str:
     starts = starts[np.concatenate(([True], split))]
     ends = ends[np.concatenate((split, [True]))]
     pairs = np.empty(2 * starts.size, np.int64)
-    pairs[0::2] = starts + 1
+    pairs[0::2] = starts + 1 + offset
     pairs[1::2] = ends - starts
     return _join_ints(pairs)
 

@@ -54,10 +54,12 @@ def find_instances(
         count, labels, stats, _ = cv2.connectedComponentsWithStats(
             mask.astype(np.uint8), connectivity=8
         )
+        height = mask.shape[0]
         for label in range(1, count):
             x, y, w, h, area = (int(v) for v in stats[label])
-            region = labels == label
-            values = probs[c][region]
+            # the region's columns only: a region costs its width, not the whole image
+            strip = labels[:, x : x + w] == label
+            values = probs[c][:, x : x + w][strip]
             found.append(
                 Instance(
                     image,
@@ -69,7 +71,7 @@ def find_instances(
                     area,
                     round(float(values.mean()), 4),
                     round(float(values.max()), 4),
-                    rle.encode(region),
+                    rle.encode(strip, offset=x * height),
                 )
             )
     return found

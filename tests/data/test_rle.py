@@ -248,3 +248,12 @@ def test_stack_helpers_round_trip() -> None:
     stacked = rles_to_masks(rles, 16, 24)
     assert stacked.shape == (4, 16, 24) and stacked.dtype == np.uint8
     np.testing.assert_array_equal(stacked, masks)
+
+
+def test_a_strip_of_columns_encodes_as_the_whole_image_with_an_offset():
+    # 3x4: column 2 rows 1-2 and column 3 row 0 are one run in column-major order: 8 3
+    mask = np.zeros((3, 4), bool)
+    mask[1:, 2] = mask[0, 3] = True
+    assert encode(mask) == "8 3"
+    assert encode(mask[:, 2:]) == "2 3"
+    assert encode(mask[:, 2:], offset=2 * 3) == "8 3"
