@@ -494,6 +494,16 @@ def ensemble_options(*options):
     return decorate
 
 
+def parse_size(value: str | None, option: str) -> tuple[int, int] | None:
+    """'256x1600' -> (256, 1600); a usage error naming the option otherwise."""
+    if value is None:
+        return None
+    height, _, width = value.lower().partition("x")
+    if not (height.isdigit() and width.isdigit() and int(height) and int(width)):
+        raise click.UsageError(f"{option} {value}: expected HEIGHTxWIDTH in pixels, e.g. 256x1600")
+    return int(height), int(width)
+
+
 def echo_report(report, as_json: bool) -> None:
     """An inference report: its lines, or with --json one JSON object."""
     import json
@@ -608,6 +618,18 @@ def evaluate(
     help="Predict from probabilities --save-probs kept, no model needed; repeat to blend "
     "several (with --averaging).",
 )
+@click.option(
+    "--tile",
+    callback=lambda ctx, param, value: parse_size(value, "--tile"),
+    metavar="HxW",
+    help="Images larger than this are predicted in overlapping tiles, blended (default: "
+    "the size the models were trained at, data.image_size).",
+)
+@click.option(
+    "--overlap",
+    type=click.IntRange(min=0),
+    help="Pixels neighbouring tiles share [default: a quarter of the tile].",
+)
 @json_option
 def predict(
     spec,
@@ -619,12 +641,17 @@ def predict(
     instances: Path | None,
     onnx: Path | None,
     from_probs: tuple[Path, ...],
+    tile: tuple[int, int] | None,
+    overlap: int | None,
     as_json: bool,
 ) -> None:
-    """Predict a folder of images into a Kaggle submission."""
+    """Predict a folder of images into a Kaggle submission; images larger than the models'
+    size (strips of any length) in overlapping tiles."""
     from sever.inference import Ensemble, Outputs, predict_folder, predict_saved
+    from sever.inference.tiles import Tiling
 
     outputs = Outputs(out, fmt, overlays, save_probs, instances)
+    tiling = Tiling(tile, overlap)
     if from_probs and onnx is not None:
         raise click.UsageError("give --from-probs or --onnx, not both")
     if (from_probs or onnx) and (spec.runs or spec.file or spec.tta != "none"):
@@ -635,8 +662,10 @@ def predict(
     if onnx is not None and spec.averaging:
         raise click.UsageError("--onnx: the export averages its models inside; drop --averaging")
     if from_probs:
-        if overlays or save_probs:
-            raise click.UsageError("--from-probs: drop --overlays and --save-probs")
+        if overlays or save_probs or tile or overlap is not None:
+            raise click.UsageError(
+                "--from-probs: drop --overlays, --save-probs, --tile and --overlap"
+            )
         averaging = spec.averaging or "mean"
         report = predict_saved(from_probs, outputs, spec.postprocess, averaging, images_dir)
     elif images_dir is None:
@@ -645,9 +674,9 @@ def predict(
         from sever.inference.export import predict_exported
 
         loading = (spec.batch_size, spec.workers)
-        report = predict_exported(onnx, images_dir, outputs, spec.postprocess, loading)
+        report = predict_exported(onnx, images_dir, outputs, spec.postprocess, loading, tiling)
     else:
-        report = predict_folder(Ensemble.from_options(spec), images_dir, outputs)
+        report = predict_folder(Ensemble.from_options(spec), images_dir, outputs, tiling)
     echo_report(report, as_json)
 
 

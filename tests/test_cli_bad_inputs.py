@@ -141,7 +141,8 @@ def world(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> World:
     img = root / "img"
     (img / "empty").mkdir(parents=True)
     write(img / "broken" / "x.jpg", "not a jpeg\n")
-    image(img / "odd" / "a.jpg", 100, 250)
+    image(img / "odd" / "a.jpg", 64, 250)
+    image(img / "oddstrip" / "a.jpg", 100, 250)
     train_images = sorted((tiny_data / "train_images").iterdir())
     (img / "copied").mkdir()
     for path in train_images[:3]:
@@ -429,7 +430,13 @@ images-missing | 1 | nowhere: image folder not found | predict -r {run} --images
 images-a-file | 1 | sub.csv: is a file; expected a folder of images | predict -r {run} --images {csv}/sub.csv --out {tmp}/s.csv
 images-none | 1 | empty: no images (.jpg, .jpeg, .png) in this folder | predict -r {run} --images {img}/empty --out {tmp}/s.csv
 images-unreadable | 1 | broken/x.jpg: not a readable image | predict -r {run} --images {img}/broken --out {tmp}/s.csv
-images-size-not-32 | 1 | odd/a.jpg: 100x250 is not a multiple of 32, which FPN needs; pad the images to 128x256 | predict -r {ck}/fpn.pth --images {img}/odd --out {tmp}/s.csv
+images-size-not-32 | 1 | odd/a.jpg: 64x250 is not a multiple of 32, which FPN needs; pad the images to 64x256 | predict -r {ck}/fpn.pth --images {img}/odd --out {tmp}/s.csv
+strip-side-not-32 | 1 | oddstrip/a.jpg: 100x250 is tiled by 64x256, but its side of 250 is shorter than the tile and not a multiple of 32 | predict -r {ck}/fpn.pth --images {img}/oddstrip --out {tmp}/s.csv
+tile-not-32 | 2 | --tile 50x100: 50 is not a multiple of 32, which the models need | predict -r {ck}/fpn.pth --images {test} --out {tmp}/s.csv --tile 50x100
+tile-not-a-size | 2 | --tile 256: expected HEIGHTxWIDTH in pixels | PREDICT --tile 256
+overlap-as-large-as-the-tile | 2 | --overlap 64: expected 0 to 63 pixels for tiles of 64x128 | PREDICT --tile 64x128 --overlap 64
+strip-with-save-probs | 2 | is larger than a tile (64x128); saved probabilities are for images of one size | PREDICT --tile 64x128 --save-probs {tmp}/probs
+from-probs-with-tile | 2 | --from-probs: drop --overlays, --save-probs, --tile and --overlap | predict --from-probs nowhere --tile 64x128 --out {tmp}/s.csv
 images-template-mismatch | 1 | tmpl/sample_submission.csv: image | predict -r {run} --images {img}/tmpl/test_images --out {tmp}/s.csv
 images-template-header | 1 | badtmpl/sample_submission.csv: header Image,Pixels is neither | predict -r {run} --images {img}/badtmpl/test_images --out {tmp}/s.csv
 out-a-folder | 2 | --out {tmp}: is a folder; give a file name inside it | predict -r {run} --images {test} --out {tmp}

@@ -33,9 +33,8 @@ from torch.utils.data import DataLoader
 
 from sever import __version__
 from sever.data.dataset import ImageFolderDataset
-from sever.data.tables import image_files
 from sever.errors import DataError, SeverError
-from sever.fileio import atomic_path, check_output_file, image_shape
+from sever.fileio import atomic_path, check_output_file, image_shape, read_gray
 from sever.inference.ensemble import Ensemble
 from sever.inference.postprocess import PostProcess, postprocess_batch
 from sever.inference.postprocess_file import load_postprocess, tuned_with
@@ -43,13 +42,17 @@ from sever.inference.predict import (
     TTA,
     Outputs,
     PredictReport,
+    Probs,
     Writing,
     check_members,
     predict_batch,
     size_batches,
+    split_strips,
+    stride_of,
     written,
 )
 from sever.inference.submission import check_same_images, read_template
+from sever.inference.tiles import TileModel, Tiling, predict_tiled
 from sever.inference.validation import group_by_split, validation_set
 from sever.model.build import split_outputs
 from sever.model.metrics import dice_per_pair
@@ -250,8 +253,10 @@ def manifest_of(ensemble: Ensemble, pp: PostProcess, parity: dict[str, Any]) -> 
             "shape": ["batch", 1, "height", "width"],
             "dtype": "float32",
             "values": "raw grey pixels, 0..255",
-            "trained_size": list(ensemble.members[0].config.data.image_size),
-            "divisible_by": divisible_by(ensemble),
+            "trained_size": [
+                min(m.config.data.image_size[axis] for m in ensemble.members) for axis in (0, 1)
+            ],
+            "divisible_by": stride_of(ensemble.members),
         },
         "outputs": {
             "probs": ["batch", ensemble.classes, "height", "width"],
@@ -270,16 +275,6 @@ def manifest_of(ensemble: Ensemble, pp: PostProcess, parity: dict[str, Any]) -> 
             "python": platform.python_version(),
         },
     }
-
-
-def divisible_by(ensemble: Ensemble) -> int:
-    """What the input's height and width must be multiples of (1: anything)."""
-    need = [
-        getattr(m.model.encoder, "output_stride", 32)
-        for m in ensemble.members
-        if m.size is None and getattr(m.model, "requires_divisible_input_shape", False)
-    ]
-    return max(need, default=1)
 
 
 # ---------------------------------------------------------------- predicting with an export
@@ -317,12 +312,13 @@ def predict_exported(
     outputs: Outputs | Path,
     postprocess: PostProcess | Path | dict[str, Any] | None = None,
     loading: tuple[int, int] = (4, 2),
+    tiling: Tiling = Tiling(),
 ) -> PredictReport:
     """`predict --onnx`: a folder's submission from an exported model with onnxruntime
     (CUDA when it has it), post-processed as the manifest says unless `postprocess` (one,
     or a file or mapping read for the model's classes) is given; `loading` is (batch size,
-    loader workers)."""
-    import onnxruntime
+    loader workers); images larger than a tile (default: the size the models were trained
+    at) are predicted in tiles, as `predict_folder` does."""
 
     outputs = outputs if isinstance(outputs, Outputs) else Outputs(outputs)
     manifest = read_manifest(model)
@@ -333,31 +329,56 @@ def predict_exported(
             source, f"{model.with_suffix('.json')}: postprocess", classes
         )
     outputs.check()
-    ids = image_files(images_dir)
-    if not ids:
-        raise DataError(f"{images_dir}: no images (.jpg, .jpeg, .png) in this folder")
-    sizes = [image_shape(images_dir / i) for i in ids]
-    check_divisible(images_dir, ids, sizes, int(manifest["input"]["divisible_by"]))
+    stride = int(manifest["input"]["divisible_by"])
+    trained = manifest["input"].get("trained_size")
+    tile = (int(trained[0]), int(trained[1])) if trained else (2**31, 2**31)
+    tiling = tiling.resolved(tile, loading[0])
+    ids, strips = split_strips(images_dir, tiling, stride, outputs)
+    whole = [i for i in ids if i not in strips]
+    sizes = [image_shape(images_dir / i) for i in whole]
+    check_divisible(images_dir, whole, sizes, stride)
     template = outputs.template(images_dir)
     if template is not None:
         check_same_images(read_template(template, classes)[1], ids, template)
-    providers = [
-        p
-        for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-        if p in onnxruntime.get_available_providers()
-    ]
-    session = onnxruntime.InferenceSession(str(model), providers=providers)
-    dataset = ImageFolderDataset(images_dir, ids, raw_pixels)
+    session = onnx_session(model)
+    dataset = ImageFolderDataset(images_dir, whole, raw_pixels)
     loader = DataLoader(
         dataset, batch_sampler=size_batches(sizes, loading[0]), num_workers=loading[1]
     )
     with ExitStack() as stack, Tracker(len(ids), "predict (onnx)", "images") as progress:
         writing = Writing(outputs, postprocess, images_dir, stack, manifest.get("sources", {}))
-        for images, batch_ids in loader:
+        for images, batch_ids in loader if whole else ():
             found = session.run(None, {"pixels": images.numpy()})
             writing.add(list(batch_ids), found[0], found[1] if len(found) > 1 else None)
             progress.update(len(batch_ids))
+        for image_id in strips:
+            image = read_gray(images_dir / image_id)
+            probs, presence = predict_tiled(image, session_tiles(session), tiling, classes)
+            writing.add([image_id], probs[None], None if presence is None else presence[None])
+            progress.update(1)
     return written(writing.rles, ids, outputs, template, classes)
+
+
+def onnx_session(model: Path) -> Any:
+    """An onnxruntime session of `model`, on CUDA when onnxruntime has it."""
+    import onnxruntime
+
+    providers = [
+        p
+        for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+        if p in onnxruntime.get_available_providers()
+    ]
+    return onnxruntime.InferenceSession(str(model), providers=providers)
+
+
+def session_tiles(session: Any) -> TileModel:
+    """An onnxruntime session as a `TileModel` (the graph takes raw pixels)."""
+
+    def predict(tiles: NDArray[np.uint8]) -> tuple[Probs, Probs | None]:
+        found = session.run(None, {"pixels": tiles[:, None].astype(np.float32)})
+        return found[0], found[1] if len(found) > 1 else None
+
+    return predict
 
 
 def check_divisible(

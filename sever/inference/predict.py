@@ -49,6 +49,7 @@ from sever.inference.submission import (
     read_template,
     write_submission,
 )
+from sever.inference.tiles import TileModel, Tiling, check_tiles, predict_tiled
 from sever.model.build import split_outputs
 from sever.progress import Tracker
 from sever.registry import Registry
@@ -306,7 +307,9 @@ class Writing:
             if folder is not None:
                 folder.mkdir(parents=True, exist_ok=True)
 
-    def add(self, ids: Sequence[str], probs: Probs, presence: Probs | None) -> None:
+    def add(
+        self, ids: Sequence[str], probs: NDArray[np.floating[Any]], presence: Probs | None
+    ) -> None:
         if self.probs is not None:
             self.probs.add(ids, probs, presence)
         masks = postprocess_batch(probs, self.postprocess, presence)
@@ -318,32 +321,98 @@ class Writing:
                 write_overlay(self.images_dir / image_id, masks[i], self.outputs.overlays)
 
 
-def predict_folder(ensemble: Ensemble, images_dir: Path, outputs: Outputs | Path) -> PredictReport:
+def predict_folder(
+    ensemble: Ensemble,
+    images_dir: Path,
+    outputs: Outputs | Path,
+    tiling: Tiling = Tiling(),
+) -> PredictReport:
     """Predict every image of a folder into a submission CSV (written atomically).
 
     Args:
         outputs: the submission (a path: in the 'auto' format, the wide one in the order of
             a sample_submission.csv beside the folder when there is one), and optionally
             overlays, the saved probabilities and the defect records.
+        tiling: how images larger than a tile are cut (see `sever.inference.tiles`); by
+            default tiles of the smallest size a member was trained at (data.image_size).
     """
     outputs = outputs if isinstance(outputs, Outputs) else Outputs(outputs)
     # Everything that can be checked is checked before the work, not after it.
     postprocess = ensemble.postprocess or PostProcess(classes=ensemble.classes)
     check_members(ensemble.members, postprocess)
     outputs.check()
-    loader = image_loader(images_dir, ensemble)
-    names = loader_ids(loader)
+    sizes = [m.config.data.image_size for m in ensemble.members]
+    trained = (min(s[0] for s in sizes), min(s[1] for s in sizes))
+    tiling = tiling.resolved(trained, ensemble.batch_size)
+    names, strips = split_strips(images_dir, tiling, stride_of(ensemble.members), outputs)
+    whole = [i for i in names if i not in strips]
+    loader = image_loader(images_dir, ensemble, whole) if whole else None
     template = outputs.template(images_dir)
     if template is not None:
         check_same_images(read_template(template, ensemble.classes)[1], names, template)
     amp = autocast_dtype(ensemble.device)
     with ExitStack() as stack, Tracker(len(names), "predict", "images") as progress:
         writing = Writing(outputs, postprocess, images_dir, stack, tuned_with(ensemble))
-        for ids, probs, presence in predict_batches(ensemble, loader, amp):
+        for ids, probs, presence in predict_batches(ensemble, loader, amp) if loader else ():
             assert probs is not None  # check_members: there is a segmenter
             writing.add(ids, probs, presence)
             progress.update(len(ids))
+        model = ensemble_tiles(ensemble, amp)
+        for image_id in strips:
+            image = read_gray(images_dir / image_id)
+            strip, found = predict_tiled(image, model, tiling, ensemble.classes)
+            writing.add([image_id], strip[None], None if found is None else found[None])
+            progress.update(1)
     return written(writing.rles, names, outputs, template, ensemble.classes)
+
+
+def stride_of(members: list[Member]) -> int:
+    """What the sides of a model's input must be multiples of (1: anything)."""
+    need = [
+        getattr(m.model.encoder, "output_stride", 32)
+        for m in members
+        if m.size is None and getattr(m.model, "requires_divisible_input_shape", False)
+    ]
+    return max(need, default=1)
+
+
+def split_strips(
+    images_dir: Path, tiling: Tiling, stride: int, outputs: Outputs
+) -> tuple[list[str], list[str]]:
+    """(every image of the folder, those larger than a tile), checked before any work:
+    their headers, and that each large image's tiles fit the models."""
+    names = image_files(images_dir)
+    if not names:
+        raise DataError(f"{images_dir}: no images (.jpg, .jpeg, .png) in this folder")
+    strips = []
+    for image_id in names:
+        shape = image_shape(images_dir / image_id)
+        if tiling.needed(shape):
+            check_tiles(str(images_dir / image_id), shape, tiling, stride)
+            strips.append(image_id)
+    if strips and outputs.save_probs is not None:
+        raise OptionError(
+            f"--save-probs: {images_dir / strips[0]} is larger than a tile "
+            f"({tiling.size[0]}x{tiling.size[1]}); saved probabilities are for images of "
+            "one size: predict the strips without --save-probs"
+        )
+    return names, strips
+
+
+def ensemble_tiles(ensemble: Ensemble, amp_dtype: torch.dtype | None) -> TileModel:
+    """The ensemble as a `TileModel`: grey tiles normalised as the loader does, then
+    `predict_batch` (TTA, averaging, each member's size)."""
+    normalize = ensemble.members[0].config.data.normalize
+    transform = build_transform("none", None, normalize, train=False)
+
+    def predict(tiles: NDArray[np.uint8]) -> tuple[Probs, Probs | None]:
+        normalised = [np.ascontiguousarray(transform(image=t)["image"]) for t in tiles]
+        batch = torch.stack([torch.from_numpy(n)[None] for n in normalised])
+        probs, presence = predict_batch(ensemble, batch, amp_dtype)
+        assert probs is not None  # check_members: there is a segmenter
+        return probs, presence
+
+    return predict
 
 
 def predict_saved(
