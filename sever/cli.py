@@ -607,9 +607,11 @@ def evaluate(
     "lines here, and as CSV beside it (.csv).",
 )
 @click.option(
+    "--exported",
     "--onnx",
+    "exported",
     type=click.Path(path_type=Path),
-    help="Predict with a model sever export wrote (onnxruntime) instead of checkpoints.",
+    help="Predict with a model sever export wrote (.onnx or .pt2) instead of checkpoints.",
 )
 @click.option(
     "--from-probs",
@@ -639,7 +641,7 @@ def predict(
     overlays: Path | None,
     save_probs: Path | None,
     instances: Path | None,
-    onnx: Path | None,
+    exported: Path | None,
     from_probs: tuple[Path, ...],
     tile: tuple[int, int] | None,
     overlap: int | None,
@@ -652,15 +654,17 @@ def predict(
 
     outputs = Outputs(out, fmt, overlays, save_probs, instances)
     tiling = Tiling(tile, overlap)
-    if from_probs and onnx is not None:
-        raise click.UsageError("give --from-probs or --onnx, not both")
-    if (from_probs or onnx) and (spec.runs or spec.file or spec.tta != "none"):
+    if from_probs and exported is not None:
+        raise click.UsageError("give --from-probs or --exported, not both")
+    if (from_probs or exported) and (spec.runs or spec.file or spec.tta != "none"):
         raise click.UsageError(
-            f"{'--from-probs' if from_probs else '--onnx'} predicts without checkpoints: drop "
+            f"{'--from-probs' if from_probs else '--exported'} predicts without checkpoints: drop "
             "-r/-c and --tta (the views are in the saved probabilities or the export)"
         )
-    if onnx is not None and spec.averaging:
-        raise click.UsageError("--onnx: the export averages its models inside; drop --averaging")
+    if exported is not None and spec.averaging:
+        raise click.UsageError(
+            "--exported: the export averages its models inside; drop --averaging"
+        )
     if from_probs:
         if overlays or save_probs or tile or overlap is not None:
             raise click.UsageError(
@@ -670,11 +674,11 @@ def predict(
         report = predict_saved(from_probs, outputs, spec.postprocess, averaging, images_dir)
     elif images_dir is None:
         raise click.UsageError("give --images DIR (or --from-probs DIR)")
-    elif onnx is not None:
+    elif exported is not None:
         from sever.inference.export import predict_exported
 
         loading = (spec.batch_size, spec.workers)
-        report = predict_exported(onnx, images_dir, outputs, spec.postprocess, loading, tiling)
+        report = predict_exported(exported, images_dir, outputs, spec.postprocess, loading, tiling)
     else:
         report = predict_folder(Ensemble.from_options(spec), images_dir, outputs, tiling)
     echo_report(report, as_json)
@@ -739,7 +743,16 @@ def compare(
 @cli.command()
 @ensemble_options(*MODEL_OPTIONS, *FILE_OPTIONS)
 @click.option(
-    "--out", required=True, type=click.Path(path_type=Path), help="The ONNX file to write."
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The file to write: .onnx (onnxruntime) or .pt2 (torch.export).",
+)
+@click.option(
+    "--aot",
+    is_flag=True,
+    help="With a .pt2: compile it with AOTInductor for this machine (minutes; a C++ "
+    "compiler needed).",
 )
 @click.option(
     "--check-images",
@@ -751,22 +764,19 @@ def compare(
 )
 @data_dir_option
 @json_option
-def export(spec, out: Path, images: int, data_dir: Path | None, as_json: bool) -> None:
-    """Export a model or an ensemble (TTA, averaging and normalisation inside) to ONNX,
-    and prove it predicts as PyTorch does on validation images (needs sever[export])."""
+def export(spec, out: Path, aot: bool, images: int, data_dir: Path | None, as_json: bool) -> None:
+    """Export a model or an ensemble (TTA, averaging and normalisation inside) to ONNX or
+    torch.export's .pt2, and prove it predicts as PyTorch does on validation images."""
     from sever.fileio import check_output_file
+    from sever.inference.runtimes import runtime_of
 
     check_output_file(out, "--out")  # before the models load
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise SeverError(
-            "sever export needs onnx and onnxruntime: pip install 'sever[export]'"
-        ) from None
+    runtime_of(out, aot)
     from sever.inference import Ensemble
-    from sever.inference.export import export_onnx
+    from sever.inference.export import export_model
 
-    echo_report(export_onnx(Ensemble.from_options(spec), out, images, data_dir), as_json)
+    report = export_model(Ensemble.from_options(spec), out, images, data_dir, aot)
+    echo_report(report, as_json)
 
 
 @cli.command("pseudo-label")

@@ -436,6 +436,8 @@ tile-not-32 | 2 | --tile 50x100: 50 is not a multiple of 32, which the models ne
 tile-not-a-size | 2 | --tile 256: expected HEIGHTxWIDTH in pixels | PREDICT --tile 256
 overlap-as-large-as-the-tile | 2 | --overlap 64: expected 0 to 63 pixels for tiles of 64x128 | PREDICT --tile 64x128 --overlap 64
 strip-with-save-probs | 2 | is larger than a tile (64x128); saved probabilities are for images of one size | PREDICT --tile 64x128 --save-probs {tmp}/probs
+export-unknown-format | 2 | --out {tmp}/m.bin: expected a .onnx or a .pt2 file name | export -r {run} --out {tmp}/m.bin
+export-aot-onnx | 2 | --out {tmp}/m.onnx: --aot compiles a .pt2; give a .pt2 file name | export -r {run} --aot --out {tmp}/m.onnx
 from-probs-with-tile | 2 | --from-probs: drop --overlays, --save-probs, --tile and --overlap | predict --from-probs nowhere --tile 64x128 --out {tmp}/s.csv
 images-template-mismatch | 1 | tmpl/sample_submission.csv: image | predict -r {run} --images {img}/tmpl/test_images --out {tmp}/s.csv
 images-template-header | 1 | badtmpl/sample_submission.csv: header Image,Pixels is neither | predict -r {run} --images {img}/badtmpl/test_images --out {tmp}/s.csv
@@ -536,9 +538,9 @@ compare-resamples-few | 2 | '--resamples': 10 is not in the range x>=100 | compa
 predict-from-probs-missing | 1 | --from-probs nowhere: no such folder | predict --from-probs nowhere --out {tmp}/s.csv
 predict-from-probs-not-saved | 1 | --from-probs {data}: no probs.json; not a folder that predict --save-probs wrote | predict --from-probs {data} --out {tmp}/s.csv
 predict-from-probs-with-models | 2 | --from-probs predicts without checkpoints: drop -r/-c | predict --from-probs nowhere -r {run} --out {tmp}/s.csv
-predict-from-probs-and-onnx | 2 | give --from-probs or --onnx, not both | predict --from-probs nowhere --onnx m.onnx --out {tmp}/s.csv
-predict-onnx-with-tta | 2 | --onnx predicts without checkpoints: drop -r/-c and --tta | predict --onnx m.onnx --tta hflip --images {test} --out {tmp}/s.csv
-predict-onnx-with-averaging | 2 | --onnx: the export averages its models inside; drop --averaging | predict --onnx m.onnx --averaging rms --images {test} --out {tmp}/s.csv
+predict-from-probs-and-onnx | 2 | give --from-probs or --exported, not both | predict --from-probs nowhere --onnx m.onnx --out {tmp}/s.csv
+predict-onnx-with-tta | 2 | --exported predicts without checkpoints: drop -r/-c and --tta | predict --onnx m.onnx --tta hflip --images {test} --out {tmp}/s.csv
+predict-onnx-with-averaging | 2 | --exported: the export averages its models inside; drop --averaging | predict --exported m.pt2 --averaging rms --images {test} --out {tmp}/s.csv
 predict-without-images | 2 | give --images DIR (or --from-probs DIR) | predict -r {run} --out {tmp}/s.csv
 predict-save-probs-not-empty | 2 | --save-probs {data}: already exists and is not empty | PREDICT --save-probs {data}
 predict-instances-a-folder | 2 | --instances {data}: is a folder | PREDICT --instances {data}

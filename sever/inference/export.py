@@ -1,4 +1,5 @@
-"""`sever export`: a model or a whole ensemble as one ONNX graph, with parity proven.
+"""`sever export`: a model or a whole ensemble as one graph (ONNX, torch.export's `.pt2`
+or an AOTInductor package, see `sever.inference.runtimes`), with parity proven.
 
 The graph takes raw grey pixels, float32 (N, 1, H, W) in 0..255, with any batch, height
 and width the architecture allows; the normalisation, every model's TTA views and input
@@ -6,7 +7,7 @@ size, and the ensemble averaging are inside it. It returns the probabilities (N,
 and, when a model gives class presence, the presence (N, C). Post-processing stays outside
 (the manifest carries it), since thresholds are tuned after export as often as before.
 
-Parity is measured, not assumed: the export is run with onnxruntime on validation images
+Parity is measured, not assumed: the export is run in its runtime on validation images
 and compared with PyTorch eager, both the largest probability difference and the Kaggle
 Dice after the same post-processing; an export whose Dice differs by more than 1e-4 is
 refused and nothing is written. A manifest beside the model (`<name>.json`) records the
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import json
 import platform
-import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,7 @@ from sever import __version__
 from sever.data.dataset import ImageFolderDataset
 from sever.errors import DataError, SeverError
 from sever.fileio import atomic_path, check_output_file, image_shape, read_gray
+from sever.inference import runtimes
 from sever.inference.ensemble import Ensemble
 from sever.inference.postprocess import PostProcess, postprocess_batch
 from sever.inference.postprocess_file import load_postprocess, tuned_with
@@ -59,7 +60,6 @@ from sever.model.metrics import dice_per_pair
 from sever.progress import Tracker
 
 DICE_TOLERANCE = 1e-4
-OPSET = 17
 
 
 class ExportError(SeverError):
@@ -123,12 +123,13 @@ class ExportReport:
     max_difference: float
     dice_eager: float
     dice_exported: float
+    runtime: str
 
     def lines(self) -> list[str]:
         return [
             f"parity on {self.images} validation images: largest probability difference "
             f"{self.max_difference:.2e}, Dice {self.dice_eager:.6f} (PyTorch) and "
-            f"{self.dice_exported:.6f} (onnxruntime)",
+            f"{self.dice_exported:.6f} ({self.runtime})",
             f"wrote {self.out} and {self.manifest}",
         ]
 
@@ -140,21 +141,26 @@ class ExportReport:
             "max_difference": self.max_difference,
             "dice_eager": self.dice_eager,
             "dice_exported": self.dice_exported,
+            "runtime": self.runtime,
         }
 
 
-def export_onnx(
-    ensemble: Ensemble, out: Path, images: int = 16, data_dir: Path | None = None
+def export_model(
+    ensemble: Ensemble,
+    out: Path,
+    images: int = 16,
+    data_dir: Path | None = None,
+    aot: bool = False,
 ) -> ExportReport:
-    """Export the ensemble to ONNX at `out`, prove parity on `images` validation images,
-    and write the manifest beside it; nothing is written when parity fails.
+    """Export the ensemble to `out` (.onnx, or .pt2: torch.export, AOTInductor with `aot`),
+    prove parity on `images` validation images in that runtime, and write the manifest
+    beside it; nothing is written when parity fails.
 
     Raises:
         ExportError: the exported model's Dice differs from PyTorch's by more than 1e-4.
-        OptionError: `out` or its manifest cannot be written.
+        OptionError: `out` or its manifest cannot be written, or is not .onnx or .pt2.
     """
-    import onnxruntime
-
+    runtime = runtimes.runtime_of(out, aot)
     manifest = out.with_suffix(".json")
     check_output_file(out, "--out")
     check_output_file(manifest, "--out (its manifest)")
@@ -162,21 +168,27 @@ def export_onnx(
     check_members(ensemble.members, postprocess)
     batches = parity_batches(ensemble, images, data_dir)
     module = Exported(ensemble).eval()
+    # torch.export traces sizes symbolically: its sides are multiples of the encoders'
+    # stride even for architectures that interpolate other sizes in eager mode (Unet)
+    stride = (
+        stride_of(ensemble.members)
+        if runtime == "onnxruntime"
+        else max(getattr(m.model.encoder, "output_stride", 32) for m in ensemble.members)
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
-        write_onnx(module, batches[0][0], tmp)
-        session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        parity = measure(ensemble, session, batches, postprocess)
+        runtimes.write(runtime, module, batches[0][0], tmp, stride)
+        parity = measure(ensemble, runtimes.load(tmp, runtime), batches, postprocess)
         if abs(parity["dice_eager"] - parity["dice_exported"]) > DICE_TOLERANCE:
             raise ExportError(
                 f"--out {out}: the exported model's Dice {parity['dice_exported']:.6f} differs "
                 f"from PyTorch's {parity['dice_eager']:.6f} by more than {DICE_TOLERANCE}; "
                 "not written"
             )
-    record = manifest_of(ensemble, postprocess, parity)
+    record = manifest_of(ensemble, postprocess, parity, (runtime, stride))
     with atomic_path(manifest) as tmp:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
-    return ExportReport(out, manifest, **parity)
+    return ExportReport(out, manifest, **parity, runtime=runtime)
 
 
 def parity_batches(
@@ -196,25 +208,11 @@ def parity_batches(
     return batches
 
 
-def write_onnx(module: Exported, sample: Tensor, path: Path) -> None:
-    axes = {0: "batch", 2: "height", 3: "width"}
-    outputs = ["probs", "presence"][: len(module(sample))]
-    with warnings.catch_warnings():  # the TorchScript exporter says it is the legacy one
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            (sample,),
-            str(path),
-            input_names=["pixels"],
-            output_names=outputs,
-            dynamic_axes={"pixels": axes, "probs": axes, "presence": {0: "batch"}},
-            opset_version=OPSET,
-            dynamo=False,
-        )
-
-
 def measure(
-    ensemble: Ensemble, session: Any, batches: list[tuple[Tensor, Tensor]], pp: PostProcess
+    ensemble: Ensemble,
+    runner: runtimes.Runner,
+    batches: list[tuple[Tensor, Tensor]],
+    pp: PostProcess,
 ) -> dict[str, Any]:
     """Largest probability difference and both Dice over the batches."""
     normalize = ensemble.members[0].config.data.normalize
@@ -225,7 +223,7 @@ def measure(
         normalized = (pixels / 255 - normalize.mean) / normalize.std
         probs, presence = predict_batch(ensemble, normalized)
         assert probs is not None  # check_members: there is a segmenter
-        outputs = session.run(None, {"pixels": pixels.numpy()})
+        outputs = runner(pixels.numpy())
         exported = outputs[0]
         heads = outputs[1] if len(outputs) > 1 else None
         largest = max(largest, float(np.abs(exported - probs).max()))
@@ -241,13 +239,15 @@ def measure(
     }
 
 
-def manifest_of(ensemble: Ensemble, pp: PostProcess, parity: dict[str, Any]) -> dict[str, Any]:
-    import onnx
-    import onnxruntime
-
+def manifest_of(
+    ensemble: Ensemble, pp: PostProcess, parity: dict[str, Any], written: tuple[str, int]
+) -> dict[str, Any]:
+    """The manifest of an export `written` for (runtime, sides' multiple)."""
+    runtime, stride = written
     normalize = ensemble.members[0].config.data.normalize
     return {
         "format": 1,
+        "runtime": runtime,
         "input": {
             "name": "pixels",
             "shape": ["batch", 1, "height", "width"],
@@ -256,7 +256,7 @@ def manifest_of(ensemble: Ensemble, pp: PostProcess, parity: dict[str, Any]) -> 
             "trained_size": [
                 min(m.config.data.image_size[axis] for m in ensemble.members) for axis in (0, 1)
             ],
-            "divisible_by": stride_of(ensemble.members),
+            "divisible_by": stride,
         },
         "outputs": {
             "probs": ["batch", ensemble.classes, "height", "width"],
@@ -270,8 +270,7 @@ def manifest_of(ensemble: Ensemble, pp: PostProcess, parity: dict[str, Any]) -> 
         "versions": {
             "sever": __version__,
             "torch": torch.__version__,
-            "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__,
+            **runtimes.versions(runtime),
             "python": platform.python_version(),
         },
     }
@@ -288,13 +287,13 @@ def read_manifest(model: Path) -> dict[str, Any]:
     """
     manifest = model.with_suffix(".json")
     if not model.is_file():
-        raise DataError(f"--onnx {model}: no such file")
+        raise DataError(f"--exported {model}: no such file")
     try:
         data = json.loads(manifest.read_text())
         data["classes"], data["postprocess"], data["input"]["divisible_by"]
     except FileNotFoundError:
         raise DataError(
-            f"--onnx {model}: no {manifest.name} beside it; export with sever export"
+            f"--exported {model}: no {manifest.name} beside it; export with sever export"
         ) from None
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{manifest}: not a sever export manifest ({exc})") from None
@@ -314,11 +313,12 @@ def predict_exported(
     loading: tuple[int, int] = (4, 2),
     tiling: Tiling = Tiling(),
 ) -> PredictReport:
-    """`predict --onnx`: a folder's submission from an exported model with onnxruntime
-    (CUDA when it has it), post-processed as the manifest says unless `postprocess` (one,
-    or a file or mapping read for the model's classes) is given; `loading` is (batch size,
-    loader workers); images larger than a tile (default: the size the models were trained
-    at) are predicted in tiles, as `predict_folder` does."""
+    """`predict --exported`: a folder's submission from an exported model in the runtime
+    its manifest names (onnxruntime, CUDA when it has it; torch.export; AOTInductor),
+    post-processed as the manifest says unless `postprocess` (one, or a file or mapping
+    read for the model's classes) is given; `loading` is (batch size, loader workers);
+    images larger than a tile (default: the size the models were trained at) are predicted
+    in tiles, as `predict_folder` does."""
 
     outputs = outputs if isinstance(outputs, Outputs) else Outputs(outputs)
     manifest = read_manifest(model)
@@ -340,42 +340,30 @@ def predict_exported(
     template = outputs.template(images_dir)
     if template is not None:
         check_same_images(read_template(template, classes)[1], ids, template)
-    session = onnx_session(model)
+    runner = runtimes.load(model, manifest.get("runtime", "onnxruntime"))
     dataset = ImageFolderDataset(images_dir, whole, raw_pixels)
     loader = DataLoader(
         dataset, batch_sampler=size_batches(sizes, loading[0]), num_workers=loading[1]
     )
-    with ExitStack() as stack, Tracker(len(ids), "predict (onnx)", "images") as progress:
+    with ExitStack() as stack, Tracker(len(ids), "predict (exported)", "images") as progress:
         writing = Writing(outputs, postprocess, images_dir, stack, manifest.get("sources", {}))
         for images, batch_ids in loader if whole else ():
-            found = session.run(None, {"pixels": images.numpy()})
+            found = runner(images.numpy())
             writing.add(list(batch_ids), found[0], found[1] if len(found) > 1 else None)
             progress.update(len(batch_ids))
         for image_id in strips:
             image = read_gray(images_dir / image_id)
-            probs, presence = predict_tiled(image, session_tiles(session), tiling, classes)
+            probs, presence = predict_tiled(image, runner_tiles(runner), tiling, classes)
             writing.add([image_id], probs[None], None if presence is None else presence[None])
             progress.update(1)
     return written(writing.rles, ids, outputs, template, classes)
 
 
-def onnx_session(model: Path) -> Any:
-    """An onnxruntime session of `model`, on CUDA when onnxruntime has it."""
-    import onnxruntime
-
-    providers = [
-        p
-        for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-        if p in onnxruntime.get_available_providers()
-    ]
-    return onnxruntime.InferenceSession(str(model), providers=providers)
-
-
-def session_tiles(session: Any) -> TileModel:
-    """An onnxruntime session as a `TileModel` (the graph takes raw pixels)."""
+def runner_tiles(runner: runtimes.Runner) -> TileModel:
+    """An exported model as a `TileModel` (it takes raw pixels)."""
 
     def predict(tiles: NDArray[np.uint8]) -> tuple[Probs, Probs | None]:
-        found = session.run(None, {"pixels": tiles[:, None].astype(np.float32)})
+        found = runner(tiles[:, None].astype(np.float32))
         return found[0], found[1] if len(found) > 1 else None
 
     return predict

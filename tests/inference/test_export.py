@@ -4,14 +4,18 @@ export that does not match refused with nothing written."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from sever.config import load_config
+from sever.data import rle
 from sever.engine.trainer import train
+from sever.fileio import read_gray
 from sever.inference import Ensemble
 from sever.inference import export as exporting
 from sever.inference.predict import predict_batch
@@ -60,7 +64,7 @@ def test_an_export_that_does_not_match_is_refused(run: Path, tmp_path: Path, mon
     monkeypatch.setattr(exporting, "measure", off)
     out = tmp_path / "model.onnx"
     with pytest.raises(exporting.ExportError, match=r"model.onnx: the exported model's Dice"):
-        exporting.export_onnx(Ensemble.from_runs([run], workers=0), out, images=2)
+        exporting.export_model(Ensemble.from_runs([run], workers=0), out, images=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither model nor manifest
 
 
@@ -84,8 +88,85 @@ def test_predict_with_the_exported_model(run: Path, tiny_data: Path, tmp_path: P
     assert code == 0, err
     code, _, err = cli_output(capsys, "predict", "--onnx", model, "-r", run, *common[:2],
                               "--out", tmp_path / "x.csv")  # fmt: skip
-    assert code == 2 and "--onnx predicts without checkpoints: drop -r/-c" in err
+    assert code == 2 and "--exported predicts without checkpoints: drop -r/-c" in err
     (tmp_path / "model.json").unlink()
     code, _, err = cli_output(capsys, "predict", "--onnx", model, *common[:2],
                               "--out", tmp_path / "y.csv")  # fmt: skip
     assert code == 1 and "no model.json beside it; export with sever export" in err
+
+
+def test_a_pt2_export_proves_parity_and_predicts_strips(
+    run: Path, tiny_data: Path, tmp_path: Path, capsys
+):
+    model = tmp_path / "model.pt2"
+    args = ["export", "-r", run, "--tta", "hflip", "--out", model, "--workers", 0, "--json"]
+    code, printed, err = cli_output(capsys, *args)
+    assert code == 0, err
+    report = json.loads(printed)
+    assert report["runtime"] == "torch.export" and report["max_difference"] < 1e-4
+    assert abs(report["dice_eager"] - report["dice_exported"]) <= 1e-4
+    manifest = json.loads((tmp_path / "model.json").read_text())
+    assert manifest["runtime"] == "torch.export" and "onnx" not in manifest["versions"]
+    # PyTorch alone runs it, at any batch and width: a strip twice the training width
+    program = torch.export.load(str(model)).module()
+    pixels = torch.randint(0, 256, (3, 1, 64, 512)).float()
+    with torch.no_grad():
+        probs, presence = program(pixels)
+    ensemble = Ensemble.from_runs([run], tta="hflip", workers=0)
+    normalize = ensemble.members[0].config.data.normalize
+    eager, heads = predict_batch(ensemble, (pixels / 255 - normalize.mean) / normalize.std)
+    assert np.abs(probs.numpy() - eager).max() < 1e-4
+    assert np.abs(presence.numpy() - heads).max() < 1e-4
+    # predict --exported: the folder's images and a strip 4x the training width, in tiles
+    images = tmp_path / "images"
+    images.mkdir()
+    frames = sorted((tiny_data / "test_images").iterdir())
+    for path in frames:
+        (images / path.name).write_bytes(path.read_bytes())
+    cv2.imwrite(str(images / "strip.png"), np.concatenate([read_gray(p) for p in frames], 1))
+    pp = tmp_path / "pp.yml"
+    pp.write_text("threshold: 0.3\nmin_pixels: 0\n")
+    common = ["--images", images, "--postprocess", pp, "--format", "wide", "--tile", "64x256"]
+    exported, direct = tmp_path / "pt2.csv", tmp_path / "eager.csv"
+    code, _, err = cli_output(capsys, "predict", "--exported", model, "--out", exported, *common)
+    assert code == 0, err
+    args = ["predict", "-r", run, "--tta", "hflip", "--out", direct, *common]
+    assert cli_output(capsys, *args)[0] == 0
+    a, b = masks_of(exported, images), masks_of(direct, images)
+    assert a.keys() == b.keys() and len(a) == 5 * 4
+    assert a["strip.png_1"].shape == (64, 1024)
+    for key, mask in a.items():  # pixels at the threshold may differ
+        assert (mask == b[key]).mean() > 0.999, key
+
+
+def masks_of(submission: Path, images: Path) -> dict[str, np.ndarray]:
+    """A wide submission's masks at each image's own size."""
+    masks = {}
+    for line in submission.read_text().splitlines()[1:]:
+        key, encoded = line.split(",")
+        shape = read_gray(images / key.rsplit("_", 1)[0]).shape
+        masks[key] = rle.decode(encoded, *shape)
+    return masks
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="AOTInductor needs a C++ compiler")
+def test_an_aot_package_compiled_for_this_machine(
+    run: Path, tiny_data: Path, tmp_path: Path, capsys
+):
+    model = tmp_path / "model.pt2"
+    args = ["export", "-r", run, "--aot", "--out", model, "--check-images", 2, "--workers", 0]
+    code, printed, err = cli_output(capsys, *args, "--json")
+    assert code == 0, err
+    report = json.loads(printed)
+    assert report["runtime"] == "aoti" and report["max_difference"] < 1e-4
+    images = tiny_data / "test_images"
+    pp = tmp_path / "pp.yml"
+    pp.write_text("threshold: 0.3\nmin_pixels: 0\n")
+    common = ["--images", images, "--postprocess", pp, "--format", "wide"]
+    exported, direct = tmp_path / "aoti.csv", tmp_path / "eager.csv"
+    code, _, err = cli_output(capsys, "predict", "--exported", model, "--out", exported, *common)
+    assert code == 0, err
+    assert cli_output(capsys, "predict", "-r", run, "--out", direct, *common)[0] == 0
+    code, out, err = cli_output(capsys, "score", exported, direct, "--json")
+    assert code == 0, err
+    assert json.loads(out)["dice_mean"] > 0.999

@@ -1,0 +1,148 @@
+"""The formats `sever export` writes and `predict --exported` runs, by file name:
+
+- `.onnx`: an ONNX graph, run with onnxruntime (sever[export]); no PyTorch needed.
+- `.pt2`: torch.export's ExportedProgram (`torch.export.save`), run with
+  `torch.export.load(path).module()`: PyTorch alone, no sever or SMP code.
+- `.pt2` with `aot`: an AOTInductor package (`torch._inductor.aoti_compile_and_package`),
+  compiled for this machine's CPU (or GPU) with its C++ compiler, run with
+  `torch._inductor.aoti_load_package` (or from C++); minutes to compile.
+
+Each takes raw grey pixels (N, 1, H, W) float32 and returns the probabilities (N, C, H, W)
+and, when a model gives it, the presence (N, C), as numpy arrays.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+from torch.export import Dim
+
+from sever.errors import OptionError, SeverError
+
+OPSET = 17
+# raw pixels (N, 1, H, W) float32 -> [probabilities (N, C, H, W), presence (N, C)?]
+Runner = Callable[[NDArray[np.float32]], list[NDArray[np.float32]]]
+RUNTIMES = {".onnx": "onnxruntime", ".pt2": "torch.export"}
+
+
+def runtime_of(out: Path, aot: bool) -> str:
+    """onnxruntime, torch.export or aoti, by the file name (and --aot).
+
+    Raises:
+        OptionError: another suffix, or --aot with .onnx.
+    """
+    runtime = RUNTIMES.get(out.suffix)
+    if runtime is None:
+        raise OptionError(f"--out {out}: expected a .onnx or a .pt2 file name")
+    if aot and runtime != "torch.export":
+        raise OptionError(f"--out {out}: --aot compiles a .pt2; give a .pt2 file name")
+    if runtime == "onnxruntime":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise SeverError(
+                "a .onnx export needs onnx and onnxruntime: pip install 'sever[export]'"
+            ) from None
+    return "aoti" if aot else runtime
+
+
+def write(runtime: str, module: nn.Module, sample: torch.Tensor, path: Path, stride: int) -> None:
+    """Write `module` (raw pixels in) for `runtime` at `path`, batch, height and width
+    dynamic (height and width multiples of `stride`)."""
+    if runtime == "onnxruntime":
+        write_onnx(module, sample, path)
+        return
+    program = export_program(module, sample, stride)
+    if runtime == "aoti":
+        from torch._inductor import aoti_compile_and_package
+
+        # it wants a name ending in .pt2: compiled beside `path`, then moved onto it
+        with tempfile.TemporaryDirectory(dir=path.parent) as folder:
+            package = Path(folder) / "model.pt2"
+            aoti_compile_and_package(program, package_path=str(package))
+            os.replace(package, path)
+    else:
+        torch.export.save(program, str(path))
+
+
+def write_onnx(module: nn.Module, sample: torch.Tensor, path: Path) -> None:
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with torch.no_grad():
+        outputs = ["probs", "presence"][: len(module(sample))]
+    with warnings.catch_warnings():  # the TorchScript exporter says it is the legacy one
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (sample,),
+            str(path),
+            input_names=["pixels"],
+            output_names=outputs,
+            dynamic_axes={"pixels": axes, "probs": axes, "presence": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def export_program(module: nn.Module, sample: torch.Tensor, stride: int) -> Any:
+    """torch.export's program of `module` with a dynamic batch, height and width."""
+    batch = Dim("batch", min=1, max=4096)
+    if stride > 1:
+        height = stride * Dim("height_blocks", min=1, max=2**16 // stride)
+        width = stride * Dim("width_blocks", min=1, max=2**20 // stride)
+    else:
+        height, width = Dim("height", min=2, max=2**16), Dim("width", min=2, max=2**20)
+    shapes = {"pixels": {0: batch, 2: height, 3: width}}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.export.export(module, (sample,), dynamic_shapes=shapes)
+
+
+def load(path: Path, runtime: str) -> Runner:
+    """A runner of an export written for `runtime` (CUDA for onnxruntime when it has it)."""
+    if runtime == "onnxruntime":
+        import onnxruntime
+
+        providers = [
+            p
+            for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+            if p in onnxruntime.get_available_providers()
+        ]
+        session = onnxruntime.InferenceSession(str(path), providers=providers)
+        return lambda pixels: list(session.run(None, {"pixels": pixels}))
+    module: Callable[[torch.Tensor], Any]
+    if runtime == "aoti":
+        from torch._inductor import aoti_load_package
+
+        with tempfile.TemporaryDirectory() as folder:  # (a name ending in .pt2 again)
+            package = Path(folder) / "model.pt2"
+            shutil.copyfile(path, package)
+            module = aoti_load_package(str(package))
+    else:
+        module = torch.export.load(str(path)).module()
+
+    def run(pixels: NDArray[np.float32]) -> list[NDArray[np.float32]]:
+        with torch.no_grad():
+            found = module(torch.from_numpy(np.ascontiguousarray(pixels)))
+        return [t.float().numpy() for t in found]
+
+    return run
+
+
+def versions(runtime: str) -> dict[str, str]:
+    """The versions an export for `runtime` depends on, for its manifest."""
+    if runtime != "onnxruntime":
+        return {"torch": torch.__version__}
+    import onnx
+    import onnxruntime
+
+    return {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
