@@ -661,6 +661,11 @@ def predict(
             f"{'--from-probs' if from_probs else '--exported'} predicts without checkpoints: drop "
             "-r/-c and --tta (the views are in the saved probabilities or the export)"
         )
+    if exported is not None and spec.device != "auto":
+        raise click.UsageError(
+            "--exported: the model runs where its runtime puts it (onnxruntime: CUDA when "
+            "it has it; .pt2: the CPU); drop --device"
+        )
     if exported is not None and spec.averaging:
         raise click.UsageError(
             "--exported: the export averages its models inside; drop --averaging"
@@ -770,12 +775,17 @@ def export(spec, out: Path, aot: bool, images: int, data_dir: Path | None, as_js
     from sever.fileio import check_output_file
     from sever.inference.runtimes import runtime_of
 
+    if spec.device not in ("auto", "cpu"):
+        raise click.UsageError(f"--device {spec.device}: sever export runs on the CPU")
     check_output_file(out, "--out")  # before the models load
     runtime_of(out, aot)
     from sever.inference import Ensemble
     from sever.inference.export import export_model
 
-    report = export_model(Ensemble.from_options(spec), out, images, data_dir, aot)
+    # traced, compiled and checked on the CPU: the export is for the CPU (onnxruntime
+    # takes it to a GPU where it has CUDA)
+    ensemble = Ensemble.from_options(dataclasses.replace(spec, device="cpu"))
+    report = export_model(ensemble, out, images, data_dir, aot)
     echo_report(report, as_json)
 
 

@@ -143,6 +143,11 @@ def world(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> World:
     write(img / "broken" / "x.jpg", "not a jpeg\n")
     image(img / "odd" / "a.jpg", 64, 250)
     image(img / "oddstrip" / "a.jpg", 100, 250)
+    manifest = '{"classes": 4, "postprocess": {}, "runtime": "%s", "input": {"divisible_by": 32, "trained_size": [64, 256]}}'
+    write(img / "exported" / "broken.pt2", "not a model\n")
+    write(img / "exported" / "broken.json", manifest % "torch.export")
+    write(img / "exported" / "other.pt2", "not a model\n")
+    write(img / "exported" / "other.json", manifest % "tensorrt")
     train_images = sorted((tiny_data / "train_images").iterdir())
     (img / "copied").mkdir()
     for path in train_images[:3]:
@@ -434,8 +439,12 @@ images-size-not-32 | 1 | odd/a.jpg: 64x250 is not a multiple of 32, which FPN ne
 strip-side-not-32 | 1 | oddstrip/a.jpg: 100x250 is tiled by 64x256, but its side of 250 is shorter than the tile and not a multiple of 32 | predict -r {ck}/fpn.pth --images {img}/oddstrip --out {tmp}/s.csv
 tile-not-32 | 2 | --tile 50x100: 50 is not a multiple of 32, which the models need | predict -r {ck}/fpn.pth --images {test} --out {tmp}/s.csv --tile 50x100
 tile-not-a-size | 2 | --tile 256: expected HEIGHTxWIDTH in pixels | PREDICT --tile 256
-overlap-as-large-as-the-tile | 2 | --overlap 64: expected 0 to 63 pixels for tiles of 64x128 | PREDICT --tile 64x128 --overlap 64
+overlap-as-large-as-the-tile | 2 | --overlap 128: expected 0 to 127 pixels for tiles of 64x128 | PREDICT --tile 64x128 --overlap 128
 strip-with-save-probs | 2 | is larger than a tile (64x128); saved probabilities are for images of one size | PREDICT --tile 64x128 --save-probs {tmp}/probs
+export-on-a-gpu | 2 | --device cuda: sever export runs on the CPU | export -r {run} --device cuda --out {tmp}/m.onnx
+exported-with-device | 2 | --exported: the model runs where its runtime puts it | predict --exported {img}/exported/broken.pt2 --device cpu --images {test} --out {tmp}/s.csv
+exported-does-not-load | 1 | broken.pt2: does not load as torch.export | predict --exported {img}/exported/broken.pt2 --images {test} --out {tmp}/s.csv
+exported-unknown-runtime | 1 | other.json: not a sever export manifest (runtime 'tensorrt', expected one of onnxruntime, torch.export, aoti) | predict --exported {img}/exported/other.pt2 --images {test} --out {tmp}/s.csv
 export-unknown-format | 2 | --out {tmp}/m.bin: expected a .onnx or a .pt2 file name | export -r {run} --out {tmp}/m.bin
 export-aot-onnx | 2 | --out {tmp}/m.onnx: --aot compiles a .pt2; give a .pt2 file name | export -r {run} --aot --out {tmp}/m.onnx
 from-probs-with-tile | 2 | --from-probs: drop --overlays, --save-probs, --tile and --overlap | predict --from-probs nowhere --tile 64x128 --out {tmp}/s.csv

@@ -291,6 +291,10 @@ def read_manifest(model: Path) -> dict[str, Any]:
     try:
         data = json.loads(manifest.read_text())
         data["classes"], data["postprocess"], data["input"]["divisible_by"]
+        height, width = data["input"]["trained_size"]
+        runtime = data.get("runtime", "onnxruntime")  # (the first manifests: ONNX only)
+        if runtime not in runtimes.LOADERS:
+            raise ValueError(f"runtime {runtime!r}, expected one of {', '.join(runtimes.LOADERS)}")
     except FileNotFoundError:
         raise DataError(
             f"--exported {model}: no {manifest.name} beside it; export with sever export"
@@ -330,9 +334,8 @@ def predict_exported(
         )
     outputs.check()
     stride = int(manifest["input"]["divisible_by"])
-    trained = manifest["input"].get("trained_size")
-    tile = (int(trained[0]), int(trained[1])) if trained else (2**31, 2**31)
-    tiling = tiling.resolved(tile, loading[0])
+    height, width = manifest["input"]["trained_size"]
+    tiling = tiling.resolved((int(height), int(width)), loading[0])
     ids, strips = split_strips(images_dir, tiling, stride, outputs)
     whole = [i for i in ids if i not in strips]
     sizes = [image_shape(images_dir / i) for i in whole]
@@ -340,7 +343,7 @@ def predict_exported(
     template = outputs.template(images_dir)
     if template is not None:
         check_same_images(read_template(template, classes)[1], ids, template)
-    runner = runtimes.load(model, manifest.get("runtime", "onnxruntime"))
+    runner = runtimes.load(model, manifest.get("runtime", "onnxruntime"))  # (checked)
     dataset = ImageFolderDataset(images_dir, whole, raw_pixels)
     loader = DataLoader(
         dataset, batch_sampler=size_batches(sizes, loading[0]), num_workers=loading[1]

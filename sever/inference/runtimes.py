@@ -13,6 +13,7 @@ and, when a model gives it, the presence (N, C), as numpy arrays.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -27,12 +28,13 @@ from numpy.typing import NDArray
 from torch import nn
 from torch.export import Dim
 
-from sever.errors import OptionError, SeverError
+from sever.errors import DataError, OptionError, SeverError
 
 OPSET = 17
 # raw pixels (N, 1, H, W) float32 -> [probabilities (N, C, H, W), presence (N, C)?]
 Runner = Callable[[NDArray[np.float32]], list[NDArray[np.float32]]]
 RUNTIMES = {".onnx": "onnxruntime", ".pt2": "torch.export"}
+LOADERS = ("onnxruntime", "torch.export", "aoti")
 
 
 def runtime_of(out: Path, aot: bool) -> str:
@@ -46,14 +48,20 @@ def runtime_of(out: Path, aot: bool) -> str:
         raise OptionError(f"--out {out}: expected a .onnx or a .pt2 file name")
     if aot and runtime != "torch.export":
         raise OptionError(f"--out {out}: --aot compiles a .pt2; give a .pt2 file name")
+    if aot and shutil.which("c++") is None and shutil.which("g++") is None:
+        raise SeverError("--aot compiles C++: install a C++ compiler (g++), or drop --aot")
     if runtime == "onnxruntime":
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise SeverError(
-                "a .onnx export needs onnx and onnxruntime: pip install 'sever[export]'"
-            ) from None
+        need_onnxruntime()
     return "aoti" if aot else runtime
+
+
+def need_onnxruntime() -> None:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise SeverError(
+            "ONNX models need onnx and onnxruntime: pip install 'sever[export]'"
+        ) from None
 
 
 def write(runtime: str, module: nn.Module, sample: torch.Tensor, path: Path, stride: int) -> None:
@@ -64,6 +72,7 @@ def write(runtime: str, module: nn.Module, sample: torch.Tensor, path: Path, str
         return
     program = export_program(module, sample, stride)
     if runtime == "aoti":
+        # (a private module: torch's documented entry point for AOTInductor packages)
         from torch._inductor import aoti_compile_and_package
 
         # it wants a name ending in .pt2: compiled beside `path`, then moved onto it
@@ -108,9 +117,33 @@ def export_program(module: nn.Module, sample: torch.Tensor, stride: int) -> Any:
 
 
 def load(path: Path, runtime: str) -> Runner:
-    """A runner of an export written for `runtime` (CUDA for onnxruntime when it has it)."""
+    """A runner of an export written for `runtime` (CUDA for onnxruntime when it has it).
+
+    Raises:
+        DataError: the file does not load in that runtime (another torch version, another
+            machine's AOTInductor package, a damaged file).
+    """
+    quiet = logging.getLogger("torch.export")  # it logs a traceback before giving up
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return loaded(path, runtime)
+    except SeverError:
+        raise
+    except Exception as exc:  # each runtime has its own errors for a file it cannot load
+        raise DataError(
+            f"{path}: does not load as {runtime} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no message'}); export it again "
+            "on this machine with this version of PyTorch"
+        ) from exc
+    finally:
+        quiet.setLevel(level)
+
+
+def loaded(path: Path, runtime: str) -> Runner:
     if runtime == "onnxruntime":
-        import onnxruntime
+        need_onnxruntime()
+        import onnxruntime  # (optional: sever[export])
 
         providers = [
             p
@@ -121,9 +154,10 @@ def load(path: Path, runtime: str) -> Runner:
         return lambda pixels: list(session.run(None, {"pixels": pixels}))
     module: Callable[[torch.Tensor], Any]
     if runtime == "aoti":
+        # (a private module: torch's documented entry point for AOTInductor packages)
         from torch._inductor import aoti_load_package
 
-        with tempfile.TemporaryDirectory() as folder:  # (a name ending in .pt2 again)
+        with tempfile.TemporaryDirectory() as folder:  # it wants a name ending in .pt2
             package = Path(folder) / "model.pt2"
             shutil.copyfile(path, package)
             module = aoti_load_package(str(package))
@@ -133,7 +167,7 @@ def load(path: Path, runtime: str) -> Runner:
     def run(pixels: NDArray[np.float32]) -> list[NDArray[np.float32]]:
         with torch.no_grad():
             found = module(torch.from_numpy(np.ascontiguousarray(pixels)))
-        return [t.float().numpy() for t in found]
+        return [t.float().cpu().numpy() for t in found]
 
     return run
 

@@ -5,13 +5,21 @@ weighted by a smooth window (1 in the middle, a raised-cosine ramp over the over
 ends, never 0) and the weighted sums are divided by the summed weights, so one tile hands
 over to the next without a seam, and a pixel that one tile alone covers keeps that tile's
 probability exactly. Tile starts are multiples of 32 (the usual encoder stride, so
-neighbouring tiles see the same pixel grid) except the last, which ends at the image's end.
+neighbouring tiles see the same pixel grid) except the last, which ends at the image's end
+(and except when tiles are closer than 32 pixels apart: then any start).
 
 Memory is bounded by the tile batch, not the image: tiles go through the models a batch at
 a time, in order along the strip, and only the columns a later tile still covers are kept
-in float32 (one tile's width); finished columns are stored as float16. A strip costs its
-grey pixels (1 byte per pixel), its probabilities (2 bytes per class and pixel) and the
-masks post-processing makes from them (about 1 byte per class and pixel).
+in float32 (one tile's width); finished columns are stored as float16. Tiles run along
+the longer side (a tall image is cut as its transpose). A strip costs its grey pixels (1
+byte per pixel), its probabilities (2 bytes per class and pixel) and what post-processing
+makes from them (a byte per class and pixel for the masks, and 4 per pixel for the
+connected components' labels of one class at a time).
+
+Post-processing then sees the strip as one image: `min_pixels` counts a class over the
+whole strip, the class presence (for `gate` and `scale_c`) is the most any tile gives, and
+thresholds are compared in float16 (a pixel within 2**-11 of a threshold, or two classes
+that close under `one_class_per_pixel`, may fall the other way than in float32).
 """
 
 from __future__ import annotations
@@ -44,16 +52,8 @@ class Tiling:
     batch: int | None = None
 
     def resolved(self, trained: tuple[int, int], batch: int) -> Tiling:
-        """This tiling with the models' trained size and the batch size where unset; the
-        overlap checked against the tile."""
-        done = replace(self, tile=self.tile or trained, batch=self.batch or batch)
-        for side in done.size:
-            if self.overlap is not None and not 0 <= self.overlap < side:
-                raise OptionError(
-                    f"--overlap {self.overlap}: expected 0 to {side - 1} pixels for tiles of "
-                    f"{done.size[0]}x{done.size[1]}"
-                )
-        return done
+        """This tiling with the models' trained size and the batch size where unset."""
+        return replace(self, tile=self.tile or trained, batch=self.batch or batch)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -76,6 +76,8 @@ class Tiling:
         return [(y, x) for x in xs for y in ys]
 
     def axis_overlap(self, side: int) -> int:
+        """The overlap along an axis cut in tiles of `side` (check_tiles has refused an
+        --overlap of a side or more on an axis that is cut)."""
         return side // 4 if self.overlap is None else min(self.overlap, side - 1)
 
 
@@ -118,13 +120,16 @@ class Blender:
     float16 for the finished ones."""
 
     def __init__(
-        self, classes: int, shape: tuple[int, int], tile: tuple[int, int], overlap: int | None
+        self,
+        classes: int,
+        shape: tuple[int, int],
+        tile: tuple[int, int],
+        overlaps: tuple[int, int],
     ) -> None:
         height, width = shape
         th, tw = tile
-        tiling = Tiling(tile, overlap)  # (the tile of this image: shorter sides kept)
-        wy = window(th, tiling.axis_overlap(th)) if height > th else np.ones(th, np.float32)
-        wx = window(tw, tiling.axis_overlap(tw)) if width > tw else np.ones(tw, np.float32)
+        wy = window(th, overlaps[0]) if height > th else np.ones(th, np.float32)
+        wx = window(tw, overlaps[1]) if width > tw else np.ones(tw, np.float32)
         self.weight = np.outer(wy, wx)
         self.probs = np.empty((classes, height, width), np.float16)
         self.sums = np.zeros((classes, height, tw), np.float32)
@@ -159,18 +164,29 @@ def predict_tiled(
     image: NDArray[np.uint8], model: TileModel, tiling: Tiling, classes: int
 ) -> tuple[NDArray[np.float16], NDArray[np.float32] | None]:
     """A large image's probabilities (C, H, W) float16 and presence (C,) (the most any
-    tile gives a class; None when the models give none), tile batch by tile batch."""
+    tile gives a class; None when the models give none), tile batch by tile batch.
+
+    Tiles stream along the longer side: an image taller than wide is cut as its transpose
+    (each tile turned back before the models see it), so the float32 sums span one tile
+    across the shorter side whichever way the strip runs."""
+    if image.shape[0] > image.shape[1]:
+        turned = Tiling(tiling.tile and tiling.size[::-1], tiling.overlap, tiling.batch)
+        probs, presence = predict_tiled(
+            np.ascontiguousarray(image.T), transposed(model), turned, classes
+        )
+        return np.ascontiguousarray(probs.transpose(0, 2, 1)), presence
     shape = (int(image.shape[0]), int(image.shape[1]))
     th, tw = tiling.tile_shape(shape)
+    overlaps = (tiling.axis_overlap(th), tiling.axis_overlap(tw))
+    blender = Blender(classes, shape, (th, tw), overlaps)
     places = tiling.places(shape)
-    blender = Blender(classes, shape, (th, tw), tiling.overlap)
     presence = None
     step = tiling.batch or 1
     for first in range(0, len(places), step):
         batch = places[first : first + step]
         tiles = np.stack([image[y : y + th, x : x + tw] for y, x in batch])
-        probs, found = model(tiles)
-        for (y, x), tile_probs in zip(batch, probs, strict=True):
+        found_probs, found = model(tiles)
+        for (y, x), tile_probs in zip(batch, found_probs, strict=True):
             blender.add(y, x, tile_probs)
         if found is not None:
             most = found.max(axis=0)
@@ -178,10 +194,27 @@ def predict_tiled(
     return blender.result(), presence
 
 
+def transposed(model: TileModel) -> TileModel:
+    """`model` for transposed tiles: each turned back on the way in, and its
+    probabilities turned on the way out."""
+
+    def predict(tiles: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+        probs, presence = model(np.ascontiguousarray(tiles.transpose(0, 2, 1)))
+        return probs.transpose(0, 1, 3, 2), presence
+
+    return predict
+
+
 def check_tiles(path: str, shape: tuple[int, int], tiling: Tiling, stride: int) -> None:
     """Refuse an image whose tiles the models cannot take: a tile side (the image's own
-    where it is shorter than the tile) that is not a multiple of `stride`."""
+    where it is shorter than the tile) that is not a multiple of `stride`, or an --overlap
+    of a tile's side or more along an axis that is cut."""
     for side, used in zip(shape, tiling.tile_shape(shape), strict=True):
+        if used < side and tiling.overlap is not None and tiling.overlap >= used:
+            raise OptionError(
+                f"--overlap {tiling.overlap}: expected 0 to {used - 1} pixels for tiles of "
+                f"{tiling.size[0]}x{tiling.size[1]}"
+            )
         if used % stride == 0:
             continue
         if used < side:

@@ -16,7 +16,7 @@ from sever.config import load_config
 from sever.data import rle
 from sever.engine.trainer import train
 from sever.fileio import read_gray
-from sever.inference import Ensemble
+from sever.inference import Ensemble, runtimes
 from sever.inference import export as exporting
 from sever.inference.predict import predict_batch
 from tests.support import cli_output, write_tiny
@@ -96,7 +96,7 @@ def test_predict_with_the_exported_model(run: Path, tiny_data: Path, tmp_path: P
 
 
 def test_a_pt2_export_proves_parity_and_predicts_strips(
-    run: Path, tiny_data: Path, tmp_path: Path, capsys
+    run: Path, tiny_data: Path, tmp_path: Path, capsys, monkeypatch
 ):
     model = tmp_path / "model.pt2"
     args = ["export", "-r", run, "--tta", "hflip", "--out", model, "--workers", 0, "--json"]
@@ -128,8 +128,17 @@ def test_a_pt2_export_proves_parity_and_predicts_strips(
     pp.write_text("threshold: 0.3\nmin_pixels: 0\n")
     common = ["--images", images, "--postprocess", pp, "--format", "wide", "--tile", "64x256"]
     exported, direct = tmp_path / "pt2.csv", tmp_path / "eager.csv"
+    seen: list[tuple[int, ...]] = []
+    real = runtimes.load
+
+    def spy(path, runtime):
+        run = real(path, runtime)
+        return lambda pixels: seen.append(pixels.shape) or run(pixels)
+
+    monkeypatch.setattr(runtimes, "load", spy)
     code, _, err = cli_output(capsys, "predict", "--exported", model, "--out", exported, *common)
     assert code == 0, err
+    assert max(s[-1] for s in seen) == 256  # the strip went in tiles of 64x256
     args = ["predict", "-r", run, "--tta", "hflip", "--out", direct, *common]
     assert cli_output(capsys, *args)[0] == 0
     a, b = masks_of(exported, images), masks_of(direct, images)
