@@ -18,7 +18,8 @@ Every figure is the validation of the run's last weights with the recipe's own t
 and min_pixels (no tuning): mean Dice, the all-empty baseline, Dice on (image, class)
 pairs with a defect, and the training time. Prints a table and writes bench-tricks.json.
 
-Run from the repo root (about an hour and a half for 8 epochs on two CPU cores):
+Run from the repo root (about an hour and a half for 10 epochs on two quiet CPU cores; the
+README has the figures of `--epochs 10`):
 
     .venv/bin/python bench/bench_training_tricks.py [--epochs 8] [--data data/synthetic]
 """
