@@ -137,14 +137,16 @@ class LoaderStopped(Exception):  # noqa: N818 (control flow)
 
 def until_stopped(batches: Iterable[T], stop: StopRequest) -> Iterator[T]:
     """The batches, until a stop request. A loader that fails after one is taken as a
-    stop: a scheduler (Slurm) signals every process, the loader's workers too."""
+    stop: a scheduler (Slurm) signals every process, the loader's workers too, and a dead
+    worker surfaces as torch's RuntimeError or, when it died mid-transfer, as the pipe's
+    own error (ConnectionResetError, EOFError)."""
     source = iter(batches)
     while True:
         try:
             batch = next(source)
         except StopIteration:
             return
-        except RuntimeError:
+        except (RuntimeError, OSError, EOFError):
             if stop.signum is None:
                 raise
             raise LoaderStopped from None

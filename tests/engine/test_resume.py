@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from sever.engine.interrupt import StopRequest
+from sever.engine.steps import LoaderStopped, until_stopped
 from tests.support import write_tiny
 
 pytestmark = pytest.mark.slow
@@ -371,3 +373,21 @@ def test_relink_redoes_the_links_a_kill_left_out(finished_run: Path, tmp_path: P
 
 def snapshot(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("error", [RuntimeError, ConnectionResetError, EOFError])
+def test_a_loader_that_dies_after_a_stop_request_is_the_stop(error: type[Exception]):
+    """SIGTERM to the group kills the loader's workers: the next fetch fails with torch's
+    RuntimeError or, mid-transfer, the pipe's own error (seen on CI as ConnectionResetError
+    [Errno 104]); after a stop request each is the stop, before one it is a real error."""
+
+    def batches():
+        yield 1
+        raise error("worker gone")
+
+    stop = StopRequest()
+    with pytest.raises(error):
+        list(until_stopped(batches(), stop))
+    stop.signum = signal.SIGTERM
+    with pytest.raises(LoaderStopped):
+        list(until_stopped(batches(), stop))
