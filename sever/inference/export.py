@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 from sever import __version__
 from sever.data.dataset import ImageFolderDataset
 from sever.errors import DataError, SeverError
-from sever.fileio import atomic_path, check_output_file, image_shape, read_gray
+from sever.fileio import atomic_path, check_output_file, read_gray
 from sever.inference import runtimes
 from sever.inference.ensemble import Ensemble
 from sever.inference.postprocess import PostProcess, postprocess_batch
@@ -50,6 +50,7 @@ from sever.inference.predict import (
     size_batches,
     split_strips,
     stride_of,
+    trained_size,
     written,
 )
 from sever.inference.submission import check_same_images, read_template
@@ -253,9 +254,7 @@ def manifest_of(
             "shape": ["batch", 1, "height", "width"],
             "dtype": "float32",
             "values": "raw grey pixels, 0..255",
-            "trained_size": [
-                min(m.config.data.image_size[axis] for m in ensemble.members) for axis in (0, 1)
-            ],
+            "trained_size": list(trained_size(ensemble.members)),
             "divisible_by": stride,
         },
         "outputs": {
@@ -336,9 +335,7 @@ def predict_exported(
     stride = int(manifest["input"]["divisible_by"])
     height, width = manifest["input"]["trained_size"]
     tiling = tiling.resolved((int(height), int(width)), loading[0])
-    ids, strips = split_strips(images_dir, tiling, stride, outputs)
-    whole = [i for i in ids if i not in strips]
-    sizes = [image_shape(images_dir / i) for i in whole]
+    ids, whole, sizes, strips = split_strips(images_dir, tiling, stride, outputs)
     check_divisible(images_dir, whole, sizes, stride)
     template = outputs.template(images_dir)
     if template is not None:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -85,10 +85,14 @@ TTA: Registry[list[Flip]] = Registry(
 
 
 def image_loader(
-    images_dir: Path, ensemble: Ensemble, ids: list[str] | None = None
+    images_dir: Path,
+    ensemble: Ensemble,
+    ids: list[str] | None = None,
+    sizes: list[tuple[int, int]] | None = None,
 ) -> DataLoader[tuple[torch.Tensor, str]]:
-    """Full-size, normalised images of a folder (or the given ids), in name order within
-    each size: a batch holds images of one size, so a folder may mix sizes.
+    """Full-size, normalised images of a folder (or the given ids, with their `sizes` when
+    already read), in name order within each size: a batch holds images of one size, so a
+    folder may mix sizes.
 
     Every image's header is read first, so an unreadable file or a size the models cannot
     take is a one-line error before any inference.
@@ -97,7 +101,8 @@ def image_loader(
     ids = image_files(images_dir) if ids is None else ids
     if not ids:
         raise DataError(f"{images_dir}: no images (.jpg, .jpeg, .png) in this folder")
-    sizes = [image_shape(images_dir / i) for i in ids]
+    if sizes is None:
+        sizes = [image_shape(images_dir / i) for i in ids]
     check_sizes(images_dir, ids, sizes, members)
     transform = build_transform("none", None, members[0].config.data.normalize, train=False)
     dataset = ImageFolderDataset(images_dir, ids, transform)
@@ -341,12 +346,11 @@ def predict_folder(
     postprocess = ensemble.postprocess or PostProcess(classes=ensemble.classes)
     check_members(ensemble.members, postprocess)
     outputs.check()
-    sizes = [m.config.data.image_size for m in ensemble.members]
-    trained = (min(s[0] for s in sizes), min(s[1] for s in sizes))
-    tiling = tiling.resolved(trained, ensemble.batch_size)
-    names, strips = split_strips(images_dir, tiling, stride_of(ensemble.members), outputs)
-    whole = [i for i in names if i not in strips]
-    loader = image_loader(images_dir, ensemble, whole) if whole else None
+    tiling = tiling.resolved(trained_size(ensemble.members), ensemble.batch_size)
+    names, whole, sizes, strips = split_strips(
+        images_dir, tiling, stride_of(ensemble.members), outputs
+    )
+    loader = image_loader(images_dir, ensemble, whole, sizes) if whole else None
     template = outputs.template(images_dir)
     if template is not None:
         check_same_images(read_template(template, ensemble.classes)[1], names, template)
@@ -376,27 +380,40 @@ def stride_of(members: list[Member]) -> int:
     return max(need, default=1)
 
 
-def split_strips(
-    images_dir: Path, tiling: Tiling, stride: int, outputs: Outputs
-) -> tuple[list[str], list[str]]:
-    """(every image of the folder, those larger than a tile), checked before any work:
-    their headers, and that each large image's tiles fit the models."""
+def trained_size(members: list[Member]) -> tuple[int, int]:
+    """The smallest image size (H, W) any member was trained at: the default tile."""
+    sizes = [m.config.data.image_size for m in members]
+    return min(s[0] for s in sizes), min(s[1] for s in sizes)
+
+
+class FolderImages(NamedTuple):
+    """A folder's images: all of them, those within a tile with their (H, W), and the
+    strips (larger than a tile), each list in the folder's order."""
+
+    names: list[str]
+    whole: list[str]
+    sizes: list[tuple[int, int]]
+    strips: list[str]
+
+
+def split_strips(images_dir: Path, tiling: Tiling, stride: int, outputs: Outputs) -> FolderImages:
+    """A folder's images split by `tiling.needed` from their headers, checked before any
+    work: that each strip's tiles fit the models."""
     names = image_files(images_dir)
     if not names:
         raise DataError(f"{images_dir}: no images (.jpg, .jpeg, .png) in this folder")
-    strips = []
-    for image_id in names:
-        shape = image_shape(images_dir / image_id)
-        if tiling.needed(shape):
-            check_tiles(str(images_dir / image_id), shape, tiling, stride)
-            strips.append(image_id)
+    shapes = {image_id: image_shape(images_dir / image_id) for image_id in names}
+    strips = [image_id for image_id, shape in shapes.items() if tiling.needed(shape)]
+    for image_id in strips:
+        check_tiles(str(images_dir / image_id), shapes[image_id], tiling, stride)
     if strips and outputs.save_probs is not None:
         raise OptionError(
             f"--save-probs: {images_dir / strips[0]} is larger than a tile "
             f"({tiling.size[0]}x{tiling.size[1]}); saved probabilities are for images of "
             "one size: predict the strips without --save-probs"
         )
-    return names, strips
+    whole = [image_id for image_id in names if not tiling.needed(shapes[image_id])]
+    return FolderImages(names, whole, [shapes[i] for i in whole], strips)
 
 
 def ensemble_tiles(ensemble: Ensemble, amp_dtype: torch.dtype | None) -> TileModel:
