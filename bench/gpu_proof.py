@@ -226,6 +226,24 @@ def stop_group(process: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     process.wait()
+    # A signal is acted on when its process next runs: on a busy machine a worker can
+    # still be alive here, and would take the CPU from the next step.
+    deadline = time.monotonic() + 5
+    while group_running(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def group_running(pgid: int) -> bool:
+    """Whether a process of group `pgid` is still running (zombies, awaiting a reaper, are
+    not); Linux's /proc, which the GPU machines have; without it, assume not."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended while we looked
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
 
 
 def failure(outcome: Outcome) -> dict:
