@@ -164,6 +164,7 @@ class DataConfig(Section):
     crop: Size | None = (256, 384)
     crops: list[CropStage] = []  # crop sizes by epoch; `crop` before the first stage
     augment: str = "heavy-crop"
+    defect_crop: Annotated[float, Field(ge=0, le=1)] = 0.5  # share of crops around a defect
     normalize: NormalizeConfig = NormalizeConfig()
     sampler: str = "random"
     balance_share: Annotated[float, Field(gt=0, lt=1)] = 0.5

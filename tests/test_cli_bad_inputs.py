@@ -354,6 +354,7 @@ key-fold-without-folds | 2 | -o data.fold=1: data.fold is set but data.folds is 
 key-fold-out-of-range | 2 | -o data.fold=5: data.fold 5 is out of range for 5 folds | CONFIG data.folds=5 -o data.fold=5
 key-one-fold | 2 | -o data.folds=1: data.folds: | CONFIG data.folds=1
 key-val-fraction | 2 | data.val_fraction: | CONFIG data.val_fraction=1.5
+key-defect-crop | 2 | -o data.defect_crop=1.5: data.defect_crop: expected a value less than or equal to 1, got 1.5 | CONFIG data.defect_crop=1.5
 key-augment-unknown | 2 | data.augment: unknown augmentation recipe 'heavy' | CONFIG data.augment=heavy
 key-sampler-unknown | 2 | data.sampler: unknown sampler 'balanced' | CONFIG data.sampler=balanced
 key-normalize-std-zero | 2 | data.normalize.std: | CONFIG data.normalize.std=0

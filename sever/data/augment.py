@@ -64,35 +64,39 @@ class NonEmptyCrop(A.CropNonEmptyMaskIfExists):
         )
 
 
-def crop(size: Size | None) -> list[A.BasicTransform]:
-    """The original project's crop: half the time around a defect, else anywhere."""
+def crop(size: Size | None, defect_crop: float) -> list[A.BasicTransform]:
+    """A crop around a defect pixel (if the image has one) `defect_crop` of the time, else
+    anywhere; the original project's crop took each half the time."""
     if size is None:
         return []
     height, width = size
-    return [A.OneOf([NonEmptyCrop(height, width), A.RandomCrop(height, width)], p=1.0)]
+    if defect_crop in (0, 1):
+        return [NonEmptyCrop(height, width) if defect_crop else A.RandomCrop(height, width)]
+    around = NonEmptyCrop(height, width, p=defect_crop)
+    return [A.OneOf([around, A.RandomCrop(height, width, p=1 - defect_crop)], p=1.0)]
 
 
-def no_augment(size: Size | None) -> list[A.BasicTransform]:
+def no_augment(size: Size | None, defect_crop: float) -> list[A.BasicTransform]:
     return [A.RandomCrop(*size)] if size else []
 
 
-def light(size: Size | None) -> list[A.BasicTransform]:
-    return [*crop(size), A.HorizontalFlip(p=0.5)]
+def light(size: Size | None, defect_crop: float) -> list[A.BasicTransform]:
+    return [*crop(size, defect_crop), A.HorizontalFlip(p=0.5)]
 
 
-def medium(size: Size | None) -> list[A.BasicTransform]:
+def medium(size: Size | None, defect_crop: float) -> list[A.BasicTransform]:
     return [
-        *crop(size),
+        *crop(size, defect_crop),
         A.HorizontalFlip(p=0.5),
         A.VerticalFlip(p=0.5),
         A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.5),
     ]
 
 
-def heavy_crop(size: Size | None) -> list[A.BasicTransform]:
+def heavy_crop(size: Size | None, defect_crop: float) -> list[A.BasicTransform]:
     """The original project's recipe (its best models were trained with it)."""
     return [
-        *crop(size),
+        *crop(size, defect_crop),
         A.OneOf(
             [
                 A.CLAHE(p=1.0),
@@ -106,7 +110,7 @@ def heavy_crop(size: Size | None) -> list[A.BasicTransform]:
     ]
 
 
-RECIPES: Registry[Callable[[Size | None], list]] = Registry(
+RECIPES: Registry[Callable[[Size | None, float], list]] = Registry(
     "augmentation recipe",
     {"none": no_augment, "light": light, "medium": medium, "heavy-crop": heavy_crop},
 )
@@ -116,25 +120,33 @@ class TransformsBySize:
     """The training pipeline of `recipe` for each crop size a batch may take (data.crops),
     built on first use in each loader worker."""
 
-    def __init__(self, recipe: str, normalize: NormalizeConfig) -> None:
-        self.recipe, self.normalize = recipe, normalize
+    def __init__(self, recipe: str, normalize: NormalizeConfig, defect_crop: float) -> None:
+        self.recipe, self.normalize, self.defect_crop = recipe, normalize, defect_crop
         self.built: dict[tuple[int, int] | None, A.Compose] = {}
 
     def __call__(self, size: Size | None) -> A.Compose:
         key = (size[0], size[1]) if size is not None else None
         if key not in self.built:
-            self.built[key] = build_transform(self.recipe, size, self.normalize, True)
+            self.built[key] = build_transform(
+                self.recipe, size, self.normalize, True, defect_crop=self.defect_crop
+            )
         return self.built[key]
 
 
 def build_transform(
-    recipe: str, size: Size | None, normalize: NormalizeConfig, train: bool, seed: int = 0
+    recipe: str,
+    size: Size | None,
+    normalize: NormalizeConfig,
+    train: bool,
+    seed: int = 0,
+    defect_crop: float = 0.5,
 ) -> A.Compose:
-    """The albumentations pipeline for training (`recipe` at crop `size`) or evaluation.
+    """The albumentations pipeline for training (`recipe` at crop `size`, around a defect
+    `defect_crop` of the time) or evaluation.
 
     Images go in as (H, W) uint8 grey, masks as (H, W, C) uint8; the image comes out
     normalised float32.
     """
-    steps = RECIPES[recipe](size) if train else []
+    steps = RECIPES[recipe](size, defect_crop) if train else []
     norm = A.Normalize(mean=normalize.mean, std=normalize.std, max_pixel_value=255.0)
     return A.Compose([*steps, norm], seed=seed)

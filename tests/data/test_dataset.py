@@ -233,3 +233,39 @@ def test_rare_classes_are_the_ones_under_half_the_commonest() -> None:
     six = pd.Series(["5"] * 40 + ["6,3"] * 30 + ["6"] * 20 + ["1"] * 10 + [""] * 5)
     assert rare_classes(six) == {"1"}
     assert rare_classes(pd.Series(["", ""])) == set()
+
+
+def share_of_crops_on_the_defect(defect_crop: float, trials: int = 400) -> float:
+    """A 4x4 defect at the right end of a 64x1024 image, cropped 64x96 by the light recipe:
+    a crop anywhere holds it with probability 24/929 (x_min in 905..928 of 0..928)."""
+    image = np.zeros((64, 1024), np.uint8)
+    mask = np.zeros((64, 1024, 4), np.uint8)
+    mask[30:34, 1000:1004, 2] = 1
+    hits = 0
+    for seed in range(trials):
+        transform = build_transform("light", (64, 96), NORM, True, seed, defect_crop)
+        hits += bool(transform(image=image, mask=mask)["mask"].any())
+    return hits / trials
+
+
+def test_defect_crop_sets_the_share_of_crops_around_a_defect() -> None:
+    anywhere = 24 / 929
+    assert share_of_crops_on_the_defect(1.0) == 1.0
+    assert share_of_crops_on_the_defect(0.0) <= anywhere + 0.03
+    # expected 0.5 + 0.5 x 24/929 = 0.513 and 0.25 + 0.75 x 24/929 = 0.269 (binomial sd 0.025)
+    assert abs(share_of_crops_on_the_defect(0.5) - 0.513) < 0.08
+    assert abs(share_of_crops_on_the_defect(0.25) - 0.269) < 0.08
+
+
+def test_half_the_crops_around_a_defect_is_the_original_projects_crop() -> None:
+    """The default (0.5) crops exactly as before the share was a setting, seed for seed."""
+    image = np.arange(64 * 1024, dtype=np.uint32).reshape(64, 1024).astype(np.uint8)
+    mask = blob_mask(np.random.default_rng(0), 64, 1024, 4)
+    for seed in range(40):
+        old = A.Compose(
+            [A.OneOf([NonEmptyCrop(64, 96), A.RandomCrop(64, 96)], p=1.0), A.HorizontalFlip()],
+            seed=seed,
+        )(image=image, mask=mask)
+        new = build_transform("light", (64, 96), NORM, True, seed, 0.5)
+        out = new(image=image, mask=mask)
+        assert np.array_equal(old["mask"], out["mask"]), seed
