@@ -70,9 +70,7 @@ def crop(size: Size | None, defect_crop: float) -> list[A.BasicTransform]:
     if size is None:
         return []
     height, width = size
-    if defect_crop in (0, 1):
-        return [NonEmptyCrop(height, width) if defect_crop else A.RandomCrop(height, width)]
-    around = NonEmptyCrop(height, width, p=defect_crop)
+    around = NonEmptyCrop(height, width, p=defect_crop)  # OneOf picks by these p
     return [A.OneOf([around, A.RandomCrop(height, width, p=1 - defect_crop)], p=1.0)]
 
 
