@@ -241,6 +241,22 @@ class ClassHeadConfig(Section):
     pos_weight: list[Annotated[float, Field(gt=0)]] | None = None  # one per class
 
 
+# A value in model.arch_params: what an SMP constructor takes from YAML.
+ArchValue = bool | int | float | str | None | list[int] | list[str]
+
+# Constructor arguments sever sets itself, and from which key.
+SEVER_SETS = {
+    "encoder_name": "model.encoder",
+    "encoder_weights": "model.encoder_weights",
+    "in_channels": "model.input_channel",
+    "classes": "model.classes",
+    "activation": "none: the models give logits",
+    "aux_params": "model.class_head",
+    "decoder_dropout": "model.dropout",
+    "psp_dropout": "model.dropout",
+}
+
+
 class ModelConfig(Section):
     arch: str = "Unet"
     encoder: str = "resnet18"
@@ -252,11 +268,29 @@ class ModelConfig(Section):
     # Start from another run's weights (its best checkpoint) or a checkpoint's: checked
     # when training starts, so a checkpoint trained this way loads where it is not.
     init_from: Path | None = None
+    # More arguments of the SMP architecture's constructor, e.g. FPN's
+    # decoder_pyramid_channels or Unet's decoder_attention_type: scse.
+    arch_params: dict[str, ArchValue] = {}
 
     @field_validator("arch")
     @classmethod
     def _arch(cls, name: str, info: ValidationInfo) -> str:
         return registered(architectures, name, info)
+
+    @field_validator("arch_params")
+    @classmethod
+    def _arch_takes(
+        cls, params: dict[str, ArchValue], info: ValidationInfo
+    ) -> dict[str, ArchValue]:
+        for name in params:
+            if name in SEVER_SETS:
+                raise ValueError(f"'{name}' is set by sever ({SEVER_SETS[name]}); remove it")
+        arch = info.data.get("arch")  # absent when the arch itself was refused
+        if params and arch and names_checked(info):
+            from sever.model.build import check_arch_params  # SMP: see NAMES_CHECKED
+
+            check_arch_params(arch, params, exclude=SEVER_SETS)
+        return params
 
     @field_validator("encoder")
     @classmethod

@@ -362,6 +362,10 @@ key-pseudo-csv-missing | 2 | data.pseudo.csv: file not found: nowhere.csv | CONF
 key-pseudo-images-missing | 2 | data.pseudo.images: folder not found: nowhere | CONFIG "data.pseudo={{csv: {csv}/sub.csv, images: nowhere}}"
 key-arch-unknown | 2 | model.arch: unknown architecture 'unet' (did you mean 'Unet'?) | CONFIG model.arch=unet
 key-encoder-unknown | 2 | model.encoder: unknown encoder 'resnet-18' | CONFIG model.encoder=resnet-18
+key-arch-param-unknown | 2 | -o model.arch_params.decoder_chanels=8: model.arch_params: unknown Unet argument 'decoder_chanels' (did you mean 'decoder_channels'?) | CONFIG model.arch_params.decoder_chanels=8
+key-arch-param-type | 2 | model.arch_params: decoder_attention_type: expected | CONFIG model.arch_params.decoder_attention_type=1
+key-arch-param-sever-owned | 2 | model.arch_params: 'classes' is set by sever (model.classes); remove it | CONFIG model.arch_params.classes=2
+key-arch-param-cannot-run | 2 | model.arch_params: Unet with {{'decoder_channels': [64, 32, 16, 8, 8], 'decoder_attention_type': 'scse'}} builds a model that cannot run | train -c {tiny} -o "model.arch_params={{decoder_channels: [64, 32, 16, 8, 8], decoder_attention_type: scse}}"
 key-weights-file-missing | 2 | model.encoder_weights: expected 'imagenet', null or an existing weights file | CONFIG model.encoder_weights=nowhere.pth
 key-input-channel | 2 | model.input_channel: expected one of | CONFIG model.input_channel=rgb
 key-dropout-one | 2 | model.dropout: | CONFIG model.dropout=1

@@ -8,9 +8,11 @@ a grey image fed as three equal channels, so `sum` starts where the RGB network 
 
 from __future__ import annotations
 
+import inspect
+import typing
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +21,7 @@ import huggingface_hub
 import segmentation_models_pytorch as smp
 import timm
 import torch
+from pydantic import TypeAdapter, ValidationError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
@@ -55,6 +58,30 @@ def check_encoder(name: str) -> str:
     raise ValueError(unknown_name("encoder", name, valid) + " (or tu-<any timm model>)")
 
 
+def check_arch_params(arch: str, params: Mapping[str, object], exclude: Iterable[str] = ()) -> None:
+    """Raise ValueError for the first of `params` that `arch`'s constructor does not take
+    (SMP hands unknown names to timm encoders, or drops them, without a word) or whose
+    value does not fit the constructor's annotation. `exclude`: names sever sets itself."""
+    init = ARCHITECTURES[arch].__init__
+    hints = typing.get_type_hints(init)
+    takes = [
+        name
+        for name, p in inspect.signature(init).parameters.items()
+        if name != "self"
+        and name not in exclude
+        and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    for name, value in params.items():
+        if name not in takes:
+            raise ValueError(unknown_name(f"{arch} argument", name, takes))
+        if name in hints:
+            try:
+                TypeAdapter(hints[name]).validate_python(value, strict=True)
+            except ValidationError:
+                expected = getattr(hints[name], "__name__", str(hints[name]))
+                raise ValueError(f"{name}: expected {expected}, got {value!r}") from None
+
+
 def build_model(cfg: ModelConfig, task: str = "segment") -> nn.Module:
     """The SMP model for `cfg`: input (N, 1, H, W) -> mask logits (N, C, H, W).
 
@@ -75,7 +102,25 @@ def build_model(cfg: ModelConfig, task: str = "segment") -> nn.Module:
     use_one_channel(first_conv(encoder, cfg.encoder), cfg.input_channel)
     if task == "segment" and cfg.dropout > 0 and cfg.arch not in NATIVE_DROPOUT:
         add_head_dropout(model, cfg.dropout)
+    if task == "segment" and cfg.arch_params:
+        try_small_input(model, cfg)
     return model
+
+
+def try_small_input(model: nn.Module, cfg: ModelConfig) -> None:
+    """Run the model once on a 64x64 image, so arch_params that build a model SMP cannot
+    run (scse attention on a block of under 16 channels) fail before training starts."""
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 1, 64, 64))
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise ConfigError(
+            f"model.arch_params: {cfg.arch} with {cfg.arch_params} builds a model that "
+            f"cannot run ({reason})"
+        ) from None
+    finally:
+        model.train()
 
 
 def create(cfg: ModelConfig, weights: str | None, task: str = "segment") -> nn.Module:
@@ -94,6 +139,10 @@ def create(cfg: ModelConfig, weights: str | None, task: str = "segment") -> nn.M
         reason = exc.args[0] if exc.args else exc
         what = "classifier" if task == "classify" else cfg.arch
         raise ConfigError(f"model: {what} with encoder {cfg.encoder}: {reason}") from None
+    except TypeError as exc:  # a value of the wrong type in arch_params
+        raise ConfigError(
+            f"model.arch_params: {cfg.arch} cannot take {cfg.arch_params} ({exc})"
+        ) from None
 
 
 def segmenter(cfg: ModelConfig, weights: str | bool | None) -> nn.Module:
@@ -109,6 +158,7 @@ def segmenter(cfg: ModelConfig, weights: str | bool | None) -> nn.Module:
             pooling=cfg.class_head.pooling,
         )
     return ARCHITECTURES[cfg.arch](
+        **cfg.arch_params,
         encoder_name=cfg.encoder,
         encoder_weights=weights,
         in_channels=3,

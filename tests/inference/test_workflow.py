@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from torch import nn
 
 from sever.config import load_config
 from sever.engine.trainer import train
@@ -323,3 +324,20 @@ def test_predict_prints_its_counts_or_json(run: Path, tiny_data: Path, tmp_path:
     assert cli(*args, "--workers", "0", "--json") == 0
     report = json.loads(capsys.readouterr().out)
     assert report == {"images": 4, "with_defect": counts, "out": str(out)}
+
+
+def test_a_run_with_arch_params_is_evaluated_with_its_own_decoder(
+    tiny_data: Path, tmp_path: Path, capsys
+) -> None:
+    path = write_tiny(tmp_path, tiny_data)
+    decoder = "{decoder_channels: [64, 32, 16, 16, 16], decoder_attention_type: scse}"
+    options = ["-o", "trainer.epochs=1", "-o", f"model.arch_params={decoder}"]
+    assert cli("train", "-c", path, *options) == 0
+    run = Path(capsys.readouterr().out.strip().splitlines()[-1].removeprefix("run: "))
+    member = load_member(run / "checkpoints" / "last.pth", torch.device("cpu"))
+    head = [m for m in member.model.segmentation_head.modules() if isinstance(m, nn.Conv2d)]
+    assert head[0].in_channels == 16  # the last decoder block's
+    assert cli("evaluate", "-r", run, "--last", "--json", "--workers", "0") == 0
+    report = json.loads(capsys.readouterr().out)
+    last = pd.read_csv(run / "metrics.csv").iloc[-1]
+    assert report["dice_mean"] == pytest.approx(last["val_dice_mean"], abs=1e-6)

@@ -233,3 +233,69 @@ def test_classifier_local_weights_and_channel(tmp_path):
     )
     assert torch.equal(model.encoder.conv1.weight, one_channel(state["conv1.weight"], "g"))
     assert torch.equal(model.encoder.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
+
+
+def test_arch_params_reach_the_smp_constructor():
+    model = build_model(
+        config(
+            arch="FPN",
+            arch_params={"decoder_pyramid_channels": 64, "decoder_segmentation_channels": 32},
+        )
+    )
+    # the head's one conv maps the 32 segmentation channels to the 4 classes
+    assert model.segmentation_head[0].in_channels == 32
+    pyramid = [m for m in model.decoder.modules() if isinstance(m, nn.Conv2d)][0]
+    assert pyramid.out_channels == 64
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 1, 64, 64)).shape == (1, 4, 64, 64)
+
+
+def test_unet_takes_scse_attention_from_arch_params():
+    model = build_model(config(arch="Unet", arch_params={"decoder_attention_type": "scse"}))
+    plain = build_model(config(arch="Unet"))
+    names = {type(m).__name__ for m in model.modules()}
+    assert "SCSEModule" in names and "SCSEModule" not in {type(m).__name__ for m in plain.modules()}
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (
+            {"decoder_pyramid_chanels": 64},
+            "unknown FPN argument 'decoder_pyramid_chanels' "
+            "\\(did you mean 'decoder_pyramid_channels'\\?\\)",
+        ),
+        (
+            {"decoder_pyramid_channels": "wide"},
+            "decoder_pyramid_channels: expected int, got 'wide'",
+        ),
+        ({"decoder_pyramid_channels": True}, "decoder_pyramid_channels: expected int, got True"),
+        ({"classes": 3}, "'classes' is set by sever \\(model.classes\\); remove it"),
+        ({"decoder_dropout": 0.2}, "'decoder_dropout' is set by sever \\(model.dropout\\)"),
+    ],
+)
+def test_arch_params_are_checked_with_the_config(params, message):
+    with pytest.raises(ValueError, match=message):
+        config(arch="FPN", arch_params=params)
+
+
+def test_unknown_arch_params_do_not_list_what_sever_sets():
+    with pytest.raises(ValueError, match="unknown FPN argument") as caught:
+        config(arch="FPN", arch_params={"x": 1})
+    listed = str(caught.value).split("expected one of: ")[1].split(", ")
+    assert "decoder_pyramid_channels" in listed and "encoder_depth" in listed
+    assert not {"classes", "encoder_name", "in_channels", "decoder_dropout"} & set(listed)
+
+
+def test_an_arch_param_value_smp_refuses_is_a_config_error():
+    with pytest.raises(ConfigError, match="model: FPN with encoder resnet18: `merge_policy`"):
+        build_model(config(arch="FPN", arch_params={"decoder_merge_policy": "mul"}))
+
+
+def test_arch_params_that_build_a_model_that_cannot_run_are_a_config_error():
+    # SMP's scse block squeezes channels by 16: a last decoder block of 8 has none left
+    params = {"decoder_channels": [64, 32, 16, 8, 8], "decoder_attention_type": "scse"}
+    with pytest.raises(ConfigError, match="model.arch_params: Unet with .* cannot run"):
+        build_model(config(arch="Unet", arch_params=params))
+    params["decoder_channels"] = [64, 32, 16, 16, 16]
+    assert build_model(config(arch="Unet", arch_params=params)).training
