@@ -363,8 +363,10 @@ def score(
     if as_json:
         click.echo(json.dumps(scores))
         return
+    width = max(map(len, scores))
     for key, value in scores.items():
-        click.echo(f"{key:>9}: {value:.5f}" if isinstance(value, float) else f"{key:>9}: {value}")
+        shown = f"{value:.5f}" if isinstance(value, float) else value
+        click.echo(f"{key:>{width}}: {shown}")
 
 
 # Where and how fast models run: every inference command.

@@ -43,6 +43,8 @@ def test_json_has_the_scores(capsys, data: Path):
     assert scores["dice_1"] == pytest.approx((1 / 2 + 1 + 1) / 3)
     assert scores["dice_2"] == pytest.approx((1 + 0 + 1) / 3)
     assert scores["dice_3"] == scores["dice_4"] == 1.0
+    assert scores["dice_positive"] == pytest.approx((1 / 2 + 0) / 2)  # a1 and b2
+    assert scores["empty_baseline"] == pytest.approx(10 / 12)
     assert (scores["pairs"], scores["images"]) == (12, 3)
 
 
@@ -69,13 +71,15 @@ def test_a_wide_truth_lists_every_image(capsys, data: Path):
     code, out, err = cli_output(capsys, "score", data / "sub.csv", data / "wide.csv")
     assert (code, err) == (0, "")
     assert out.splitlines() == [
-        "dice_mean: 0.93750",  # (1/2 + 7) / 8
-        "   dice_1: 0.75000",
-        "   dice_2: 1.00000",
-        "   dice_3: 1.00000",
-        "   dice_4: 1.00000",
-        "    pairs: 8",
-        "   images: 2",
+        "     dice_mean: 0.93750",  # (1/2 + 7) / 8
+        "        dice_1: 0.75000",
+        "        dice_2: 1.00000",
+        "        dice_3: 1.00000",
+        "        dice_4: 1.00000",
+        " dice_positive: 0.50000",  # a1, the one pair with a defect
+        "empty_baseline: 0.87500",  # 7 of 8 pairs empty
+        "         pairs: 8",
+        "        images: 2",
     ]
 
 

@@ -210,8 +210,10 @@ def score_submission(
     in `images_dir`, else `shape`.
 
     Returns:
-        'dice_mean', 'dice_1'..'dice_<classes>' (per class, over all images), 'pairs' (scored
-        (image, class) pairs) and 'images'.
+        'dice_mean', 'dice_1'..'dice_<classes>' (per class, over all images),
+        'dice_positive' (over the pairs whose truth holds a defect; nan if none),
+        'empty_baseline' (the score of predicting nothing), 'pairs' (scored (image, class)
+        pairs) and 'images'.
 
     Raises:
         DataError: a missing or malformed file, naming the file, line and ImageId.
@@ -225,14 +227,15 @@ def score_submission(
         raise DataError(f"{truth}: no images to score")
     predicted = read_submission(submission, labels.images, size, truth, labels.format, classes)
     index = pd.Index(labels.images)
+    true_runs = runs_of(labels.defects, index, size, classes)
     dice = pair_dice(
-        runs_of(labels.defects, index, size, classes),
-        runs_of(predicted, index, size, classes),
-        classes * len(index),
-        size,
+        true_runs, runs_of(predicted, index, size, classes), classes * len(index), size
     ).reshape(len(index), classes)
+    defect = np.bincount(true_runs[0] // size, minlength=dice.size).reshape(dice.shape) > 0
     scores = {"dice_mean": float(dice.mean())}
     scores |= {f"dice_{c}": float(dice[:, c - 1].mean()) for c in range(1, classes + 1)}
+    positive = float(dice[defect].mean()) if defect.any() else float("nan")
+    scores |= {"dice_positive": positive, "empty_baseline": float(1 - defect.mean())}
     return scores | {"pairs": dice.size, "images": len(index)}
 
 

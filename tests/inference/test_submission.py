@@ -131,6 +131,8 @@ def test_perfect_submission_scores_one(tmp_path: Path, truth: Path):
         "dice_2": 1.0,
         "dice_3": 1.0,
         "dice_4": 1.0,
+        "dice_positive": 1.0,
+        "empty_baseline": 0.75,
         "pairs": 12,
         "images": 3,
     }
@@ -141,6 +143,7 @@ def test_empty_submission_scores_the_share_of_empty_pairs(tmp_path: Path, truth:
     scores = score(submission, truth)
     assert scores["dice_mean"] == pytest.approx(9 / 12)  # 3 defect pairs out of 12
     assert [scores[f"dice_{c}"] for c in (1, 2, 3, 4)] == pytest.approx([2 / 3, 2 / 3, 2 / 3, 1])
+    assert (scores["dice_positive"], scores["empty_baseline"]) == (0.0, 0.75)
 
 
 def test_partial_overlap_by_hand(tmp_path: Path, truth: Path):
@@ -154,6 +157,8 @@ def test_partial_overlap_by_hand(tmp_path: Path, truth: Path):
     assert scores["dice_2"] == pytest.approx((1 + 2 / 3 + 1) / 3)
     assert scores["dice_3"] == pytest.approx((0 + 1 + 1) / 3)
     assert scores["dice_4"] == pytest.approx((1 + 1 + 0) / 3)
+    # the defect pairs a1, a3 and b2; c4's false positive is an empty pair's
+    assert scores["dice_positive"] == pytest.approx((1 / 2 + 0 + 2 / 3) / 3)
 
 
 @pytest.mark.parametrize("sub_fmt", ["wide", "long"])
