@@ -29,28 +29,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 import yaml
+from runner import sever
 
 from sever.config import load_config
 
 SCORES = ("dice_mean", "dice_positive", "empty_baseline")
-
-
-def sever(*args: object) -> str:
-    """Run `python -m sever ARGS`; its stdout (stderr shown on failure)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "sever", *map(str, args)], capture_output=True, text=True
-    )
-    if done.returncode:
-        raise SystemExit(f"sever {' '.join(map(str, args))} failed:\n{done.stderr[-3000:]}")
-    return done.stdout
 
 
 def parse_recipe(text: str) -> tuple[str, Path, list[str]]:

@@ -28,23 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from runner import sever
+
 BASE = Path(__file__).resolve().parents[1] / "experiments" / "demo.yml"
-
-
-def sever(*args: object) -> str:
-    """Run `python -m sever ARGS`; its stdout (stderr shown on failure)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "sever", *map(str, args)], capture_output=True, text=True
-    )
-    if done.returncode:
-        raise SystemExit(f"sever {' '.join(map(str, args))} failed:\n{done.stderr[-3000:]}")
-    return done.stdout
 
 
 def train(config: Path, overrides: list[str]) -> tuple[Path, float]:
