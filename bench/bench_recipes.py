@@ -30,12 +30,11 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
 import yaml
-from runner import sever
+from runner import sever, train
 
 from sever.config import load_config
 
@@ -49,15 +48,6 @@ def parse_recipe(text: str) -> tuple[str, Path, list[str]]:
     if not name or not config or not Path(config).is_file():
         raise SystemExit(f"--recipe {text}: expected NAME=CONFIG[,KEY=VALUE...] with a config")
     return name, Path(config), overrides
-
-
-def train(config: Path, overrides: list[str], seed: int, save_dir: Path) -> tuple[Path, float]:
-    """(run directory, seconds) of one training run."""
-    options = [*overrides, f"seed={seed}", f"trainer.save_dir={save_dir}"]
-    started = time.perf_counter()
-    out = sever("train", "-c", config, *[a for o in options for a in ("-o", o)])
-    run = Path(out.strip().splitlines()[-1].removeprefix("run: "))
-    return run, time.perf_counter() - started
 
 
 def validation_scores(run: Path) -> dict[str, float]:
@@ -135,7 +125,8 @@ def main() -> None:
         images, truth = holdout_set(Path(tmp) / "holdout", args.holdout, size)
         for seed in args.seeds:
             for name, config, overrides in recipes:
-                run, seconds = train(config, overrides, seed, Path(tmp) / "saved")
+                options = [*overrides, f"seed={seed}", f"trainer.save_dir={tmp}/saved"]
+                run, seconds = train(config, options)
                 results[name][seed] = {
                     "val": validation_scores(run),
                     "holdout": holdout_scores(run, images, truth, Path(tmp)),

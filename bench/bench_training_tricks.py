@@ -32,17 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from runner import sever
+from runner import sever, train
 
 BASE = Path(__file__).resolve().parents[1] / "experiments" / "demo.yml"
-
-
-def train(config: Path, overrides: list[str]) -> tuple[Path, float]:
-    """(run directory, seconds) of `sever train -c config -o ...`."""
-    started = time.perf_counter()
-    out = sever("train", "-c", config, *[a for o in overrides for a in ("-o", o)])
-    run = Path(out.strip().splitlines()[-1].removeprefix("run: "))
-    return run, time.perf_counter() - started
 
 
 def evaluate(checkpoint: Path) -> dict:

@@ -139,7 +139,9 @@ def create(cfg: ModelConfig, weights: str | None, task: str = "segment") -> nn.M
         reason = exc.args[0] if exc.args else exc
         what = "classifier" if task == "classify" else cfg.arch
         raise ConfigError(f"model: {what} with encoder {cfg.encoder}: {reason}") from None
-    except TypeError as exc:  # a value of the wrong type in arch_params
+    except TypeError as exc:  # a value of arch_params SMP cannot use
+        if task == "classify" or not cfg.arch_params:
+            raise
         raise ConfigError(
             f"model.arch_params: {cfg.arch} cannot take {cfg.arch_params} ({exc})"
         ) from None
