@@ -1,24 +1,31 @@
-"""The fault fixtures themselves: the small disk really fills, the read-only mount really refuses (as root)."""
+"""The fault fixtures themselves: the small disk fills, the read-only mount refuses writes."""
 
-import errno, pytest
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
+
 from tests.faults.conftest import fill
 
 
-def test_small_disk_fills(small_disk):
-    d = small_disk(64)
-    fill(d)
+def test_small_disk_fills(small_disk: Callable[[int], Path]) -> None:
+    disk = small_disk(64)
+    fill(disk)
     with pytest.raises(OSError) as e:
-        (d / "x").write_bytes(b"1" * 8192)
+        (disk / "x").write_bytes(b"1" * 8192)
     assert e.value.errno == errno.ENOSPC
 
 
-def test_read_only(read_only, tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "a").write_text("x")
-    ro = read_only(src)
-    assert (ro / "a").read_text() == "x"
+def test_read_only_mount_refuses_root(read_only: Callable[[Path], Path], tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a").write_text("x")
+    mounted = read_only(source)
+    assert (mounted / "a").read_text() == "x"
     with pytest.raises(OSError) as e:
-        (ro / "b").write_text("y")
+        (mounted / "b").write_text("y")
     assert e.value.errno == errno.EROFS
+    (source / "b").write_text("y")  # the source stays writable
