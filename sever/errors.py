@@ -44,3 +44,8 @@ class OptionError(SeverError):
     folder, a device that does not exist); found before any work starts."""
 
     exit_code = 2
+
+
+class WriteError(SeverError):
+    """An output that could not be written (a full disk, a read-only file system); the
+    message names the file, and what it replaces is kept as it was."""

@@ -3,9 +3,11 @@ and torch-file failures in a few words."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +17,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from sever.errors import DataError, OptionError
+from sever.errors import DataError, OptionError, SeverError, WriteError
 
 
 @contextmanager
@@ -209,6 +211,87 @@ def check_output_folder(path: Path, option: str) -> None:
     check_writable_below(path, option)
     if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
         raise OptionError(f"{option} {path}: cannot write in it (permission denied)")
+
+
+# ---------------------------------------------------------------- failed writes
+
+# What an OSError's errno means for a write, in the words the user acts on.
+WRITE_PROBLEMS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EFBIG: "the file is too large for its file system",
+    errno.EIO: "an input/output error (a failing disk or a lost network share)",
+}
+
+
+def os_reason(exc: OSError) -> str:
+    """An OSError in a few words: `the disk is full`, else its own strerror."""
+    return WRITE_PROBLEMS.get(exc.errno or 0) or (exc.strerror or str(exc)).lower()
+
+
+def write_problem(exc: BaseException) -> str | None:
+    """Why a write failed, for an OSError or an error raised over one (torch.save writing
+    to an open file raises a RuntimeError whose context is the OSError); None otherwise."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return os_reason(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+@contextmanager
+def writing(path: str | Path, what: str, then: str = "") -> Iterator[None]:
+    """Turn a failed write of `path` into one WriteError line: the path, what it is, why
+    (`the disk is full`) and `then` (what to do); other errors pass through.
+
+    Use it around `atomic_path`, so the temporary file is gone before the error shows.
+    """
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        problem = write_problem(exc)
+        if problem is None:
+            raise
+        raise WriteError(f"{path}: cannot write the {what}: {problem}{then}") from None
+
+
+def probe_writable(path: str | Path, what: str, error: type[SeverError] = OptionError) -> None:
+    """Refuse an output folder that cannot be written, by creating (and removing) a
+    temporary file in it, or in the nearest folder above it that exists.
+
+    `os.access` is no test: it says yes to root on a read-only mount, on /proc and on
+    /sys. The probe leaves nothing behind, the folder's modification time included.
+
+    Args:
+        path: the output folder (or the folder an output file goes in), existing or not.
+        what: how the user gave it, for the message (`--out x`, `trainer.save_dir`).
+        error: the error to raise (OptionError for an option, ConfigError for a key).
+
+    Raises:
+        error: `path` (or the nearest existing path above it) is a file, or the folder
+            refuses a new file (read-only, permission denied, a pseudo file system).
+    """
+    path = Path(path)
+    folder = path if path.exists() else existing_ancestor(path)
+    if not folder.is_dir():
+        raise error(f"{what}: {folder} is a file, not a folder; choose another folder")
+    stat = folder.stat()
+    try:
+        handle, name = tempfile.mkstemp(prefix=".sever-probe-", dir=folder)
+    except OSError as exc:
+        raise error(
+            f"{what}: cannot write in {folder} ({os_reason(exc)}); choose a folder you can write to"
+        ) from None
+    os.close(handle)
+    os.unlink(name)
+    try:
+        os.utime(folder, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    except OSError:  # not ours to restore (another owner): the probe is gone all the same
+        pass
 
 
 # ---------------------------------------------------------------- torch files

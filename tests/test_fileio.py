@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import cv2
@@ -200,3 +202,35 @@ def test_atomic_folder_refuses_or_replaces_an_existing_one(tmp_path: Path):
         (folder / "new.txt").write_text("new")
     assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "staged"]
+
+
+def test_probe_writable_refuses_what_os_access_allows_root(tmp_path: Path):
+    # os.access(W_OK) is True for root on /proc; creating a file there is not possible.
+    with pytest.raises(fileio.OptionError, match=r"^--out /proc/saved: cannot write in /proc \("):
+        fileio.probe_writable(Path("/proc/saved"), "--out /proc/saved")
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(fileio.OptionError, match="a-file is a file, not a folder"):
+        fileio.probe_writable(tmp_path / "a-file" / "runs", "trainer.save_dir")
+
+
+def test_probe_writable_leaves_nothing_behind(tmp_path: Path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    os.utime(folder, ns=(1_000_000_000, 2_000_000_000))
+    fileio.probe_writable(folder / "new" / "deeper", "--out")
+    fileio.probe_writable(folder, "--out")
+    assert list(folder.iterdir()) == []
+    assert folder.stat().st_mtime_ns == 2_000_000_000
+
+
+def test_writing_names_the_file_and_the_full_disk(tmp_path: Path):
+    target = tmp_path / "last.pth"
+    then = "; free space"
+    with pytest.raises(fileio.WriteError) as e, fileio.writing(target, "checkpoint", then):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:  # as torch.save over an open file does: a RuntimeError over it
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")  # noqa: B904
+    assert str(e.value) == f"{target}: cannot write the checkpoint: the disk is full; free space"
+    with pytest.raises(ValueError), fileio.writing(target, "checkpoint"):
+        raise ValueError("not a write")
