@@ -35,7 +35,7 @@ from collections.abc import Callable  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sever.inference.postprocess import PostProcess, postprocess, scaled_thresholds  # noqa: E402
+from sever.inference.postprocess import PostProcess, postprocess, scaled_min_pixels  # noqa: E402
 
 try:
     from scipy import ndimage
@@ -94,14 +94,14 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
 def naive(probs: np.ndarray, config: PostProcess, presence: np.ndarray) -> np.ndarray:
     """The same steps the usual way: loops per class and per component."""
     classes = probs.shape[0]
-    t = scaled_thresholds(config.threshold, presence, config.scale_c)
+    t, c_f = config.threshold, config.scale_c or 1.0
     predicted = [probs[c] > t[c] for c in range(classes)]
     masks = np.zeros(probs.shape, bool)
     for c in range(classes):
         mask = predicted[c].copy()
         if config.one_class_per_pixel:
-            masked = np.stack([np.where(predicted[k], probs[k], -np.inf) for k in range(classes)])
-            mask &= masked.argmax(axis=0) == c
+            # the most probable class of all, predicted there or not (postprocess's rule)
+            mask &= probs.argmax(axis=0) == c
         if config.min_component[c] > 0:
             labels, count = _components(mask)
             kept = np.zeros_like(mask)
@@ -110,7 +110,8 @@ def naive(probs: np.ndarray, config: PostProcess, presence: np.ndarray) -> np.nd
                 if component.sum() >= config.min_component[c]:
                     kept |= component
             mask = kept
-        if mask.sum() < config.min_pixels[c] or presence[c] < config.gate[c]:
+        least = config.min_pixels[c] * c_f - config.min_pixels[c] * (c_f - 1) * presence[c]
+        if mask.sum() < least or presence[c] < config.gate[c]:
             mask[:] = False
         masks[c] = mask
     return masks
@@ -135,11 +136,12 @@ def main() -> int:
     probs = build_probs()
     ours = postprocess(probs, CONFIG, PRESENCE)
     reference = naive(probs, CONFIG, PRESENCE)
-    thresholds = scaled_thresholds(CONFIG.threshold, PRESENCE, CONFIG.scale_c)
+    thresholds = np.asarray(CONFIG.threshold)
+    least = scaled_min_pixels(CONFIG.min_pixels, PRESENCE, CONFIG.scale_c or 1.0)
     raw = (probs > thresholds[:, None, None]).sum((1, 2))
     components = [_components(probs[c] > thresholds[c])[1] for c in range(probs.shape[0])]
     print(f"map {probs.shape} {probs.dtype}; config {CONFIG.to_dict()}")
-    print(f"presence {PRESENCE.tolist()}; scaled thresholds {np.round(thresholds, 3).tolist()}")
+    print(f"presence {PRESENCE.tolist()}; scaled min_pixels {least.tolist()}")
     print(f"pixels above threshold per class: {raw.tolist()}, components: {components}")
     print(f"pixels kept per class:            {ours.sum((1, 2)).tolist()}")
     agree = np.array_equal(ours, reference)

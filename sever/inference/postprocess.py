@@ -7,13 +7,15 @@ the same shape. Every function returns a new array and leaves its inputs untouch
 `postprocess` runs the steps in this order, each configured per class by `PostProcess`:
 
 1. `threshold`: a pixel is predicted for class c when its probability is strictly above
-   t[c]; with a classifier's presence probabilities and `scale_c`, t comes from
-   `scaled_thresholds`, so a class the classifier doubts needs a more confident pixel.
+   t[c].
 2. `one_class_per_pixel`: a pixel predicted for several classes keeps only the most
    probable of them (ties go to the lowest class index).
 3. `remove_small_components`: 8-connected components of fewer than min_component[c]
    pixels are dropped.
-4. `min_pixels`: a class with fewer than min_pixels[c] pixels left in the image is emptied.
+4. `min_pixels`: a class with fewer than min_pixels[c] pixels left in the image is emptied;
+   with a classifier's presence probabilities and `scale_c`, each image's minimum comes
+   from `scaled_min_pixels` (the original project's classifier scaling), so a class the
+   classifier doubts needs a larger mask, and a large confident mask can still overrule it.
 5. `gate`: a class whose presence probability is below gate[c] is emptied.
 
 Boundaries, the same everywhere: a probability equal to its threshold is not predicted; a
@@ -36,6 +38,7 @@ from numpy.typing import NDArray
 __all__ = [
     "AVERAGING",
     "DEFAULT_CLASSES",
+    "FORMAT",
     "TUNED_WITH",
     "PostProcess",
     "average",
@@ -45,7 +48,7 @@ __all__ = [
     "postprocess",
     "postprocess_batch",
     "remove_small_components",
-    "scaled_thresholds",
+    "scaled_min_pixels",
     "threshold",
 ]
 
@@ -53,6 +56,11 @@ DEFAULT_CLASSES = 4  # the competition's; `PostProcess.classes` says how many
 # A tuned file's record of the models and options it was tuned with (`sever tune` writes
 # it, predict compares it): not a setting, so `PostProcess.from_dict` skips it.
 TUNED_WITH = "tuned_with"
+# Post-processing files and mappings carry `format: 2` since `scale_c` scales the minimum
+# pixel counts (the original project's rule); before, it scaled the probability threshold.
+# A file with `scale_c` and no format was written under the old rule and is refused.
+FORMAT = "format"
+FORMAT_VERSION = 2
 PER_CLASS = ("threshold", "min_pixels", "min_component", "gate")
 DEFAULT_MIN_PIXELS = (600, 600, 1000, 2000)  # the usual Severstal choice for its 4 classes
 
@@ -183,8 +191,7 @@ def threshold(probs: Probs, t: float | Sequence[float] | NDArray[Any] = 0.5) -> 
     Args:
         probs: `(C, H, W)` or `(N, C, H, W)` probabilities.
         t: one threshold, one per class `(C,)`, or for a batch one per image and class
-            `(N, C)` (as `scaled_thresholds` gives). Compared in probs' dtype, so 0.4 is not
-            above a float32 0.4.
+            `(N, C)`. Compared in probs' dtype, so 0.4 is not above a float32 0.4.
 
     Returns:
         bool masks shaped like `probs`.
@@ -245,15 +252,25 @@ def min_pixels(
 
     Args:
         masks: bool `(C, H, W)` or `(N, C, H, W)`.
-        min_pixels: one count or one per class `(C,)`; a mask of exactly that many pixels
-            is kept. The default is the usual Severstal choice for 4 classes.
+        min_pixels: one count, one per class `(C,)`, or for a batch one per image and class
+            `(N, C)` (as `scaled_min_pixels` gives); a mask of exactly that many pixels is
+            kept. The default is the usual Severstal choice for 4 classes.
 
     Returns:
         bool masks shaped like `masks`.
     """
     out = _mask_copy(masks)
     batch = _batch(out, "masks")
-    least = _per_class_counts(min_pixels, batch.shape[1], "min_pixels")
+    least = np.asarray(min_pixels)
+    if least.ndim == 2:
+        if least.shape != batch.shape[:2]:
+            raise ValueError(
+                f"min_pixels: expected shape {batch.shape[:2]} (one per image and class), "
+                f"got {least.shape}"
+            )
+        least = _per_class_counts(least.ravel(), least.size, "min_pixels").reshape(least.shape)
+    else:
+        least = _per_class_counts(min_pixels, batch.shape[1], "min_pixels")
     batch[_counts(batch) < least] = False
     return out
 
@@ -279,23 +296,27 @@ def gate(
     return out
 
 
-def scaled_thresholds(
-    t0: float | Sequence[float] | NDArray[Any],
+def scaled_min_pixels(
+    m0: int | Sequence[int] | NDArray[Any],
     presence: NDArray[Any] | Sequence[float],
     c: float = 5.0,
-) -> NDArray[np.float64]:
-    """Pixel thresholds raised where a classifier doubts a class: t = t0*c - t0*(c-1)*p.
+) -> NDArray[np.int64]:
+    """Minimum pixel counts raised where a classifier doubts a class: m = m0*c - m0*(c-1)*p.
 
-    A class the classifier is sure of (p = 1) keeps t0; one it rules out (p = 0) needs c*t0,
-    usually above 1, so nothing. With t0 = 0.5 and c = 5: p = 1 -> 0.5, 0.5 -> 1.5, 0 -> 2.5.
+    The original project's classifier scaling ("amplify the defect pixel thresholds"): a
+    class the classifier is sure of (p = 1) keeps m0; one it rules out (p = 0) needs c*m0
+    pixels, so a large, confident segmentation can still overrule the classifier. With
+    m0 = 600 and c = 5: p = 1 -> 600, 0.5 -> 1800, 0 -> 3000. A mask is kept when it has at
+    least m pixels, so m is rounded up to a whole number of pixels (after rounding to 6
+    decimals, so float error never adds a pixel): p = 0.3 -> 2280.
 
     Args:
-        t0: base threshold, one or one per class `(C,)`.
+        m0: base minimum pixel counts, one or one per class `(C,)`.
         presence: `(C,)` or `(N, C)` probabilities in [0, 1] that each class is present.
-        c: the scale at p = 0; at least 1 (1 gives t0 whatever p is).
+        c: the scale at p = 0; at least 1 (1 gives m0 whatever p is).
 
     Returns:
-        float64 thresholds shaped like `presence`, for `threshold`.
+        int64 minimum counts shaped like `presence`, for `min_pixels`.
     """
     p = np.asarray(presence, np.float64)
     if p.ndim not in (1, 2):
@@ -305,8 +326,8 @@ def scaled_thresholds(
         raise ValueError(f"presence: expected probabilities in [0, 1], got {p[bad][0]}")
     if not (math.isfinite(c) and c >= 1):
         raise ValueError(f"c: expected a finite number >= 1, got {c}")
-    base = _per_class(t0, p.shape[-1], "t0")
-    return base * c - base * (c - 1) * p
+    base = _per_class_counts(m0, p.shape[-1], "m0").astype(np.float64)
+    return np.ceil(np.round(base * c - base * (c - 1) * p, 6)).astype(np.int64)
 
 
 # --- the pipeline ------------------------------------------------------------------------
@@ -322,12 +343,12 @@ class PostProcess:
     Attributes:
         threshold: pixel probability thresholds, in [0, 1].
         min_pixels: a class with fewer pixels than this in an image is emptied; 0 = off.
-            None: (600, 600, 1000, 2000) for 4 classes, else 0.
+            None: `DEFAULT_MIN_PIXELS` (600, 600, 1000, 2000) for 4 classes, else 0.
         one_class_per_pixel: keep only the most probable class at each pixel.
         min_component: 8-connected components smaller than this are dropped; 0 = off.
         gate: None, or presence probabilities in [0, 1] below which a class is emptied.
-        scale_c: None, or the `c` of `scaled_thresholds` (>= 1) to raise thresholds by
-            presence.
+        scale_c: None, or the `c` of `scaled_min_pixels` (>= 1) to raise each image's
+            minimum pixel counts where presence is low.
         classes: how many classes the probabilities have.
     """
 
@@ -381,18 +402,30 @@ class PostProcess:
         """Build from a plain dict (e.g. loaded YAML); missing keys take the defaults, and
         the `tuned_with` record of a tuned file is skipped.
 
+        `format` (2, what `to_dict` writes) says the dict was written since `scale_c` scales
+        the minimum pixel counts; a dict with a `scale_c` but no format was written when it
+        scaled the probability threshold, and is refused rather than read with another
+        meaning.
+
         Args:
             classes: the models' classes: the dict's `classes` must agree, and without one
                 it is this. None (a file on its own, before the models are known): the
                 dict's `classes`, else the length of its per-class lists, else 4.
 
         Raises:
-            ValueError: an unknown key (named, with the valid ones) or a bad value.
+            ValueError: an unknown key (named, with the valid ones), a bad value, or a
+                `scale_c` of the old rule.
         """
         if not isinstance(d, Mapping):
             raise ValueError(f"PostProcess: expected a mapping, got {type(d).__name__}")
         valid = [f.name for f in fields(cls)]
-        d = {k: v for k, v in d.items() if k != TUNED_WITH}
+        version = d.get(FORMAT)
+        if version is not None and (not _is_number(version, int) or version != FORMAT_VERSION):
+            raise ValueError(
+                f"PostProcess.format: {version!r} is not a format this sever reads "
+                f"(expected {FORMAT_VERSION})"
+            )
+        d = {k: v for k, v in d.items() if k not in (TUNED_WITH, FORMAT)}
         for key in d:
             if key not in valid:
                 close = difflib.get_close_matches(str(key), valid, n=1)
@@ -408,11 +441,20 @@ class PostProcess:
                 f"PostProcess.classes: {d['classes']}, but the models predict {classes} "
                 "classes; tune it for these models (sever tune)"
             )
-        return cls(**d)
+        postprocess = cls(**d)
+        if version is None and postprocess.scale_c is not None:
+            raise ValueError(
+                "PostProcess.scale_c: without 'format: 2' this was written when scale_c scaled "
+                "the probability threshold; it now scales min_pixels (the original project's "
+                "rule): tune it again (sever tune), or add 'format: 2' to keep scale_c with "
+                "the new meaning"
+            )
+        return postprocess
 
     def to_dict(self) -> dict[str, Any]:
         """Plain lists, numbers, bools and None: `yaml.safe_dump` and `from_dict` take it."""
         return {
+            FORMAT: FORMAT_VERSION,
             "threshold": list(self.threshold),
             "min_pixels": list(self.min_pixels),
             "one_class_per_pixel": self.one_class_per_pixel,
@@ -478,18 +520,18 @@ def _pipeline(probs: Probs, config: PostProcess, presence: NDArray[np.float64] |
             "PostProcess.gate and .scale_c need presence probabilities; pass presence or set "
             "them to null"
         )
-    t: NDArray[Any] = np.asarray(config.threshold)
-    if config.scale_c is not None:
-        assert presence is not None  # refused above
-        t = scaled_thresholds(t, presence, config.scale_c)
-    masks = np.ascontiguousarray(_threshold(probs, t))
+    masks = np.ascontiguousarray(_threshold(probs, np.asarray(config.threshold)))
     if config.one_class_per_pixel:
         _keep_most_probable(probs, masks)
     counts = _counts(masks)
     sizes = np.asarray(config.min_component)
     if sizes.any():
         _remove_small(masks, sizes, counts)
-    masks[counts < np.asarray(config.min_pixels)] = False
+    least: NDArray[np.int64] = np.asarray(config.min_pixels)
+    if config.scale_c is not None:
+        assert presence is not None  # refused above
+        least = scaled_min_pixels(least, presence, config.scale_c)
+    masks[counts < least] = False
     if config.gate is not None:
         masks[presence < np.asarray(config.gate)] = False
     return masks

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from sever.errors import ConfigError
 from sever.inference.bootstrap import Difference, Interval, paired_difference, score_intervals
-from sever.inference.postprocess import PostProcess
+from sever.inference.postprocess import PostProcess, scaled_min_pixels
 
 LEVELS = 256
 MIN_PIXELS_GRID = (
@@ -113,28 +113,30 @@ def pair_stats(
     return PairStats(above, hits, truth.reshape(n, c, -1).sum(-1), presence)
 
 
-def levels_for(
-    stats: PairStats, c: int, t0: NDArray[np.float64], scale_c: float | None
-) -> NDArray[np.int64]:
-    """Per-image threshold levels (N, K) for base thresholds t0 (K,) of one class.
-
-    With `scale_c` (and presence), each image's threshold is the original author's
-    t = t0*c - t0*(c-1)*p; a threshold of 1 or more predicts nothing (level 255).
-    """
-    n = stats.truth.shape[0]
-    t = np.broadcast_to(t0[None, :], (n, len(t0)))
-    if scale_c is not None:
-        if stats.presence is None:
-            raise ConfigError("scale_c needs class presence: no model has a classification head")
-        t = t * scale_c - t * (scale_c - 1) * stats.presence[:, c, None]
+def levels_for(t0: NDArray[np.float64], n: int) -> NDArray[np.int64]:
+    """Threshold levels (N, K) for base thresholds t0 (K,), the same for each of N images."""
     # Levels are rint(p * 255), so `p > t` is `level > k` for k = floor(t * 255 - 0.5),
     # exactly so for the thresholds search returns, (k + 0.5) / 255.
     # (The 1e-3 absorbs the rounding of thresholds written to YAML with 6 decimals.)
-    return np.clip(np.floor(t * 255 - 0.5 + 1e-3), 0, LEVELS - 1).astype(np.int64)
+    k = np.clip(np.floor(t0 * 255 - 0.5 + 1e-3), 0, LEVELS - 1).astype(np.int64)
+    return np.broadcast_to(k[None, :], (n, len(t0)))
+
+
+MinPixels = int | NDArray[np.int64]
+
+
+def least_pixels(stats: PairStats, c: int, m0: int, scale_c: float | None) -> MinPixels:
+    """Class c's minimum pixel count: m0, or with `scale_c` each image's (N, 1) from
+    `scaled_min_pixels` (the original project's classifier scaling, one home)."""
+    if scale_c is None:
+        return m0
+    if stats.presence is None:
+        raise ConfigError("scale_c needs class presence: no model has a classification head")
+    return scaled_min_pixels(np.array([m0]), stats.presence[:, c, None], scale_c)
 
 
 def dice_sums(
-    stats: PairStats, c: int, levels: NDArray[np.int64], min_pixels: int, gate: float = 0.0
+    stats: PairStats, c: int, levels: NDArray[np.int64], min_pixels: MinPixels, gate: float = 0.0
 ) -> NDArray[np.float64]:
     """Dice of class c summed over images, for each column of per-image levels (N, K): (K,)."""
     sums: NDArray[np.float64] = pair_dice(stats, c, levels, min_pixels, gate).sum(axis=0)
@@ -142,7 +144,7 @@ def dice_sums(
 
 
 def pair_dice(
-    stats: PairStats, c: int, levels: NDArray[np.int64], min_pixels: int, gate: float = 0.0
+    stats: PairStats, c: int, levels: NDArray[np.int64], min_pixels: MinPixels, gate: float = 0.0
 ) -> NDArray[np.float64]:
     """Dice of class c in each image, for each column of per-image levels (N, K): (N, K).
 
@@ -155,10 +157,11 @@ def pair_dice(
 
 
 def kept_counts(
-    stats: PairStats, c: int, levels: NDArray[np.int64], min_pixels: int, gate: float = 0.0
+    stats: PairStats, c: int, levels: NDArray[np.int64], min_pixels: MinPixels, gate: float = 0.0
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Predicted and correctly predicted pixels of class c (N, K) at per-image levels,
-    0 where the class is emptied (too small, or gated out)."""
+    0 where the class is emptied (too small, or gated out). `min_pixels`: one count, or
+    (N, 1) per image (`least_pixels`)."""
     pred = np.take_along_axis(stats.above[:, c, :], levels, axis=1).astype(np.float64)
     inter = np.take_along_axis(stats.hits[:, c, :], levels, axis=1).astype(np.float64)
     emptied = pred < min_pixels
@@ -170,12 +173,12 @@ def kept_counts(
 
 def predicted_present(stats: PairStats, postprocess: PostProcess) -> NDArray[np.bool_]:
     """(N, C): whether `postprocess` leaves a defect of each class in each image."""
-    gate = postprocess.gate or (0.0,) * postprocess.classes
+    n, gate = stats.truth.shape[0], postprocess.gate or (0.0,) * postprocess.classes
     columns = []
     for c in range(stats.truth.shape[1]):
         t0 = np.array([postprocess.threshold[c]])
-        levels = levels_for(stats, c, t0, postprocess.scale_c)
-        pred, _ = kept_counts(stats, c, levels, postprocess.min_pixels[c], gate[c])
+        least = least_pixels(stats, c, postprocess.min_pixels[c], postprocess.scale_c)
+        pred, _ = kept_counts(stats, c, levels_for(t0, n), least, gate[c])
         columns.append(pred[:, 0] > 0)
     return np.stack(columns, axis=1)
 
@@ -188,10 +191,11 @@ def curves(
     n, gate = stats.truth.shape[0], postprocess.gate or (0.0,) * postprocess.classes
     by_threshold, by_size = [], []
     for c in range(stats.truth.shape[1]):
-        levels = levels_for(stats, c, thresholds, postprocess.scale_c)
-        by_threshold.append(dice_sums(stats, c, levels, postprocess.min_pixels[c], gate[c]) / n)
-        own = levels_for(stats, c, np.array([postprocess.threshold[c]]), postprocess.scale_c)
-        by_size.append([dice_sums(stats, c, own, m, gate[c])[0] / n for m in MIN_PIXELS_GRID])
+        least = least_pixels(stats, c, postprocess.min_pixels[c], postprocess.scale_c)
+        by_threshold.append(dice_sums(stats, c, levels_for(thresholds, n), least, gate[c]) / n)
+        own = levels_for(np.array([postprocess.threshold[c]]), n)
+        sizes = [least_pixels(stats, c, m, postprocess.scale_c) for m in MIN_PIXELS_GRID]
+        by_size.append([dice_sums(stats, c, own, m, gate[c])[0] / n for m in sizes])
     return np.array(by_threshold), np.array(by_size)
 
 
@@ -224,12 +228,13 @@ def dice_table(
     """(N, C): the Dice of every (image, class) pair under these settings."""
     classes = stats.truth.shape[1]
     gate = (0.0,) * classes if gate is None else gate
-    if any(gate) and stats.presence is None:  # scale_c: levels_for says so
+    if any(gate) and stats.presence is None:  # scale_c: least_pixels says so
         raise ConfigError("gate needs class presence: no model has a classification head")
     columns = []
     for c in range(classes):
-        levels = levels_for(stats, c, np.array([thresholds[c]]), scale_c)
-        columns.append(pair_dice(stats, c, levels, min_pixels[c], gate[c])[:, 0])
+        levels = levels_for(np.array([thresholds[c]]), stats.truth.shape[0])
+        least = least_pixels(stats, c, min_pixels[c], scale_c)
+        columns.append(pair_dice(stats, c, levels, least, gate[c])[:, 0])
     return np.stack(columns, axis=1)
 
 
@@ -247,7 +252,7 @@ def choice_dice(stats: PairStats, choice: Choice) -> NDArray[np.float64]:
     return dice_table(stats, choice.thresholds, choice.min_pixels, choice.scale_c, choice.gate)
 
 
-SCALE_GRID = (None, 1.5, 2.0, 3.0, 5.0, 8.0)
+SCALE_GRID = (None, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0)  # the original project tried 5, 10, 20
 GATE_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
@@ -275,15 +280,18 @@ def search(
     since the metric is a sum over classes. Thresholds run from 0.05 to 0.95."""
     t0 = (np.arange(13, 243) + 0.5) / 255  # 0.05 .. 0.95, between quantisation levels
     use = presence and stats.presence is not None
-    best_total = -1.0
+    n, best_total = stats.truth.shape[0], -1.0
     best: Choice | None = None
     for scale_c in SCALE_GRID if use else (None,):
         total, choice = 0.0, Choice([], [], [], scale_c)
         for c in range(stats.truth.shape[1]):
-            levels = levels_for(stats, c, t0, scale_c)
+            levels = levels_for(t0, n)
             table = np.stack(
                 [
-                    [dice_sums(stats, c, levels, m, g) for m in min_grid]
+                    [
+                        dice_sums(stats, c, levels, least_pixels(stats, c, m, scale_c), g)
+                        for m in min_grid
+                    ]
                     for g in (GATE_GRID if use else (0.0,))
                 ]
             )  # (G, M, K)
@@ -305,7 +313,7 @@ def search_shared(stats: PairStats, min_grid: Sequence[int] = MIN_PIXELS_GRID) -
     t0 = (np.floor(np.arange(0.1, 0.9001, 0.05) * 255) + 0.5) / 255  # between levels
     total = np.zeros((len(min_grid), len(t0)))
     for c in range(stats.truth.shape[1]):
-        levels = levels_for(stats, c, t0, None)
+        levels = levels_for(t0, stats.truth.shape[0])
         total += np.stack([dice_sums(stats, c, levels, m) for m in min_grid])
     m, k = map(int, np.unravel_index(np.argmax(total), total.shape))
     classes = stats.truth.shape[1]

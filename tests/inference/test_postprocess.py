@@ -14,7 +14,7 @@ from sever.inference.postprocess import (
     postprocess,
     postprocess_batch,
     remove_small_components,
-    scaled_thresholds,
+    scaled_min_pixels,
     threshold,
 )
 
@@ -298,28 +298,49 @@ def test_gate_batch():
         gate(masks, [0.5, 0.5], 0.5)
 
 
-@pytest.mark.parametrize(("p", "expected"), [(1.0, 0.5), (0.5, 1.5), (0.0, 2.5), (0.75, 1.0)])
-def test_scaled_thresholds_by_hand(p, expected):
-    # t = t0*c - t0*(c-1)*p with t0 = 0.5, c = 5
-    assert scaled_thresholds(0.5, [p], 5.0).tolist() == [expected]
+@pytest.mark.parametrize(
+    ("p", "expected"),
+    # m = m0*c - m0*(c-1)*p with m0 = 600, c = 5: 3000 - 2400 p, rounded up to whole pixels
+    [(1.0, 600), (0.5, 1800), (0.0, 3000), (0.75, 1200), (0.3, 2280), (0.9999, 601)],
+)
+def test_scaled_min_pixels_by_hand(p, expected):
+    assert scaled_min_pixels(600, [p], 5.0).tolist() == [expected]
 
 
-def test_scaled_thresholds_per_class_and_batch():
-    # c = 2: t = 2*t0 - t0*p
-    out = scaled_thresholds((0.4, 0.5, 0.6), [1.0, 1.0, 0.0], 2.0)
-    np.testing.assert_allclose(out, [0.4, 0.5, 1.2])
-    batch = scaled_thresholds(0.5, np.array([[1.0, 0.0], [0.5, 0.5]]))  # c = 5 by default
-    np.testing.assert_allclose(batch, [[0.5, 2.5], [1.5, 1.5]])
-    np.testing.assert_allclose(scaled_thresholds(0.3, [0.0, 0.7], 1.0), [0.3, 0.3])
+def test_scaled_min_pixels_is_the_original_projects_rule():
+    # the seed's notebook/classification-process.ipynb: pthresh [600, 600, 1000, 2000],
+    # prob_clas [0.2, 0.5, 0.5, 0.8], t1 = pthresh*5 - pthresh*4*prob_clas
+    pthresh, prob = np.array([600, 600, 1000, 2000]), np.array([0.2, 0.5, 0.5, 0.8])
+    t1 = pthresh * 5 - pthresh * 4 * prob
+    assert t1.tolist() == pytest.approx([2520, 1800, 3000, 3600])
+    assert scaled_min_pixels(pthresh, prob, 5.0).tolist() == [2520, 1800, 3000, 3600]
 
 
-def test_scaled_thresholds_errors():
+def test_scaled_min_pixels_per_class_and_batch():
+    # c = 2: m = 2*m0 - m0*p
+    out = scaled_min_pixels((400, 500, 600), [1.0, 1.0, 0.0], 2.0)
+    assert out.tolist() == [400, 500, 1200]
+    batch = scaled_min_pixels(100, np.array([[1.0, 0.0], [0.5, 0.25]]))  # c = 5 by default
+    assert batch.tolist() == [[100, 500], [300, 400]]
+    assert scaled_min_pixels(300, [0.0, 0.7], 1.0).tolist() == [300, 300]
+    assert scaled_min_pixels(0, [0.0, 0.5], 20.0).tolist() == [0, 0]  # off stays off
+
+
+def test_scaled_min_pixels_errors():
     with pytest.raises(ValueError, match=r"c: expected a finite number >= 1, got 0.5"):
-        scaled_thresholds(0.5, [0.5], 0.5)
+        scaled_min_pixels(600, [0.5], 0.5)
     with pytest.raises(ValueError, match=r"presence: expected probabilities in \[0, 1\], got 1.2"):
-        scaled_thresholds(0.5, [0.5, 1.2])
-    with pytest.raises(ValueError, match=r"t0: expected 1 or 2 values"):
-        scaled_thresholds((0.5, 0.5, 0.5), [0.5, 0.5])
+        scaled_min_pixels(600, [0.5, 1.2])
+    with pytest.raises(ValueError, match=r"m0: expected 1 or 2 values"):
+        scaled_min_pixels((1, 2, 3), [0.5, 0.5])
+
+
+def test_min_pixels_per_image_and_class():
+    masks = np.stack([rows("11", "10"), rows("11", "10")])  # counts [[2, 1], [2, 1]]
+    out = min_pixels(masks, np.array([[3, 1], [2, 2]]))
+    assert out.sum((2, 3)).tolist() == [[0, 1], [2, 0]]
+    with pytest.raises(ValueError, match=r"min_pixels: expected shape \(2, 2\)"):
+        min_pixels(masks, np.array([[1, 2, 3]]))
 
 
 # --- PostProcess -------------------------------------------------------------------------
@@ -349,6 +370,7 @@ def test_postprocess_config_round_trips_through_yaml():
     )
     d = config.to_dict()
     assert d == {
+        "format": 2,
         "threshold": [0.4, 0.5, 0.6, 0.7],
         "min_pixels": [600, 600, 1000, 2000],
         "one_class_per_pixel": False,
@@ -360,6 +382,18 @@ def test_postprocess_config_round_trips_through_yaml():
     assert PostProcess.from_dict(yaml.safe_load(yaml.safe_dump(d))) == config
     assert PostProcess.from_dict({}) == PostProcess()
     assert PostProcess.from_dict(PostProcess().to_dict()) == PostProcess()
+
+
+def test_a_scale_c_written_under_the_old_rule_is_refused():
+    # Before format 2, scale_c scaled the probability threshold: read now, it would mean
+    # something else, so a file with scale_c and no format is refused, in one message.
+    with pytest.raises(ValueError, match=r"PostProcess.scale_c: without 'format: 2'.*sever tune"):
+        PostProcess.from_dict({"threshold": 0.5, "scale_c": 5.0})
+    assert PostProcess.from_dict({"format": 2, "scale_c": 5.0}).scale_c == 5.0
+    # without scale_c an old file means what it meant
+    assert PostProcess.from_dict({"threshold": 0.4, "scale_c": None}).threshold == (0.4,) * 4
+    with pytest.raises(ValueError, match=r"PostProcess.format: 3 is not a format this sever"):
+        PostProcess.from_dict({"format": 3})
 
 
 def test_postprocess_config_is_frozen_and_replace_validates():
@@ -468,12 +502,18 @@ def test_postprocess_gates_last():
     np.testing.assert_array_equal(out, rows("00", "01", "00", "00"))
 
 
-def test_postprocess_scales_thresholds_by_presence():
-    probs = np.full((4, 1, 1), 0.7, np.float32)
-    config = PostProcess(threshold=0.5, min_pixels=0, scale_c=2.0)
-    # t = 1.0 - 0.5 p: p = 1 -> 0.5, p = 0.5 -> 0.75, p = 0.6 -> 0.7 (not above), p = 0 -> 1
-    out = postprocess(probs, config, presence=[1.0, 0.5, 0.6, 0.0])
-    assert out.ravel().tolist() == [True, False, False, False]
+def test_postprocess_scales_min_pixels_by_presence_not_the_threshold():
+    # Each image's class 0 has 10 pixels at probability 0.6 (above 0.5). min_pixels 4,
+    # c = 3: m = 12 - 8p: p = 1 -> 4, 0.75 -> 6, 0.25 -> 10, 0.2 -> 10.4 -> 11, 0 -> 12.
+    probs = np.zeros((5, 4, 2, 5), np.float32)
+    probs[:, 0] = 0.6
+    config = PostProcess(threshold=0.5, min_pixels=4, scale_c=3.0)
+    presence = np.array([[1.0, 1, 1, 1], [0.75, 1, 1, 1], [0.25, 1, 1, 1], [0.2, 1, 1, 1], [0] * 4])
+    out = postprocess_batch(probs, config, presence)
+    assert out[:, 0].sum((1, 2)).tolist() == [10, 10, 10, 0, 0]
+    # The probability threshold is untouched: the same pixels, whatever the presence.
+    assert postprocess(probs[0], config, [0.5, 1, 1, 1]).sum() == 10  # m = 8 <= 10
+    # The old rule (t = 0.5*3 - 0.5*2*p = 1.0 at p = 0.5) would have deleted them all.
 
 
 def test_postprocess_matches_the_steps_composed():
@@ -487,10 +527,10 @@ def test_postprocess_matches_the_steps_composed():
         gate=(0.2, 0.3, 0.4, 0.5),
         scale_c=2.0,
     )
-    masks = threshold(probs, scaled_thresholds(config.threshold, presence, config.scale_c))
-    masks = one_class_per_pixel(probs, masks)
+    masks = one_class_per_pixel(probs, threshold(probs, config.threshold))
     masks = remove_small_components(masks, config.min_component)
-    masks = gate(min_pixels(masks, config.min_pixels), presence, config.gate)
+    least = scaled_min_pixels(config.min_pixels, presence, config.scale_c)
+    masks = gate(min_pixels(masks, least), presence, config.gate)
     batch = postprocess_batch(probs, config, presence)
     assert 0 < batch.sum() < masks.size  # the test means something
     np.testing.assert_array_equal(batch, masks)

@@ -15,7 +15,7 @@ import pytest
 
 from sever.errors import ConfigError
 from sever.inference import search
-from sever.inference.postprocess import PostProcess
+from sever.inference.postprocess import PostProcess, postprocess_batch
 
 
 def stats_of(images: list[tuple[bool, float]]) -> search.PairStats:
@@ -148,18 +148,50 @@ def test_score_of_stats_matches_hand_computation() -> None:
 
 
 def test_classifier_scaling_in_stats() -> None:
-    # scale_c = 5, t0 = 0.1: presence 1 keeps t = 0.1, presence 0 raises it to 0.5
-    levels = np.zeros((2, 1, 2, 2), np.uint8)
-    levels[:, 0, 0, 0] = 80  # probability ~0.31 in one pixel of each image
+    # The original project's scaling of the minimum pixel count: m = m0*c - m0*(c-1)*p.
+    # m0 = 4, c = 3: m = 12 - 8p. Pixels at 0.8, threshold 0.5 (untouched by scaling).
+    # image 0: 4 predicted, all true, p = 1 -> m = 4: kept, Dice 1
+    # image 1: 4 predicted, truth empty, p = 0 -> m = 12: emptied, Dice 1 (a false positive
+    #          the classifier rules out)
+    # image 2: 12 predicted, all true, p = 0 -> m = 12: kept, Dice 1 (a strong mask overrules
+    #          a doubtful classifier; scaling the threshold to 0.5*3 = 1.5 would lose it)
+    levels = np.zeros((3, 1, 4, 4), np.uint8)
+    levels[0, 0].flat[:4] = 204
+    levels[1, 0].flat[:4] = 204
+    levels[2, 0].flat[:12] = 204
     truth = levels > 0
-    stats = search.pair_stats(levels, truth, False, presence=np.array([[1.0], [0.0]]))
-    # image 0: 0.31 > 0.1 -> found (dice 1); image 1: 0.31 < 0.5 -> missed (dice 0)
-    assert search.score(stats, [0.1], [0], scale_c=5.0)["dice_1"] == pytest.approx(0.5)
-    assert search.score(stats, [0.1], [0])["dice_1"] == pytest.approx(1.0)
-    choice = search.search(stats)
+    truth[1] = False
+    presence = np.array([[1.0], [0.0], [0.0]])
+    stats = search.pair_stats(levels, truth, False, presence=presence)
+    assert search.score(stats, [0.5], [4], scale_c=3.0)["dice_1"] == pytest.approx(1.0)
+    assert search.score(stats, [0.5], [4])["dice_1"] == pytest.approx(2 / 3)  # image 1 kept
+    # the counts agree with the pipeline on the same probabilities
+    pp = PostProcess(threshold=0.5, min_pixels=4, scale_c=3.0, classes=1, one_class_per_pixel=False)
+    masks = postprocess_batch(levels / 255.0, pp, presence)
+    assert masks.sum((1, 2, 3)).tolist() == [4, 0, 12]
+    assert search.image_dice(stats, pp)[:, 0].tolist() == [1.0, 1.0, 1.0]
+    choice = search.search(stats, min_grid=(0, 4))
     assert search.score(stats, choice.thresholds, choice.min_pixels, choice.scale_c, choice.gate)[
         "dice_1"
     ] == pytest.approx(1.0)
+
+
+def test_search_finds_the_scaling_only_scaled_sizes_give() -> None:
+    # Sizes alone cannot separate a 6-pixel false defect (p = 0) from a 6-pixel true one
+    # (p = 1) and a 20-pixel true one (p = 0); a gate would lose the 20-pixel one. Only
+    # scaled sizes keep both true ones: with m0 = 6, m(p=0) = 6c must lie in (6, 20], so
+    # c in (1, 3.33]: the grid's 1.5, 2 or 3.
+    levels = np.zeros((3, 1, 5, 5), np.uint8)
+    levels[0, 0].flat[:6] = 204
+    levels[1, 0].flat[:6] = 204
+    levels[2, 0].flat[:20] = 204
+    truth = levels > 0
+    truth[0] = False
+    stats = search.pair_stats(levels, truth, False, presence=np.array([[0.0], [1.0], [0.0]]))
+    choice = search.search(stats, min_grid=(0, 6))
+    assert choice.scale_c in (1.5, 2.0, 3.0) and choice.min_pixels == [6]
+    assert choice.gate == [0.0]
+    assert search.choice_dice(stats, choice)[:, 0].tolist() == [1.0, 1.0, 1.0]
 
 
 def test_presence_gate_in_stats() -> None:
