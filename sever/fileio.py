@@ -4,6 +4,8 @@ and torch-file failures in a few words."""
 from __future__ import annotations
 
 import errno
+import glob
+import logging
 import os
 import re
 import shutil
@@ -19,16 +21,25 @@ from PIL import Image
 
 from sever.errors import DataError, OptionError, SeverError, WriteError
 
+log = logging.getLogger(__name__)
+
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, clean: bool = True) -> Iterator[Path]:
     """Yield a temporary name beside `path`; rename it over `path` only on success.
 
     An interrupted writer leaves the previous file (or nothing) in place, never a
-    half-written file under the real name.
+    half-written file under the real name. The temporary name (`temporary_name`) ends as
+    `path` does, and what killed writers of `path` left is removed first.
+
+    Args:
+        clean: look for leftovers (a scan of the folder); a writer of many files in one
+            folder (overlays) cleans the folder once with `remove_leftovers` instead.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if clean:
+        remove_leftovers(path.parent, path.name)
+    tmp = temporary_name(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -41,7 +52,8 @@ def atomic_folder(path: str | Path, replace: bool = False) -> Iterator[Path]:
     """Yield a new empty folder beside `path`; rename it to `path` only on success.
 
     An interrupted writer leaves nothing under the real name, never a half-written folder
-    that a later run would take for a finished one; the temporary folder is removed.
+    that a later run would take for a finished one; the temporary folder is removed, and
+    one that a killed writer of `path` left is removed before this one starts.
 
     Args:
         replace: an existing `path` is swapped out (renamed aside, then deleted) once the
@@ -54,8 +66,8 @@ def atomic_folder(path: str | Path, replace: bool = False) -> Iterator[Path]:
     if not replace and path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise FileExistsError(f"{path}: already exists and is not empty; refusing to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    remove_leftovers(path.parent, path.name)
+    tmp, old = temporary_name(path), temporary_name(path, "old")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -67,6 +79,65 @@ def atomic_folder(path: str | Path, replace: bool = False) -> Iterator[Path]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def temporary_name(path: Path, kind: str = "tmp") -> Path:
+    """`.NAME.tmp-PID.SUFFIX` beside `path`: hidden, this process's, and ending as `path`
+    does, for writers that go by the suffix (torch.export's `.pt2`, numpy's `.npz`)."""
+    return path.with_name(f".{path.name}.{kind}-{os.getpid()}{path.suffix}")
+
+
+LEFTOVER_PID = re.compile(r"\.(?:tmp|old)-(\d+)")
+
+
+def remove_leftovers(folder: Path, name: str = "*") -> list[Path]:
+    """Delete what killed writers left in `folder`: the temporary files and folders of
+    `atomic_path` and `atomic_folder` (`.NAME.tmp-PID...`, `.NAME.old-PID...`) of `name`
+    (a file name; `*`: every name) whose process runs no more.
+
+    A live writer's temporary is kept (two commands writing one folder); this process's own
+    counts as left over only for one `name`, whose writer has not started yet (a container
+    reuses PIDs from one run to the next).
+
+    Returns:
+        What was removed, each also logged.
+    """
+    if not folder.is_dir():
+        return []
+    pattern = "*" if name == "*" else glob.escape(name)
+    removed = []
+    for path in [*folder.glob(f".{pattern}.tmp-*"), *folder.glob(f".{pattern}.old-*")]:
+        found = LEFTOVER_PID.search(path.name[len(name) + 1 :] if name != "*" else path.name)
+        if found is None:
+            continue
+        pid = int(found.group(1))
+        if (pid == os.getpid() and name == "*") or (pid != os.getpid() and running(pid)):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        log.info("removed %s, left by an interrupted write", path)
+        removed.append(path)
+    return removed
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (a zombie, killed but not yet reaped,
+    does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    except (OverflowError, ValueError):
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
 
 
 def read_gray(path: str | Path) -> np.ndarray:
@@ -213,6 +284,39 @@ def check_output_folder(path: Path, option: str) -> None:
         raise OptionError(f"{option} {path}: cannot write in it (permission denied)")
 
 
+def check_distinct(outputs: list[tuple[str, Path]], whole: tuple[str, ...] = ()) -> None:
+    """Refuse two outputs of one command that are the same file or folder (through `..`,
+    links or spelling), before any work: the one written last would silently replace
+    the other.
+
+    Args:
+        outputs: (how the user gave it, the path): `("--out x.csv", Path("x.csv"))`.
+        whole: the labels of folders written whole under a temporary name and renamed
+            (`--save-probs`), which no other output may be inside.
+
+    Raises:
+        OptionError: naming both outputs and the path they share.
+    """
+    seen: dict[str, str] = {}
+    for label, path in outputs:
+        real = os.path.realpath(path)
+        if real in seen:
+            raise OptionError(
+                f"{seen[real]} and {label} are the same file ({path}); give each its own name"
+            )
+        seen[real] = label
+    for folder_label, folder in outputs:
+        if folder_label not in whole:
+            continue
+        inside = os.path.realpath(folder) + os.sep
+        for label, path in outputs:
+            if label != folder_label and os.path.realpath(path).startswith(inside):
+                raise OptionError(
+                    f"{label} is inside {folder_label}, which is written whole and must be "
+                    "empty; write it elsewhere"
+                )
+
+
 # ---------------------------------------------------------------- failed writes
 
 # What an OSError's errno means for a write, in the words the user acts on.
@@ -256,7 +360,8 @@ def writing(path: str | Path, what: str, then: str = "") -> Iterator[None]:
         problem = write_problem(exc)
         if problem is None:
             raise
-        raise WriteError(f"{path}: cannot write the {what}: {problem}{then}") from None
+        message = f"{path}: cannot write the {what}: {problem}{then}"
+        raise WriteError(message, Path(path)) from None
 
 
 def probe_writable(path: str | Path, what: str, error: type[SeverError] = OptionError) -> None:

@@ -234,3 +234,74 @@ def test_writing_names_the_file_and_the_full_disk(tmp_path: Path):
     assert str(e.value) == f"{target}: cannot write the checkpoint: the disk is full; free space"
     with pytest.raises(ValueError), fileio.writing(target, "checkpoint"):
         raise ValueError("not a write")
+
+
+# ---------------------------------------------------------------- leftovers and collisions
+
+
+def dead_pid() -> int:
+    """The PID of a process that has exited (and been reaped)."""
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_a_temporary_name_ends_as_the_real_one(tmp_path: Path):
+    tmp = fileio.temporary_name(tmp_path / "model.pt2")
+    assert tmp.name == f".model.pt2.tmp-{os.getpid()}.pt2"
+    assert fileio.temporary_name(tmp_path / "probs", "old").name == f".probs.old-{os.getpid()}"
+
+
+def test_leftovers_of_dead_writers_go_those_of_live_ones_stay(tmp_path: Path):
+    dead, live = dead_pid(), os.getppid()
+    (tmp_path / f".sub.csv.tmp-{dead}.csv").write_text("half")
+    (tmp_path / f".sub.csv.tmp-{live}.csv").write_text("being written")
+    (tmp_path / f".probs.tmp-{dead}").mkdir()
+    (tmp_path / f".probs.tmp-{dead}" / "a.npz").write_text("x")
+    (tmp_path / f".probs.old-{dead}").mkdir()
+    (tmp_path / f".other.csv.tmp-{os.getpid()}.csv").write_text("this process's, in use")
+    (tmp_path / ".sub.csv.tmp-notapid").write_text("not ours")
+    with atomic_path(tmp_path / "sub.csv") as tmp:
+        tmp.write_text("new")
+    with fileio.atomic_folder(tmp_path / "probs") as folder:
+        (folder / "b.npz").write_text("y")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [
+            "sub.csv",
+            "probs",
+            f".sub.csv.tmp-{live}.csv",
+            f".other.csv.tmp-{os.getpid()}.csv",
+            ".sub.csv.tmp-notapid",
+        ]
+    )
+    # one name: this process's own temporary of it is a leftover (a container reuses PIDs)
+    removed = fileio.remove_leftovers(tmp_path, "other.csv")
+    assert [p.name for p in removed] == [f".other.csv.tmp-{os.getpid()}.csv"]
+
+
+def test_a_folder_is_cleaned_of_every_dead_writers_leftovers(tmp_path: Path):
+    dead = dead_pid()
+    for name in ("a.png", "b.png"):
+        (tmp_path / f".{name}.tmp-{dead}.png").write_text("half")
+    (tmp_path / f".c.png.tmp-{os.getpid()}.png").write_text("this process's, in use")
+    assert len(fileio.remove_leftovers(tmp_path)) == 2
+    assert [p.name for p in tmp_path.iterdir()] == [f".c.png.tmp-{os.getpid()}.png"]
+
+
+def test_outputs_that_are_one_file_are_refused(tmp_path: Path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    out = ("--out a.csv", tmp_path / "real" / "a.csv")
+    same = ("--instances a.jsonl (its .csv)", tmp_path / "link" / ".." / "real" / "a.csv")
+    with pytest.raises(fileio.OptionError) as e:
+        fileio.check_distinct([out, same])
+    assert str(e.value) == (
+        f"--out a.csv and --instances a.jsonl (its .csv) are the same file ({same[1]}); "
+        "give each its own name"
+    )
+    probs = ("--save-probs real", tmp_path / "link")
+    with pytest.raises(fileio.OptionError, match="--out a.csv is inside --save-probs real"):
+        fileio.check_distinct([out, probs], whole=("--save-probs real",))
+    fileio.check_distinct([out, ("--overlays o", tmp_path / "o")], whole=("--save-probs",))

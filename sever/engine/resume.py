@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sever import fileio
 from sever.config import Config, config_dict, config_from_dict, dump_config, load_config
 from sever.engine.checkpoint import load_checkpoint
 from sever.engine.runs import run_dir_of
@@ -174,8 +175,4 @@ def finished(config: Config, state: Mapping[str, Any] | None) -> str | None:
 
 def remove_leftovers(run: Path) -> list[Path]:
     """Delete temporary files that a killed writer left (`.NAME.tmp-PID`) in the run."""
-    leftovers = [*run.glob(".*.tmp-*"), *run.glob("checkpoints/.*.tmp-*")]
-    for path in leftovers:
-        path.unlink(missing_ok=True)
-        log.info("removed %s, left by an interrupted write", path)
-    return leftovers
+    return [*fileio.remove_leftovers(run), *fileio.remove_leftovers(run / "checkpoints")]
