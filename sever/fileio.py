@@ -248,15 +248,6 @@ def existing_ancestor(path: Path) -> Path:
     return ancestor
 
 
-def check_writable_below(path: Path, option: str) -> None:
-    """`path` can be created: the nearest existing folder above it is a writable folder."""
-    ancestor = existing_ancestor(path)
-    if not ancestor.is_dir():
-        raise OptionError(f"{option} {path}: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise OptionError(f"{option} {path}: cannot write in {ancestor} (permission denied)")
-
-
 def check_output_file(path: Path, option: str) -> None:
     """Refuse an output file that cannot be written, before any work is done.
 
@@ -264,12 +255,13 @@ def check_output_file(path: Path, option: str) -> None:
         option: how the user gave it, for the message (`--out`).
 
     Raises:
-        OptionError: `path` is a folder, or its folder cannot be created or written.
+        OptionError: `path` is a folder, or its folder cannot be created or refuses a new
+            file (`probe_writable`: tried, not asked of `os.access`).
     """
     path = Path(path)
     if path.is_dir():
         raise OptionError(f"{option} {path}: is a folder; give a file name inside it")
-    check_writable_below(path, option)
+    probe_writable(path.parent, f"{option} {path}")
     if path.exists() and not os.access(path, os.W_OK):
         raise OptionError(f"{option} {path}: the file exists and is read-only")
 
@@ -279,9 +271,7 @@ def check_output_folder(path: Path, option: str) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OptionError(f"{option} {path}: is a file, not a folder")
-    check_writable_below(path, option)
-    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
-        raise OptionError(f"{option} {path}: cannot write in it (permission denied)")
+    probe_writable(path, f"{option} {path}")
 
 
 def check_distinct(outputs: list[tuple[str, Path]], whole: tuple[str, ...] = ()) -> None:

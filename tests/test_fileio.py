@@ -305,3 +305,12 @@ def test_outputs_that_are_one_file_are_refused(tmp_path: Path):
     with pytest.raises(fileio.OptionError, match="--out a.csv is inside --save-probs real"):
         fileio.check_distinct([out, probs], whole=("--save-probs real",))
     fileio.check_distinct([out, ("--overlays o", tmp_path / "o")], whole=("--save-probs",))
+
+
+def test_output_checks_try_writing_rather_than_ask_os_access(tmp_path: Path):
+    with pytest.raises(fileio.OptionError, match=r"^--out /proc/x.csv: cannot write in /proc"):
+        fileio.check_output_file(Path("/proc/x.csv"), "--out")
+    with pytest.raises(fileio.OptionError, match=r"^--overlays /proc/o: cannot write in /proc"):
+        fileio.check_output_folder(Path("/proc/o"), "--overlays")
+    fileio.check_output_file(tmp_path / "new" / "x.csv", "--out")
+    assert list(tmp_path.iterdir()) == []
