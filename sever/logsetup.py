@@ -18,6 +18,10 @@ def logging_file() -> Path:
     """$SEVER_LOGGING (which must exist), else ./logging.yml if present, else the default."""
     chosen = os.environ.get("SEVER_LOGGING")
     if chosen:
+        if Path(chosen).is_dir():
+            raise ConfigError(
+                f"SEVER_LOGGING={chosen}: is a folder; point it at a logging YAML file, or unset it"
+            )
         if not Path(chosen).is_file():
             raise ConfigError(f"SEVER_LOGGING={chosen}: no such file; unset it or fix the path")
         return Path(chosen)
@@ -28,8 +32,8 @@ def setup_logging(verbose: bool = False) -> None:
     """Configure logging from $SEVER_LOGGING, ./logging.yml, or the packaged default.
 
     Raises:
-        ConfigError: the chosen file is missing ($SEVER_LOGGING), not YAML, or not a
-            logging configuration; the message names it.
+        ConfigError: the chosen file is missing or a folder ($SEVER_LOGGING), not YAML,
+            or not a logging configuration; the message names it.
     """
     path = logging_file()
     config = read_yaml(path, "logging configuration")

@@ -326,6 +326,7 @@ logging-yml-not-yaml | 2 | logging.yml: line 3: not valid YAML | config -c {tiny
 logging-yml-bad-handler | 2 | logging.yml: not a logging configuration (Unable to configure handler 'h') | config -c {tiny}
 logging-yml-a-list | 2 | logging.yml: not a logging configuration (expected a mapping | config -c {tiny}
 sever-logging-missing | 2 | SEVER_LOGGING=nowhere.yml: no such file | config -c {tiny}
+sever-logging-a-folder | 2 | SEVER_LOGGING={tmp}: is a folder | config -c {tiny}
 config-missing | 2 | nowhere.yml: config file not found | config -c nowhere.yml
 config-is-a-folder | 2 | folder.yml: is a folder; expected a config file | config -c {y}/folder.yml
 config-not-text | 2 | binary.yml: not a text file | config -c {y}/binary.yml
@@ -577,6 +578,7 @@ SETUP: dict[str, Callable[[Path, World], None]] = {
 }
 ENV = {
     "sever-logging-missing": {"SEVER_LOGGING": "nowhere.yml"},
+    "sever-logging-a-folder": {"SEVER_LOGGING": "{tmp}"},
     # no network and an empty Hugging Face cache
     "bench-imagenet-offline": {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": "{tmp}/hub"},
 }
