@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,9 @@ class EvalReport:
     def to_dict(self) -> dict[str, Any]:
         """The report file's and --json's object."""
         return {
-            **self.scores,
+            # an undefined score (precision or recall of a class never predicted or never
+            # present) is null, not NaN, which JSON has not
+            **{k: None if math.isnan(v) else v for k, v in self.scores.items()},
             "images": self.images,
             "folds": self.folds,
             "checkpoints": self.checkpoints,
@@ -77,7 +80,7 @@ class EvalReport:
         for key, value in self.scores.items():
             interval = self.intervals.get(key)
             shown = interval.text() if interval else f"{value:.4f}"
-            lines.append(f"{key:>15}: {shown}")
+            lines.append(f"{key:>15}: {'' if math.isnan(value) else shown}".rstrip())
         if self.intervals:
             lines.append(f"[95% intervals: a bootstrap over the {self.images} images]")
         note = " (replacing its report of the same options)" if self.replaced else ""

@@ -93,7 +93,8 @@ class TuneReport:
             extra = ""
             if key != "dice_mean":
                 c = int(key.removeprefix("dice_")) - 1
-                extra = f"  {pp.threshold[c]:9.3f}  {pp.min_pixels[c]:10d}  {gate[c]:4.2f}"
+                shown = f"{gate[c]:4.2f}" if gate[c] else f"{'-':>4}"  # 0: no gate
+                extra = f"  {pp.threshold[c]:9.3f}  {pp.min_pixels[c]:10d}  {shown}"
             lines.append(f"{key:>10}{t.before[key]:9.4f}{t.after[key]:9.4f}{extra}")
         how = "the other folds" if self.folds > 1 else "the other half of the images"
         lines.append(

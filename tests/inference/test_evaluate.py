@@ -16,6 +16,7 @@ import yaml
 
 from sever.config import load_config
 from sever.engine.trainer import train
+from sever.inference.evaluate import EvalReport
 from sever.inference.models import load_member
 from sever.kaggle.staging import strip_to_weights
 from tests.support import TINY, cli_output
@@ -237,3 +238,22 @@ def test_runs_of_other_folds_are_scored_out_of_fold(project, tiny_data: Path, tm
     assert (both["folds"], both["images"]) == (2, 32) and first["images"] + second["images"] == 32
     pooled = (first["dice_mean"] * first["images"] + second["dice_mean"] * second["images"]) / 32
     assert both["dice_mean"] == pytest.approx(pooled)
+
+
+def test_an_undefined_precision_or_recall_is_empty() -> None:
+    # class 2 never present and never predicted: precision and recall are 0 / 0
+    nan = float("nan")
+    scores = {"dice_mean": 0.9, "precision_1": 0.5, "recall_1": 1.0}
+    scores |= {"precision_2": nan, "recall_2": nan, "f1_2": 1.0}
+    report = EvalReport(scores, 10, 1, ["m.pth"], [1.0], None, "none", "mean", path=Path("r"))
+    assert report.lines() == [
+        "      dice_mean: 0.9000",
+        "    precision_1: 0.5000",
+        "       recall_1: 1.0000",
+        "    precision_2:",
+        "       recall_2:",
+        "           f1_2: 1.0000",
+        "wrote r",
+    ]
+    found = json.loads(json.dumps(report.to_dict(), allow_nan=False))  # valid JSON
+    assert (found["precision_2"], found["recall_2"], found["f1_2"]) == (None, None, 1.0)

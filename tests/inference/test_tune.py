@@ -26,10 +26,10 @@ def test_without_presence() -> None:
     assert report.lines() == [
         "             before    after  threshold  min_pixels  gate",
         " dice_mean   0.5000   0.7500",
-        "    dice_1   0.4000   0.7000      0.300           0  0.00",
-        "    dice_2   0.5000   0.8000      0.400         100  0.00",
-        "    dice_3   0.5000   0.7500      0.500         200  0.00",
-        "    dice_4   0.6000   0.7500      0.600         300  0.00",
+        "    dice_1   0.4000   0.7000      0.300           0     -",
+        "    dice_2   0.5000   0.8000      0.400         100     -",
+        "    dice_3   0.5000   0.7500      0.500         200     -",
+        "    dice_4   0.6000   0.7500      0.600         300     -",
         "held out (tuned on the other half of the images, scored on each in turn): "
         "dice_mean 0.6250; 'after' is fitted to these images",
         "wrote pp.yml",
@@ -62,7 +62,12 @@ def test_the_ladder_intervals_and_gain() -> None:
     tuning = Tuning(gated, BEFORE, AFTER, scores(0.7), rungs, intervals, held)
     report = TuneReport(tuning, 20, 2, Path("pp.yml"))
     lines = report.lines()
-    assert lines[2] == "    dice_1   0.4000   0.7000      0.500           0  0.50"
+    assert lines[2:6] == [  # a gate of 0 is no gate
+        "    dice_1   0.4000   0.7000      0.500           0  0.50",
+        "    dice_2   0.5000   0.8000      0.500           0     -",
+        "    dice_3   0.5000   0.7500      0.500           0     -",
+        "    dice_4   0.6000   0.7500      0.500           0  0.30",
+    ]
     assert lines[6:] == [
         "held out (tuned on the other folds, scored on each in turn): dice_mean 0.7000; "
         "'after' is fitted to these images",
