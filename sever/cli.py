@@ -26,20 +26,75 @@ from sever.errors import Interrupted, SeverError
 from sever.logsetup import setup_logging
 
 log = logging.getLogger("sever")
-GLOBAL_FLAGS = ("--debug", "--verbose")
 NO_ARGS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Log debug messages too.")
-@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
-@click.version_option(__version__, prog_name="sever")
-def cli(verbose: bool, debug: bool) -> None:
-    """Train, evaluate, ensemble and ship Severstal steel-defect segmentation models."""
-    from sever.progress import interval_from_env
+@dataclasses.dataclass
+class Flags:
+    """-v/--verbose and --debug, given before the subcommand or after it: the context's
+    object, which `main` reads back to decide on tracebacks."""
 
-    setup_logging(verbose)
-    interval_from_env()  # a bad SEVER_PROGRESS_INTERVAL fails here, before any work
+    verbose: bool = False
+    debug: bool = False
+
+
+def flag_options() -> list[click.Option]:
+    """-v/--verbose and --debug, for the group and for every command (fresh objects each:
+    click keeps per-command state on its parameters)."""
+
+    def setter(name: str):
+        def store(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+            if value:
+                setattr(ctx.ensure_object(Flags), name, True)
+
+        return store
+
+    return [
+        click.Option(
+            ["-v", "--verbose"],
+            is_flag=True,
+            expose_value=False,
+            callback=setter("verbose"),
+            help="Log debug messages too.",
+        ),
+        click.Option(
+            ["--debug"],
+            is_flag=True,
+            expose_value=False,
+            callback=setter("debug"),
+            help="Show tracebacks for errors.",
+        ),
+    ]
+
+
+class SeverCommand(click.Command):
+    """A command that also takes -v/--verbose and --debug, and sets up logging once its
+    own arguments are parsed: both positions of the flags are known by then."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.params += flag_options()
+
+    def invoke(self, ctx: click.Context):
+        from sever.progress import interval_from_env
+
+        setup_logging(ctx.ensure_object(Flags).verbose)
+        interval_from_env()  # a bad SEVER_PROGRESS_INTERVAL fails here, before any work
+        return super().invoke(ctx)
+
+
+class SeverGroup(click.Group):
+    command_class = SeverCommand
+
+
+@click.group(
+    cls=SeverGroup, params=flag_options(), context_settings={"help_option_names": ["-h", "--help"]}
+)
+@click.version_option(__version__, prog_name="sever")
+def cli() -> None:
+    """Train, evaluate, ensemble and ship Severstal steel-defect segmentation models.
+
+    -v/--verbose and --debug go before the command or after it."""
 
 
 config_option = click.option(
@@ -989,24 +1044,22 @@ def one_line(exc: Exception) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning user errors into one line and an exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    # Accept the global flags after the subcommand too (`sever train ... --debug`).
-    args = [a for a in args if a in GLOBAL_FLAGS] + [a for a in args if a not in GLOBAL_FLAGS]
-    debug = "--debug" in args
+    flags = Flags()
     try:
         check_working_directory()
-        cli.main(args=args, prog_name="sever", standalone_mode=False)
+        cli.main(args=args, prog_name="sever", standalone_mode=False, obj=flags)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except NO_ARGS_HELP as exc:  # bare `sever`: the help is the answer
         exc.show()
         sys.exit(exc.exit_code)
     except click.UsageError as exc:
-        if debug:
+        if flags.debug:
             raise
         click.echo(f"error: {usage_line(exc)}", err=True)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        if debug:
+        if flags.debug:
             raise
         click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
@@ -1017,12 +1070,12 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(str(exc), err=True)
         sys.exit(exc.exit_code)
     except SeverError as exc:
-        if debug:
+        if flags.debug:
             raise
         click.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(exc.exit_code)
     except Exception as exc:  # a bug: still one line unless --debug
-        if debug:
+        if flags.debug:
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         click.echo(
