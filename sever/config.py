@@ -310,6 +310,7 @@ class LossWeights(Section):
 
     bce: Annotated[float, Field(ge=0)] = 0.6
     dice: Annotated[float, Field(ge=0)] = 0.4
+    dice_pooled: Annotated[float, Field(ge=0)] = 0.0
     lovasz: Annotated[float, Field(ge=0)] = 0.0
     focal: Annotated[float, Field(ge=0)] = 0.0
 
@@ -324,7 +325,7 @@ class LossWeights(Section):
         return self
 
 
-LOSS_TERMS = ("bce", "dice", "lovasz", "focal")
+LOSS_TERMS = ("bce", "dice", "dice_pooled", "lovasz", "focal")
 
 
 class LossStage(LossWeights):
@@ -390,6 +391,8 @@ class SchedulerConfig(Section):
     warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
     flat_epochs: Annotated[float, Field(ge=0)] = 30.0
     cosine_epochs: Annotated[float, Field(gt=0)] = 220.0
+    # flat-logistic (the original project's schedule): the roll-off's length after flat_epochs
+    rolloff_epochs: Annotated[float, Field(gt=0)] = 221.0
     min_lr_ratio: Fraction = 0.0
     plateau_factor: Annotated[float, Field(gt=0, lt=1)] = 0.5
     plateau_patience: Annotated[int, Field(ge=0)] = 3

@@ -376,6 +376,8 @@ key-loss-negative | 2 | loss.dice: | CONFIG loss.dice=-1
 key-optimizer-unknown | 2 | unknown optimizer 'radm' (did you mean 'radam'?) | CONFIG optimizer.type=radm
 key-lr-zero | 2 | optimizer.decoder.lr: | CONFIG optimizer.decoder.lr=0
 key-scheduler-unknown | 2 | scheduler.type: unknown scheduler 'cosine' | CONFIG scheduler.type=cosine
+key-rolloff-zero | 2 | -o scheduler.rolloff_epochs=0: scheduler.rolloff_epochs: expected a value greater than 0, got 0 | CONFIG scheduler.type=flat-logistic -o scheduler.rolloff_epochs=0
+key-rolloff-misspelt | 2 | unknown key 'scheduler.rollof_epochs' (did you mean 'scheduler.rolloff_epochs'?) | CONFIG scheduler.rollof_epochs=100
 key-device | 2 | trainer.device: expected auto, cpu, cuda, cuda:N or mps, got 'gpu' | CONFIG trainer.device=gpu
 key-amp | 2 | trainer.amp: expected one of | CONFIG trainer.amp=fp8
 key-monitor | 2 | trainer.monitor: expected 'max METRIC' or 'min METRIC' | CONFIG trainer.monitor=dice

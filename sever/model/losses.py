@@ -20,14 +20,38 @@ from sever.registry import Registry
 if TYPE_CHECKING:
     from sever.config import ClassHeadConfig, Config, LossConfig
 
+
+def pooled_dice_loss(mask_logits: Tensor, masks: Tensor, eps: float = 1e-7) -> Tensor:
+    """1 - one soft Dice over every pixel of every image and class: the original project's
+    Dice term (its `dice`, eps 1e-7, no smoothing), so an image or class without defects
+    still counts through its predicted probabilities.
+
+    Args:
+        mask_logits: (N, C, H, W).
+        masks: (N, C, H, W) of 0/1.
+    """
+    probs = mask_logits.sigmoid()
+    intersection = (probs * masks).sum()
+    return 1 - 2 * intersection / (probs.sum() + masks.sum() + eps)
+
+
+class PooledDiceLoss(nn.Module):
+    """`pooled_dice_loss` as a module, for `LOSSES`."""
+
+    def forward(self, mask_logits: Tensor, masks: Tensor) -> Tensor:
+        return pooled_dice_loss(mask_logits, masks)
+
+
 # Factories of loss modules, each called as loss(mask_logits, masks) -> scalar.
-# SMP's Dice is soft Dice per class over the whole batch, and a class with no true pixel
-# in the batch contributes 0, not 1 - dice.
+# SMP's Dice ('dice') is soft Dice per class over the whole batch, and a class with no true
+# pixel in the batch contributes 0, not 1 - dice; 'dice_pooled' is the original project's
+# single Dice over the batch and all classes.
 LOSSES: Registry[type[nn.Module] | partial] = Registry(
     "loss",
     {
         "bce": nn.BCEWithLogitsLoss,
         "dice": partial(smp.losses.DiceLoss, smp.losses.MULTILABEL_MODE, from_logits=True),
+        "dice_pooled": PooledDiceLoss,
         "lovasz": partial(smp.losses.LovaszLoss, smp.losses.MULTILABEL_MODE, from_logits=True),
         "focal": partial(smp.losses.FocalLoss, smp.losses.MULTILABEL_MODE, from_logits=True),
     },

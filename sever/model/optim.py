@@ -1,8 +1,10 @@
 """Optimisers with an encoder and a decoder parameter group, and the learning-rate schedules.
 
 How the trainer steps a scheduler (`steps_per_iteration` tells which):
-- 'flat-cosine' and 'constant' are LambdaLRs over iterations: `scheduler.step()` after every
-  optimiser step. Fractional epochs in the config become whole iterations.
+- 'flat-cosine', 'flat-logistic' and 'constant' are LambdaLRs over iterations:
+  `scheduler.step()` after every optimiser step. Fractional epochs in the config become
+  whole iterations ('flat-logistic' holds its value through each epoch, as the original
+  project stepped it once per epoch).
 - 'plateau' is ReduceLROnPlateau: `scheduler.step(value)` once per validation, with the
   monitored metric's value.
 Each LambdaLR multiplies every group's own base lr by one factor, so the encoder/decoder lr
@@ -76,6 +78,29 @@ def flat_cosine(
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def flat_logistic(
+    step: int,
+    steps_per_epoch: int,
+    warmup_steps: int,
+    flat_epochs: float,
+    rolloff_epochs: float,
+    min_ratio: float,
+) -> float:
+    """The lr multiplier at iteration `step` of the original project's 'cosine' schedule (its
+    CosineAnnealingScheduler, which is no cosine): 1 for `flat_epochs`, then 1 - a logistic
+    CDF over `rolloff_epochs`, centred half way, its scale a tenth of the roll-off, down to
+    `min_ratio`; times the warm-up. Held for a whole epoch (epoch e counted from 0, at its
+    value e - flat_epochs into the roll-off), as the original stepped it once per epoch."""
+    epoch = step // steps_per_epoch
+    factor = warmup(step, warmup_steps)
+    if epoch < flat_epochs:
+        return factor
+    z = (epoch - flat_epochs - 0.5 * rolloff_epochs) / (0.1 * rolloff_epochs)
+    # 1 / (1 + e^z), in the form that cannot overflow on either side
+    survival = math.exp(-z) / (1 + math.exp(-z)) if z > 0 else 1 / (1 + math.exp(z))
+    return factor * (min_ratio + (1 - min_ratio) * survival)
+
+
 def iterations(epochs: float, steps_per_epoch: int) -> int:
     return round(epochs * steps_per_epoch)
 
@@ -89,6 +114,20 @@ def flat_cosine_scheduler(
         warmup_steps=iterations(cfg.warmup_epochs, steps_per_epoch),
         flat_steps=iterations(cfg.flat_epochs, steps_per_epoch),
         cosine_steps=max(1, iterations(cfg.cosine_epochs, steps_per_epoch)),
+        min_ratio=cfg.min_lr_ratio,
+    )
+    return LambdaLR(optimizer, multiplier)
+
+
+def flat_logistic_scheduler(
+    optimizer: Optimizer, cfg: SchedulerConfig, steps_per_epoch: int, monitor_mode: str
+) -> LambdaLR:
+    multiplier = partial(
+        flat_logistic,
+        steps_per_epoch=steps_per_epoch,
+        warmup_steps=iterations(cfg.warmup_epochs, steps_per_epoch),
+        flat_epochs=cfg.flat_epochs,
+        rolloff_epochs=cfg.rolloff_epochs,
         min_ratio=cfg.min_lr_ratio,
     )
     return LambdaLR(optimizer, multiplier)
@@ -116,6 +155,7 @@ SCHEDULERS: Registry[Callable[..., Scheduler]] = Registry(
     "scheduler",
     {
         "flat-cosine": flat_cosine_scheduler,
+        "flat-logistic": flat_logistic_scheduler,
         "constant": constant_scheduler,
         "plateau": plateau_scheduler,
     },

@@ -2,9 +2,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sever.config import LOSS_TERMS, ClassHeadConfig, Config, LossConfig, LossWeights
-from sever.model.losses import LOSSES, SegmentationLoss, build_loss
+from sever.model.losses import LOSSES, SegmentationLoss, build_loss, pooled_dice_loss
 
 LN3 = math.log(3)  # sigmoid(+-ln 3) = 0.75 / 0.25
 
@@ -52,6 +53,52 @@ def test_dice_of_a_class_absent_from_the_batch_counts_as_zero_loss():
     assert out["dice"].item() == pytest.approx((2 / 3 + 0) / 2)
 
 
+def two_classes_one_absent() -> tuple[torch.Tensor, torch.Tensor]:
+    """1x2x2x2: class 1 has one defect pixel (p = 0.75, 0.25 elsewhere), class 2 none
+    (p = 0.25 everywhere)."""
+    logits, masks = one_pixel_defect()
+    return torch.cat([logits, torch.full_like(logits, -LN3)], 1), torch.cat([masks, 0 * masks], 1)
+
+
+def test_pooled_dice_against_smp_per_class_dice_by_hand():
+    # Pooled (the original's): intersection 0.75, sum of p 0.75 + 7 * 0.25 = 2.5, of truth
+    # 1 -> dice 1.5 / 3.5 = 3/7, loss 4/7. SMP's: class 1 dice 1.5 / 2.5 = 0.6 -> 0.4; the
+    # absent class 2 counts 0 -> mean 0.2.
+    out = loss_fn(bce=0, dice=1, dice_pooled=1)(*two_classes_one_absent())
+    assert out["dice_pooled"].item() == pytest.approx(4 / 7)
+    assert out["dice"].item() == pytest.approx(0.2)
+    assert out["loss"].item() == pytest.approx(4 / 7 + 0.2)
+
+
+def test_pooled_dice_of_empty_masks_counts_the_predicted_pixels():
+    # no defect anywhere: intersection 0, so 1 - 0 / (sum of p + eps) = 1 (SMP's: 0)
+    logits, masks = torch.zeros(2, 4, 3, 3), torch.zeros(2, 4, 3, 3)
+    assert pooled_dice_loss(logits, masks).item() == pytest.approx(1.0)
+    assert loss_fn(bce=0, dice=1)(logits, masks)["dice"].item() == 0
+
+
+def seed_bce_dice(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The original project's BCEDiceLoss(bce_weight=0.6, dice_weight=0.4), transcribed from
+    its sever/model/loss.py (`dice` with eps 1e-7 and no threshold, `DiceLoss` = 1 - dice)."""
+    bce = torch.nn.BCEWithLogitsLoss()(outputs, targets)
+    probs = F.sigmoid(outputs)
+    intersection = torch.sum(targets * probs)
+    union = torch.sum(targets) + torch.sum(probs)
+    dice = 2 * intersection / (union + 1e-7)
+    return 0.6 * bce + 0.4 * (1 - dice)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bce_and_pooled_dice_is_the_original_loss(seed):
+    torch.manual_seed(seed)
+    logits = 3 * torch.randn(3, 4, 16, 24)
+    masks = (torch.rand(3, 4, 16, 24) > 0.8).float()
+    masks[:, 2] = 0  # a class absent from the batch
+    out = loss_fn(bce=0.6, dice=0, dice_pooled=0.4)(logits, masks)
+    assert set(out) == {"bce", "dice_pooled", "loss"}
+    torch.testing.assert_close(out["loss"], seed_bce_dice(logits, masks))
+
+
 def test_total_is_the_weighted_sum_of_the_components():
     torch.manual_seed(0)
     logits, class_logits = torch.randn(2, 4, 8, 8), torch.randn(2, 4)
@@ -69,7 +116,7 @@ def test_low_precision_logits_give_float32_losses(dtype):
     torch.manual_seed(0)
     logits, class_logits = torch.randn(2, 4, 8, 8).to(dtype), torch.randn(2, 4).to(dtype)
     masks = (torch.rand(2, 4, 8, 8) > 0.7).to(dtype)
-    loss = loss_fn(ClassHeadConfig(enabled=True), lovasz=0.1, focal=0.1)
+    loss = loss_fn(ClassHeadConfig(enabled=True), dice_pooled=0.1, lovasz=0.1, focal=0.1)
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
         out = loss(logits, masks, class_logits)
     reference = loss(logits.float(), masks.float(), class_logits.float())
