@@ -370,23 +370,50 @@ def probe_writable(path: str | Path, what: str, error: type[SeverError] = Option
         error: `path` (or the nearest existing path above it) is a file, or the folder
             refuses a new file (read-only, permission denied, a pseudo file system).
     """
+    refused = write_refusal(path)
+    if refused is not None:
+        choose = "a folder you can write to"
+        if refused.endswith("not a folder"):
+            choose = "another folder"
+        raise error(f"{what}: {refused}; choose {choose}")
+
+
+def write_refusal(path: str | Path) -> str | None:
+    """Why no file can be created in folder `path` (or the nearest folder above it that
+    exists), found as `probe_writable` finds it: `cannot write in X (the file system is
+    read-only)`, `X is a file, not a folder`; None when one can."""
     path = Path(path)
     folder = path if path.exists() else existing_ancestor(path)
     if not folder.is_dir():
-        raise error(f"{what}: {folder} is a file, not a folder; choose another folder")
+        return f"{folder} is a file, not a folder"
     stat = folder.stat()
     try:
         handle, name = tempfile.mkstemp(prefix=".sever-probe-", dir=folder)
     except OSError as exc:
-        raise error(
-            f"{what}: cannot write in {folder} ({os_reason(exc)}); choose a folder you can write to"
-        ) from None
+        return f"cannot write in {folder} ({os_reason(exc)})"
     os.close(handle)
     os.unlink(name)
     try:
         os.utime(folder, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     except OSError:  # not ours to restore (another owner): the probe is gone all the same
         pass
+    return None
+
+
+def writable_or(preferred: Path, fallback: Path, what: str) -> Path:
+    """`preferred` (a folder) when a file can be created in it (`write_refusal`), else
+    `fallback`, said once in the log: a run on a read-only mount (a Kaggle notebook's
+    /kaggle/input) still gets its report or cache written, elsewhere.
+
+    Raises:
+        OptionError: neither folder takes a file (naming `what` and both).
+    """
+    refused = write_refusal(preferred)
+    if refused is None:
+        return preferred
+    probe_writable(fallback, f"{what}: {refused}, and in {fallback}")
+    log.info("%s goes to %s: %s", what, fallback, refused)
+    return fallback
 
 
 # ---------------------------------------------------------------- torch files

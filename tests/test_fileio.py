@@ -314,3 +314,13 @@ def test_output_checks_try_writing_rather_than_ask_os_access(tmp_path: Path):
         fileio.check_output_folder(Path("/proc/o"), "--overlays")
     fileio.check_output_file(tmp_path / "new" / "x.csv", "--out")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_writable_or_falls_back_once_and_refuses_when_neither_is(tmp_path: Path, caplog):
+    with caplog.at_level("INFO", logger="sever"):
+        assert fileio.writable_or(Path("/proc/run"), tmp_path, "the report") == tmp_path
+    assert caplog.messages == [f"the report goes to {tmp_path}: cannot write in /proc ("
+                               "no such file or directory)"]  # fmt: skip
+    assert fileio.writable_or(tmp_path, Path("/proc"), "the report") == tmp_path
+    with pytest.raises(fileio.OptionError, match=r"^the report: cannot write in /proc .*, and in"):
+        fileio.writable_or(Path("/proc/run"), Path("/sys/x"), "the report")
