@@ -117,8 +117,8 @@ def test_check_data_lists_problems(dataset: Path, tmp_path: Path, capsys):
         f"{csv}: line {len(rows) + 1}: ImageId {image} ClassId {rows[1].split(',')[1]}: "
         "duplicate (image, class) row"
     )
-    assert problems == [f"problem: {duplicate}", f"problem: {missing}"]
-    assert stderr == f"error: {data}: 2 problems found, the first: {duplicate}\n"
+    assert problems == [f"problem: {missing}", f"problem: {duplicate}"]  # by line
+    assert stderr == f"error: {data}: 2 problems found, the first: {missing}\n"
     assert "no problems found" not in stdout
 
 

@@ -6,6 +6,7 @@ before every training; the full check also decodes every image.
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,6 @@ from sever.data.tables import (
 )
 from sever.errors import DataError
 from sever.fileio import image_shape, read_gray
-
 
 BAD_CLASS = re.compile(r"ImageId (\S+): ClassId .* is not one of")
 
@@ -73,7 +73,32 @@ def check_dataset(
     # before check_test, which adds "test images" to the summary
     report.summary = summarise(frame, files, fmt, shape, size, classes)
     check_test(data_dir, full, shape, report, workers)
+    places = [data_dir / name for name in PLACES]
+    report.problems.sort(key=lambda problem: file_order(problem, places))
     return report
+
+
+# The files and folders whose problems are listed in this order, each by line or image name.
+PLACES = ("train.csv", "train_images", "sample_submission.csv", "test_images")
+
+
+def file_order(problem: str, places: list[Path]) -> tuple[int, int, int, str]:
+    """Where a problem is, to list problems in the order of the files: a problem of a whole
+    file or folder first (often the cause of the others, e.g. no images at all), then by
+    which of `places` it names, its CSV line and its image name. Every problem starts
+    with the file or folder it is about: `CSV: line N: ...`, `CSV: ImageId NAME: ...`,
+    `FOLDER/NAME: ...`. Ties keep the order found."""
+    for rank, place in enumerate(places):
+        rest = problem.removeprefix(str(place))
+        if rest == problem:
+            continue
+        if line := re.match(r": line (\d+):", rest):
+            return 1, rank, int(line.group(1)), ""
+        if name := re.match(rf"(?:: ImageId |{re.escape(os.sep)})([^:]+):", rest):
+            return 1, rank, 0, name.group(1)
+        if rest.startswith(":"):
+            return 0, rank, 0, ""
+    return 1, len(places), 0, ""
 
 
 def image_shapes(
@@ -88,7 +113,7 @@ def image_shapes(
             return str(exc)
 
     with ThreadPoolExecutor(workers) as pool:  # cv2 decodes without the GIL
-        shapes = dict(zip(names, pool.map(shape_of, names)))
+        shapes = dict(zip(names, pool.map(shape_of, names), strict=True))
     report.problems += [s for s in shapes.values() if isinstance(s, str)]
     sizes = Counter(s for s in shapes.values() if not isinstance(s, str))
     if not sizes:
@@ -150,8 +175,11 @@ def file_problems(
         if row.ImageId not in present
     ]
     if fmt == "wide":
-        problems += [f"{folder / name}: extra image with no rows in {csv}" for name in files
-                     if name not in listed]
+        problems += [
+            f"{folder / name}: extra image with no rows in {csv}"
+            for name in files
+            if name not in listed
+        ]
     return problems
 
 
@@ -184,8 +212,9 @@ def check_test(data_dir: Path, full: bool, shape, report: Report, workers: int) 
     except DataError as exc:
         report.problems.append(str(exc))
         return
-    report.problems += [f"{csv}: ImageId {i}: no such file in {folder}" for i in
-                        sorted(listed - set(files))]
+    report.problems += [
+        f"{csv}: ImageId {i}: no such file in {folder}" for i in sorted(listed - set(files))
+    ]
     report.problems += [f"{folder / i}: not listed in {csv}" for i in sorted(set(files) - listed)]
     if full:
         test_shape = image_shapes(folder, files, report, workers)

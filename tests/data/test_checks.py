@@ -254,6 +254,57 @@ def test_every_problem_is_listed(fresh):
         assert any(re.fullmatch(pattern, p) for p in problems), (pattern, problems)
 
 
+def test_problems_are_listed_in_the_order_of_the_files(fresh):
+    """train.csv by line, train_images/ by name, then sample_submission.csv and
+    test_images/ by name; found in another order (CSV rows first, a bad image's decoding
+    before another's size)."""
+    data = fresh("long")
+    csv, folder = data / "train.csv", data / "train_images"
+    sample, tests = data / "sample_submission.csv", data / "test_images"
+    rows = lines(data)  # long: one row per defect, line 2 on
+    image = [row.split(",")[0] for row in rows]  # image[k - 1]: the image of line k
+    class_id = [row.split(",")[1] for row in rows]
+    assert image[4] not in image[:4] and len(rows) == 14
+    (folder / image[4]).unlink()  # line 5's image is missing
+    rows[9] = f"{image[9]},5,{rows[9].split(',')[2]}"  # line 10: a bad ClassId
+    rows[12] = rows[12].rsplit(",", 1)[0] + ",5 3 1 1"  # line 13: a bad RLE
+    set_lines(data, [*rows, rows[2]])  # line 15: line 3 again
+    names = sorted(p.name for p in folder.iterdir())
+    small, garbage = names[3], names[5]  # found: the garbage first, then the size
+    assert {small, garbage}.isdisjoint(image)
+    cv2.imwrite(str(folder / small), np.full((H // 2, W), 90, np.uint8))
+    (folder / garbage).write_bytes(b"this is not a JPEG at all" * 10)
+    first_test = sorted(tests.iterdir())[0]
+    shutil.copy(first_test, tests / "fffffffff.jpg")
+    first_test.unlink()
+    expected = [
+        f"{csv}: line 5: ImageId {image[4]}: no such file in {folder}",
+        f"{csv}: line 10: ImageId {image[9]}: ClassId '5' is not one of 1, 2, 3, 4",
+        f"{csv}: line 13: ImageId {image[12]} ClassId {class_id[12]}: bad EncodedPixels: "
+        "runs not sorted",
+        f"{csv}: line 15: ImageId {image[2]} ClassId {class_id[2]}: duplicate (image, class) row",
+        f"{folder / small}: size {H // 2}x{W}, expected {H}x{W} like the others",
+        f"{folder / garbage}: not a readable image",
+        f"{sample}: ImageId {first_test.name}: no such file in {tests}",
+        f"{tests / 'fffffffff.jpg'}: not listed in {sample}",
+    ]
+    problems = check_dataset(data).problems
+    assert len(problems) == len(expected), problems
+    for problem, start in zip(problems, expected, strict=True):
+        assert problem.startswith(start), (problem, start)
+
+
+def test_a_problem_of_a_whole_folder_comes_first(fresh):
+    data = fresh("long")
+    folder = data / "train_images"
+    for path in folder.iterdir():
+        path.unlink()
+    problems = check_dataset(data).problems
+    assert problems[0] == f"{folder}: no images (.jpg, .jpeg, .png) in this folder"
+    numbers = [int(p.split(": line ")[1].split(":")[0]) for p in problems[1:]]
+    assert numbers == sorted(numbers) and len(numbers) >= 2  # then every row's missing file
+
+
 # ---------------------------------------------------------------- fast mode
 
 
@@ -287,4 +338,4 @@ def test_fast_mode_still_checks_tables_and_file_lists(fresh):
     fast = check_dataset(data, full=False).problems
     assert len(fast) == 1 and re.fullmatch(expected[0], fast[0])  # the broken JPEG is not read
     full = check_dataset(data, full=True).problems
-    assert len(full) == 2 and re.fullmatch(expected[1], full[0])
+    assert len(full) == 2 and re.fullmatch(expected[1], full[1])  # train.csv's first
