@@ -19,6 +19,7 @@ the file's models turn into checkpoints as `-r` names them, and the command line
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -151,6 +152,7 @@ class Ensemble:
             members, options.tta, averaging, postprocess, options.batch_size, options.workers
         )
         warn_if_tuned_otherwise(options.postprocess, ensemble)
+        warn_if_repeated(ensemble.members, options.file)
         return ensemble
 
     @classmethod
@@ -298,3 +300,26 @@ def check_weights(members: list[Member], averaging: str, source: Path | None) ->
     segmenters = [m for m in members if m.task == "segment"]
     if segmenters and sum(m.weight for m in segmenters) <= 0:
         raise ConfigError(f"{where}every segmentation model has weight 0; give one a weight > 0")
+
+
+def warn_if_repeated(members: list[Member], source: Path | None) -> None:
+    """Log one warning for each model that repeats an earlier one: the same checkpoint file
+    (by any spelling or link) with the same TTA and input size only counts twice in the
+    average. With its own TTA or size it is another view of the images, and fine."""
+    seen: dict[tuple[int, int, str | None, tuple[int, int] | None], int] = {}
+    for i, m in enumerate(members):
+        stat = m.path.stat()
+        first = seen.setdefault((stat.st_dev, stat.st_ino, m.tta, m.size), i)
+        if first != i:
+            # in a file, members are its models in order; on the command line, the -r paths
+            name, again = (
+                (f"models.{first}", f"models.{i}") if source else (members[first].path, m.path)
+            )
+            logging.getLogger(__name__).warning(
+                "%s%s repeats %s (%s, the same TTA and size): it counts twice in the average; "
+                "remove one, or give one model a larger weight with averaging: weighted",
+                f"{source}: " if source else "",
+                again,
+                name,
+                m.path.resolve(),
+            )

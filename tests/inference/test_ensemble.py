@@ -16,7 +16,7 @@ from sever.errors import ConfigError
 from sever.inference import Ensemble, EnsembleOptions, PostProcess
 from sever.inference.ensemble import check_weights
 from sever.model.build import build_model
-from tests.support import write_tiny
+from tests.support import cli_output, write_tiny
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +176,33 @@ def test_a_model_may_have_its_own_input_size(checkpoints, tmp_path: Path) -> Non
     models[0]["size"] = [30, 64]
     with pytest.raises(ConfigError, match=r"models.0.size.0: .*multiple of 32"):
         Ensemble.from_file(ensemble_file(tmp_path, checkpoints, models=models), workers=0)
+
+
+def test_a_checkpoint_listed_twice_warns(checkpoints, tiny_data: Path, tmp_path: Path, capsys):
+    a = checkpoints["a"]
+    link = tmp_path / "again.pth"
+    link.symlink_to(a)
+    models = [
+        {"checkpoint": str(a)},
+        {"checkpoint": str(checkpoints["b"])},
+        {"checkpoint": str(link)},  # models.0 again, by another name
+        {"checkpoint": str(a), "tta": "hflip"},  # models.0 with its own views: fine
+    ]
+    path = ensemble_file(tmp_path, checkpoints, models=models, averaging="mean")
+    common = ["--images", tiny_data / "test_images", "--out", tmp_path / "s.csv", "--workers", "0"]
+    told = (
+        f"({a.resolve()}, the same TTA and size): it counts twice in the average; remove one, "
+        "or give one model a larger weight with averaging: weighted"
+    )
+    code, _, err = cli_output(capsys, "predict", "-c", path, *common)
+    assert code == 0, err
+    assert [line for line in err.splitlines() if "repeats" in line] == [
+        f"{path}: models.2 repeats models.0 {told}"
+    ]
+    code, _, err = cli_output(capsys, "predict", "-r", a, "-r", link, *common)
+    assert code == 0, err
+    assert [line for line in err.splitlines() if "repeats" in line] == [
+        f"{link} repeats {a} {told}"
+    ]
+    code, _, err = cli_output(capsys, "predict", "-r", a, "-r", checkpoints["b"], *common)
+    assert code == 0 and "repeats" not in err
