@@ -48,4 +48,8 @@ class OptionError(SeverError):
 
 class WriteError(SeverError):
     """An output that could not be written (a full disk, a read-only file system); the
-    message names the file, and what it replaces is kept as it was."""
+    message names the file, and what it replaces is kept as it was. `path` is that file."""
+
+    def __init__(self, message: str, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path

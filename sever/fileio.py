@@ -416,6 +416,27 @@ def writable_or(preferred: Path, fallback: Path, what: str) -> Path:
     return fallback
 
 
+@contextmanager
+def folders_made(folder: str | Path) -> Iterator[Path]:
+    """Create `folder` and the missing folders above it; if the block fails, remove those
+    of them that are still empty, so a failed write (a full disk) leaves no empty folders.
+    """
+    folder = Path(folder)
+    missing = [p for p in [folder, *folder.parents] if not p.exists()]  # deepest first
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+    except BaseException:
+        for made in missing:
+            try:
+                made.rmdir()  # only an empty folder goes
+            except FileNotFoundError:
+                continue
+            except OSError:
+                break
+        raise
+
+
 # ---------------------------------------------------------------- torch files
 
 

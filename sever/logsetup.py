@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import logging.config
 import os
+import sys
 from pathlib import Path
 
 from sever.errors import ConfigError
@@ -53,9 +54,38 @@ def setup_logging(verbose: bool = False) -> None:
             handler.setLevel(logging.DEBUG)
 
 
+class RunLogHandler(logging.FileHandler):
+    """The run's log file. A write that fails (a full disk) stops it with one warning on
+    the console, where logging would print a traceback for every line after it."""
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            super().handleError(record)
+            return
+        self.failed = True
+        logging.getLogger("sever").warning(
+            "%s: cannot write the log (%s); it stops here, the run goes on",
+            self.baseFilename,
+            error.strerror or error,
+        )
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # the unwritten rest of a failed write: the warning said so
+            pass
+
+
 def add_file_log(path: Path) -> logging.Handler:
     """Also log everything from sever into `path` (the run's log file); returns the handler."""
-    handler = logging.FileHandler(path)
+    handler = RunLogHandler(path)
     handler.setFormatter(logging.Formatter(_file_format.get("format"), _file_format.get("datefmt")))
     handler.setLevel(logging.DEBUG)
     logging.getLogger("sever").addHandler(handler)

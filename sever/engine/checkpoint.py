@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,17 +20,25 @@ import numpy as np
 import torch
 
 from sever.errors import CheckpointError
-from sever.fileio import atomic_path, torch_load_problem
+from sever.fileio import atomic_path, torch_load_problem, writing
 
 FORMAT_VERSION = 1
 log = logging.getLogger(__name__)
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Write `state` to `path` via a temporary file, so a kill never damages the old file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """Write `state` to `path` via a temporary file, so a kill never damages the old file.
+
+    Raises:
+        WriteError: the write failed (a full disk): the message names `path`, and the old
+            file is as it was, its temporary removed.
+    """
+    with writing(path, "checkpoint"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Through an open file, so a failed write raises torch's error over the OSError
+        # that says why (with a file name, torch keeps only "unexpected pos 576 vs 534").
+        with atomic_path(path) as tmp, tmp.open("wb") as handle:
+            torch.save(state, handle)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -115,12 +124,16 @@ def initial_weights(source: Path, model: torch.nn.Module) -> dict[str, Any]:
 
 
 def link_or_copy(source: Path, target: Path) -> None:
-    """Make `target` the same file as `source` (hard link, else copy), atomically."""
-    with atomic_path(target) as tmp:
+    """Make `target` the same file as `source` (hard link, else copy), atomically.
+
+    Raises:
+        WriteError: neither worked (a full disk where links are impossible).
+    """
+    with writing(target, "checkpoint"), atomic_path(target) as tmp:
         try:
             os.link(source, tmp)
         except OSError:
-            torch.save(torch.load(source, map_location="cpu", weights_only=True), tmp)
+            shutil.copyfile(source, tmp)
 
 
 def resolve_checkpoint(path: Path, which: str = "last") -> Path:

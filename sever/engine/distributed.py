@@ -7,11 +7,14 @@ plain `sever train` is a world of one, where every helper here is a no-op.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+from sever.errors import SeverError
 
 T = TypeVar("T")
 
@@ -71,6 +74,22 @@ def share(value: T, world: World) -> T:
     box: list[T] = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def checked_on_main(check: Callable[[], T], world: World) -> T | None:
+    """Run `check` on rank 0 alone (a probe or lock of what only rank 0 writes); a
+    SeverError it raises is raised on every rank, so all stop at once with its message.
+    Returns its value on rank 0, None elsewhere."""
+    result, error = None, None
+    if world.main:
+        try:
+            result = check()
+        except SeverError as exc:
+            error = exc
+    error = share(error, world)
+    if error is not None:
+        raise error
+    return result
 
 
 def barrier(world: World) -> None:

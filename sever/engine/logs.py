@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,27 +12,67 @@ import numpy as np
 from numpy.typing import NDArray
 from torch.utils.tensorboard import SummaryWriter
 
-from sever.fileio import atomic_path
+from sever.fileio import atomic_path, writing
+
+log = logging.getLogger(__name__)
 
 
 class MetricsLog:
     """metrics.csv with a fixed header, rewritten atomically after every epoch.
 
-    On resume, rows after the resumed epoch (written before a crash, after the last
-    checkpoint) are dropped so the file matches an uninterrupted run.
+    Every checkpoint carries the rows so far (its `history`), so the file can always be
+    rebuilt to match the checkpoint a run resumes from: rows after it (written before a
+    crash) are dropped, and rows that are missing (a deleted file, a write that failed after
+    its checkpoint) come back.
     """
 
     def __init__(self, path: Path, columns: list[str]) -> None:
         self.path, self.columns = path, columns
         self.rows: list[dict[str, str]] = []
 
-    def resume(self, epoch: int) -> None:
-        if self.path.is_file():
-            with self.path.open() as handle:
-                self.rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) <= epoch]
+    def resume(self, epoch: int, history: list[dict[str, str]] | None) -> None:
+        """Continue after `epoch`, from the resumed checkpoint's `history` (None: a
+        checkpoint of an older sever, which kept none: the file is all there is)."""
+        on_disk = self.read(epoch)
+        if history is None:
+            self.rows = on_disk or []
+            if on_disk is None and epoch:
+                log.warning(
+                    "%s: missing, and the checkpoint (from an older sever) keeps no history to "
+                    "rebuild it from: it restarts at epoch %d without the rows of epochs 1-%d",
+                    self.path,
+                    epoch + 1,
+                    epoch,
+                )
+            return
+        self.rows = [dict(row) for row in history if int(row["epoch"]) <= epoch]
+        if on_disk != self.rows and (on_disk is not None or self.rows):
+            with writing(self.path, "metrics", "; resume again once it can be written"):
+                self.write()
+            log.info(
+                "%s: %s from the checkpoint's history (%d epochs)",
+                self.path,
+                "rebuilt" if on_disk is None else "brought back in line",
+                len(self.rows),
+            )
 
-    def append(self, row: Mapping[str, object]) -> None:
-        self.rows.append({c: format_value(row.get(c)) for c in self.columns})
+    def read(self, epoch: int) -> list[dict[str, str]] | None:
+        """The file's rows up to `epoch`; None when there is no file."""
+        if not self.path.is_file():
+            return None
+        with self.path.open(newline="") as handle:
+            return [r for r in csv.DictReader(handle) if int(r["epoch"]) <= epoch]
+
+    def line(self, values: Mapping[str, object]) -> dict[str, str]:
+        """An epoch's values as the file writes them (its checkpoint's history keeps them)."""
+        return {c: format_value(values.get(c)) for c in self.columns}
+
+    def append(self, line: dict[str, str]) -> None:
+        """Add a `line()` and rewrite the file."""
+        self.rows.append(line)
+        self.write()
+
+    def write(self) -> None:
         with atomic_path(self.path) as tmp, tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, self.columns)
             writer.writeheader()

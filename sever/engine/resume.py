@@ -9,6 +9,8 @@ with its config.yml and split.csv). A checkpoint file names the point exactly.
 from __future__ import annotations
 
 import logging
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,21 +76,31 @@ def find_resume_point(path: Path) -> ResumePoint:
         for name in (INTERRUPTED, "last.pth"):
             checkpoint = path / "checkpoints" / name
             if checkpoint.is_file():
-                return ResumePoint(path, checkpoint, resumable(checkpoint))
+                return ResumePoint(path, checkpoint, resumable(checkpoint, path))
         return ResumePoint(path, None, None)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such run directory or checkpoint (--resume)")
-    state = resumable(path)
+    run = path.resolve().parent.parent
+    state = resumable(path, run if (run / "config.yml").is_file() else None)
     return ResumePoint(run_dir_of(path), path, state)
 
 
-def resumable(path: Path) -> dict[str, Any]:
+def resumable(path: Path, run: Path | None = None) -> dict[str, Any]:
     """The checkpoint at `path`, which must hold the training state, not weights only.
+
+    Args:
+        run: the run directory `path` is in: an unreadable checkpoint's message then names
+            the newest intact one to resume from instead.
 
     Raises:
         CheckpointError: unreadable, or weights only (an upload's, an average's).
     """
-    state = load_checkpoint(path)
+    try:
+        state = load_checkpoint(path)
+    except CheckpointError as exc:
+        if run is None:
+            raise
+        raise CheckpointError(f"{exc}; {intact_instead(run, path)}") from None
     missing = [k for k in ("optimizer", "scheduler", "saver", "rng", "step") if k not in state]
     if missing:
         raise CheckpointError(
@@ -96,6 +108,31 @@ def resumable(path: Path) -> dict[str, Any]:
             "resume from the run's own checkpoints/last.pth"
         )
     return state
+
+
+def intact_instead(run: Path, damaged: Path) -> str:
+    """What to resume from when `damaged` does not load (a truncated copy of the run): the
+    newest checkpoint of the run that does, last.pth first after a damaged interrupted.pth."""
+    folder = run / "checkpoints"
+    epochs = sorted(folder.glob("checkpoint-epoch*.pth"), key=epoch_of, reverse=True)
+    candidates = [folder / "last.pth"] if damaged.name == INTERRUPTED else []
+    for candidate in [*candidates, *epochs, folder / "model_best.pth"]:
+        if not candidate.is_file() or os.path.samefile(candidate, damaged):
+            continue  # a hard link of the damaged file is damaged too
+        try:
+            state = resumable(candidate)
+        except CheckpointError:
+            continue
+        return (
+            f"the newest intact checkpoint is epoch {state['epoch']}'s: "
+            f"sever train --resume {candidate}"
+        )
+    return "the run has no intact checkpoint to resume from; train it again"
+
+
+def epoch_of(checkpoint: Path) -> int:
+    found = re.search(r"(\d+)\.pth$", checkpoint.name)
+    return int(found.group(1)) if found else -1
 
 
 def resumed_config(point: ResumePoint, overrides: list[str]) -> Config:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +29,27 @@ from sever import __version__
 from sever.config import Config, config_dict
 from sever.data.checks import check_images
 from sever.data.loaders import Loaders, build_loaders, load_labels
+from sever.data.sampling import CropSizes
 from sever.data.splits import make_split, read_split, write_split
 from sever.engine import steps
 from sever.engine.checkpoint import FORMAT_VERSION, initial_weights, rng_state, set_rng_state
-from sever.engine.distributed import World, barrier, close_world, init_world, share
+from sever.engine.distributed import (
+    World,
+    checked_on_main,
+    close_world,
+    init_world,
+    share,
+)
 from sever.engine.interrupt import EpochStart, StopEpoch, StopRequest
+from sever.engine.lock import RunLock, lock_run
 from sever.engine.logs import Board, MetricsLog
 from sever.engine.parts import Parts, build_parts, describe, pick_device
 from sever.engine.resume import ResumePoint, finished, record_config, remove_leftovers
 from sever.engine.runs import create_run_dir
 from sever.engine.saver import INTERRUPTED, CheckpointSaver
 from sever.engine.steps import Progress
-from sever.errors import CheckpointError, ConfigError, Interrupted
+from sever.errors import CheckpointError, ConfigError, Interrupted, WriteError
+from sever.fileio import probe_writable, writing
 from sever.logsetup import add_file_log, remove_handler
 
 log = logging.getLogger(__name__)
@@ -67,6 +76,7 @@ def train(
 
     Everything checkable (data, images, split, device, model and weights, save_dir) is
     checked before the run directory is created, so a refused run leaves nothing behind.
+    The run is locked while it trains (sever.engine.lock): a second process is refused.
 
     Args:
         new_run: creates the new run's directory (k-fold names its folds); default
@@ -77,36 +87,44 @@ def train(
     """
     owned = not dist.is_initialized()  # a caller (k-fold) may hold the process group
     world = init_world(pick_device(config.trainer.device).type)
+    lock: RunLock | None = None
     try:
         state = resume.state if resume else None
         check_world_size(state, world, resume)
+        if resume:
+            # Before anything reads or writes the run: a second process on it is refused.
+            checked_on_main(lambda: probe_run(resume.run), world)
+            lock = checked_on_main(lambda: lock_run(resume.run), world)
         if resume and (done := finished(config, state)):
             log.warning("%s: %s", resume.run, done)
             return resume.run
-        if not resume:
-            check_save_dir(config.trainer.save_dir)
         setup = prepare(config, split_file(resume), world, fresh=resume is None)
         setup.resume = resume
         if resume:
             run = resume.run
         else:
+            checked_on_main(lambda: check_save_dir(config.trainer.save_dir), world)
             make = new_run or (lambda: create_run_dir(config))
             made = share(make() if world.main else None, world)
             assert made is not None
             run = made
+            lock = checked_on_main(lambda: lock_run(run), world)
         handler = add_file_log(run / "train.log") if world.main else None
         if not world.main:
             quiet()
         try:
             if resume and world.main:
                 remove_leftovers(run)
-                record_config(run, config)
+                with writing(run / "config.yml", "config", retry_hint(run)):
+                    record_config(run, config)
             return fit(config, run, setup, world)
         finally:
             if handler is not None:
                 remove_handler(handler)
             logging.getLogger("sever").setLevel(logging.DEBUG)
     finally:
+        if lock is not None:
+            lock.release()
         if owned:
             close_world(world)
 
@@ -138,19 +156,15 @@ def split_file(resume: ResumePoint | None) -> Path | None:
 
 
 def check_save_dir(save_dir: Path) -> None:
-    """trainer.save_dir must be a folder that can be created and written, checked without
-    creating anything."""
-    existing = save_dir.absolute()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(
-            f"trainer.save_dir: {existing} is a file, not a folder; choose another save_dir"
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"trainer.save_dir: cannot write in {existing}; choose a save_dir you can write to"
-        )
+    """trainer.save_dir must take new files: a file created and removed there (or in the
+    nearest folder above it that exists) says so, where `os.access` would say yes to root
+    on a read-only mount or /proc."""
+    probe_writable(save_dir, "trainer.save_dir", ConfigError)
+
+
+def probe_run(run: Path) -> None:
+    """A resumed run's directory must take new files (a read-only copy cannot resume)."""
+    probe_writable(run, f"--resume {run}", CheckpointError)
 
 
 def prepare(config: Config, split_file: Path | None, world: World, fresh: bool = True) -> Setup:
@@ -191,7 +205,8 @@ def prepare(config: Config, split_file: Path | None, world: World, fresh: bool =
 
 def fit(config: Config, run: Path, setup: Setup, world: World = World()) -> Path:
     if world.main:
-        write_split(setup.split, run / "split.csv")
+        with writing(run / "split.csv", "split", retry_hint(run)):
+            write_split(setup.split, run / "split.csv")
     parts, loaders, trainer, resume = setup.parts, setup.loaders, config.trainer, setup.resume
     state = resume.state if resume else None
     progress = Progress(origin=setup.init_from)
@@ -202,7 +217,8 @@ def fit(config: Config, run: Path, setup: Setup, world: World = World()) -> Path
     if resume and resume.latest and world.main:
         saver.relink(progress.epoch)  # a kill between last.pth and its links
     metrics = MetricsLog(run / "metrics.csv", steps.metric_columns(config))
-    metrics.resume(progress.epoch)
+    if world.main:
+        metrics.resume(progress.epoch, state.get("history") if state else [])
     board = Board(
         run, trainer.tensorboard and world.main, purge_step=progress.step if state else None
     )
@@ -219,11 +235,8 @@ def fit(config: Config, run: Path, setup: Setup, world: World = World()) -> Path
             loop(config, run, parts, loaders, progress, saver, metrics, board, stop, start)
             summarise(config, run, saver, progress, board)
         except StopEpoch as stopped:
-            if world.main:
-                snapshot = checkpoint(config, parts, progress, saver)
-                snapshot["partial"] = partial_state(progress.epoch + 1, stopped.done)
-                saver.write_interrupted(snapshot)
-            barrier(world)
+            stop_save = partial(save_stop, config, run, parts, progress, saver, metrics, stopped)
+            checked_on_main(stop_save, world)
             where = f"in epoch {progress.epoch + 1} after {stopped.done.batches} batches"
             raise interrupted(run, stop, f"{where}, saved to checkpoints/{INTERRUPTED}") from None
         except KeyboardInterrupt:
@@ -277,6 +290,9 @@ def loop(
             terms = ", ".join(f"{name} {weight:g}" for name, weight in weights.items())
             log.info("epoch %d: the loss is now %s (loss.stages)", epoch, terms)
         loaders.sampler.set_epoch(epoch, begin.batches * trainer.batch_size)
+        if isinstance(loaders.sampler, CropSizes):
+            used = loaders.sampler.describe(steps.epoch_batches(len(loaders.train), trainer))
+            log.info("epoch %d: crops %s (data.crops)", epoch, used)
         row = steps.train_one_epoch(
             config, parts, loaders.train, epoch, progress, board, run, begin, stop
         )
@@ -294,10 +310,11 @@ def loop(
         progress.epoch = epoch
         row |= steps.learning_rates(parts.optimizer)
         row |= {"epoch": epoch, "seconds": round(time.time() - started, 2)}
-        if parts.world.main:
-            metrics.append(row)
-            saver.write(checkpoint(config, parts, progress, saver), epoch)
-        barrier(parts.world)  # nobody runs ahead of (or resumes from) an unwritten checkpoint
+        # Rank 0 writes; the others wait (nobody runs ahead of, or resumes from, an unwritten
+        # checkpoint) and stop with its error if a write fails.
+        checked_on_main(
+            partial(save_epoch, config, run, parts, progress, saver, metrics, row), parts.world
+        )
         log.info(steps.epoch_line(row, trainer.monitor_metric, improved))
         if trainer.early_stop and progress.bad_validations >= trainer.early_stop:
             log.info(
@@ -312,10 +329,73 @@ def loop(
             raise interrupted(run, stop, f"after epoch {epoch}, kept in checkpoints/last.pth")
 
 
+def save_epoch(
+    config: Config,
+    run: Path,
+    parts: Parts,
+    progress: Progress,
+    saver: CheckpointSaver,
+    metrics: MetricsLog,
+    row: dict[str, Any],
+) -> None:
+    """An epoch's writes: its checkpoint first, then its metrics.csv row, so the file never
+    holds an epoch that no checkpoint has (a failed checkpoint leaves the previous one and
+    the rows before). The checkpoint's history holds the row too: a metrics.csv write that
+    fails after it is made good on resume.
+
+    Raises:
+        WriteError: naming the file (a full disk, say), what is kept and how to go on.
+    """
+    epoch, line = progress.epoch, metrics.line(row)
+    state = checkpoint(config, parts, progress, saver, [*metrics.rows, line])
+    try:
+        saver.write(state, epoch)
+    except WriteError as exc:
+        done = epoch - 1 if exc.path == saver.folder / "last.pth" else epoch
+        raise WriteError(f"{exc}{resume_hint(run, done)}", exc.path) from None
+    try:
+        metrics.append(line)
+    except WriteError as exc:
+        rebuilt = " (resuming rebuilds metrics.csv from it)"
+        raise WriteError(f"{exc}{resume_hint(run, epoch, rebuilt)}", exc.path) from None
+
+
+def save_stop(
+    config: Config,
+    run: Path,
+    parts: Parts,
+    progress: Progress,
+    saver: CheckpointSaver,
+    metrics: MetricsLog,
+    stopped: StopEpoch,
+) -> None:
+    """A mid-epoch stop's state, to checkpoints/interrupted.pth."""
+    snapshot = checkpoint(config, parts, progress, saver, metrics.rows)
+    snapshot["partial"] = partial_state(progress.epoch + 1, stopped.done)
+    try:
+        saver.write_interrupted(snapshot)
+    except WriteError as exc:
+        raise WriteError(f"{exc}{resume_hint(run, progress.epoch)}", exc.path) from None
+
+
+def resume_hint(run: Path, epoch: int, note: str = "") -> str:
+    """`; checkpoints/last.pth keeps epoch 3; ...`: what a failed write left, for its error."""
+    kept = f"checkpoints/last.pth keeps epoch {epoch}{note}" if epoch else "no epoch is saved"
+    return f"; {kept}{retry_hint(run)}"
+
+
+def retry_hint(run: Path) -> str:
+    return f"; free space (or fix the folder), then: sever train --resume {run}"
+
+
 def checkpoint(
-    config: Config, parts: Parts, progress: Progress, saver: CheckpointSaver
+    config: Config,
+    parts: Parts,
+    progress: Progress,
+    saver: CheckpointSaver,
+    history: list[dict[str, str]],
 ) -> dict[str, Any]:
-    """The plain-dict checkpoint of the current state."""
+    """The plain-dict checkpoint of the current state; `history`: metrics.csv's rows."""
     return {
         "format": FORMAT_VERSION,
         "model": parts.model.state_dict(),
@@ -328,6 +408,7 @@ def checkpoint(
         "bad_validations": progress.bad_validations,
         "metrics": {k: float(v) for k, v in progress.last_val.items()},
         "saver": saver.state_dict(),
+        "history": [dict(line) for line in history],
         "rng": rng_state(),
         "world_size": parts.world.size,
         "init_from": progress.origin,
