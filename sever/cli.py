@@ -504,9 +504,8 @@ MODEL_OPTIONS = [
     *RUN_OPTIONS,
     click.option(
         "--tta",
-        default="none",
-        show_default=True,
         type=click.Choice(["none", "hflip", "vflip", "both"]),
+        help="Test-time flips (default: the ensemble file's, else none).",
     ),
 ]
 # -c ENSEMBLE.yml, and what the command line says over the file: predict, evaluate,
@@ -608,12 +607,13 @@ def evaluate(
     (-r SEG -r CLS), or an ensemble file (-c), evaluates gated or scaled post-processing;
     runs of different folds are each scored on their own fold. Without --postprocess (or
     the file's), the trainer's threshold and min_pixels: the run's own validation."""
-    from sever.fileio import check_output_file
+    from sever.fileio import check_distinct, check_output_file
     from sever.inference import Ensemble, evaluate_runs
 
-    for path, option in ((out, "--out"), (html_out, "--html")):
-        if path is not None:
-            check_output_file(path, option)  # before the models load, not after the work
+    given = [(o, p) for o, p in (("--out", out), ("--html", html_out)) if p is not None]
+    for option, path in given:
+        check_output_file(path, option)  # before the models load, not after the work
+    check_distinct([(f"{option} {path}", path) for option, path in given])
     ensemble = Ensemble.from_options(spec)
     if html_out is not None and all(m.task == "classify" for m in ensemble.members):
         raise SeverError("--html: classifiers alone have no masks to show")
@@ -713,7 +713,7 @@ def predict(
     tiling = Tiling(tile, overlap)
     if from_probs and exported is not None:
         raise click.UsageError("give --from-probs or --exported, not both")
-    if (from_probs or exported) and (spec.runs or spec.file or spec.tta != "none"):
+    if (from_probs or exported) and (spec.runs or spec.file or spec.tta is not None):
         raise click.UsageError(
             f"{'--from-probs' if from_probs else '--exported'} predicts without checkpoints: drop "
             "-r/-c and --tta (the views are in the saved probabilities or the export)"
@@ -888,6 +888,13 @@ def pseudo_label(spec, images_dir: Path, out: Path, hi: float, lo: float, as_jso
     help="Where to write the tuned YAML (default: RUN/postprocess-tuned.yml).",
 )
 @click.option(
+    "--cache-dir",
+    "cache",
+    type=click.Path(path_type=Path),
+    help="Where to cache the predicted validation probabilities (default: RUN/cache; for a "
+    "read-only run, cache/ beside --out).",
+)
+@click.option(
     "--search",
     "how",
     default="auto",
@@ -900,26 +907,34 @@ def pseudo_label(spec, images_dir: Path, out: Path, hi: float, lo: float, as_jso
 @data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print before/after as JSON.")
 def tune(
-    spec, start: Path | None, out: Path | None, how: str, data_dir: Path | None, as_json: bool
+    spec,
+    start: Path | None,
+    out: Path | None,
+    cache: Path | None,
+    how: str,
+    data_dir: Path | None,
+    as_json: bool,
 ) -> None:
     """Tune per-class thresholds, minimum sizes and presence gates on the validation split.
 
     -r RUN (repeatable) or -c ENSEMBLE.yml names the models (with the file's TTA and
     averaging). Give a classifier run (task: classify) beside the segmenters, or use models
     with a class head, to also tune the presence gate and the threshold scaling."""
-    from sever.fileio import check_output_file
-    from sever.inference import Ensemble, load_postprocess, tune_runs
+    from sever.fileio import check_output_file, check_output_folder
+    from sever.inference import Ensemble, tune_runs
 
     if not spec.runs and spec.file is None:
         raise click.UsageError("give -r RUN (repeatable) or -c ENSEMBLE.yml")
     if out is not None:
         check_output_file(out, "--out")  # before the models load
-    load_postprocess(start, "--postprocess", None)  # its own mistakes, before the models load
+    if cache is not None:
+        check_output_folder(cache, "--cache-dir")
+    if start is not None:  # --postprocess wins over the ensemble file's
+        spec = dataclasses.replace(spec, postprocess=start)
+    # Tuning starts where predict would be: the given post-processing, else the one default.
     ensemble = Ensemble.from_options(spec)
-    base = load_postprocess(start, "--postprocess", ensemble.classes)
-    if start is None and ensemble.postprocess is not None:
-        base = ensemble.postprocess  # the ensemble file's
-    echo_report(tune_runs(ensemble, base, out, data_dir, how), as_json)
+    report = tune_runs(ensemble, ensemble.applied_postprocess, out, data_dir, how, cache)
+    echo_report(report, as_json)
 
 
 @cli.command()

@@ -19,8 +19,10 @@ from sever.engine.interrupt import EpochStart, StopEpoch, StopRequest
 from sever.engine.logs import Board
 from sever.engine.parts import Parts
 from sever.errors import TrainingStopped
+from sever.inference.postprocess import PostProcess, postprocess_batch
+from sever.inference.postprocess_file import default_postprocess
 from sever.model.build import split_outputs
-from sever.model.metrics import DiceMeter, PresenceMeter, binarize
+from sever.model.metrics import DiceMeter, PresenceMeter
 from sever.model.optim import steps_per_iteration
 from sever.progress import Tracker
 from sever.visualize import denormalize, truth_and_prediction
@@ -47,6 +49,11 @@ def optimizer_steps(batches: int, trainer: TrainerConfig) -> int:
     """Optimiser steps per epoch: batches / accumulation, capped by steps_per_epoch."""
     per_epoch = math.ceil(batches / trainer.accumulate)
     return min(per_epoch, trainer.steps_per_epoch or per_epoch)
+
+
+def epoch_batches(batches: int, trainer: TrainerConfig) -> int:
+    """The batches an epoch trains on, of the loader's `batches`."""
+    return min(batches, optimizer_steps(batches, trainer) * trainer.accumulate)
 
 
 def autocast(parts: Parts) -> torch.autocast:
@@ -90,8 +97,7 @@ def train_one_epoch(
             batches done and the loss sums so far.
     """
     trainer = config.trainer
-    n_steps = optimizer_steps(len(loader), trainer)
-    batches = min(len(loader), n_steps * trainer.accumulate)
+    batches = epoch_batches(len(loader), trainer)
     parts.forward.train()
     sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=parts.device))
     sums.update(begin.sums)
@@ -224,6 +230,7 @@ def validate(
     sync_buffers(model, parts.world)
     model.eval()
     classes, threshold = config.model.classes, config.trainer.threshold
+    postprocess = default_postprocess(config)  # as evaluate, tune and predict apply it
     dice, presence = DiceMeter(classes), PresenceMeter(classes)
     sums: dict[str, float] = defaultdict(float)
     shown = 0
@@ -235,8 +242,7 @@ def validate(
         for name, value in terms.items():
             sums[name] += value.item() * len(images)
         if mask_logits is not None:
-            probs = torch.sigmoid(mask_logits.float())
-            pred = binarize(probs, threshold, config.trainer.min_pixels)
+            pred = postprocessed(torch.sigmoid(mask_logits.float()), postprocess)
             dice.update(pred, masks)
             shown = show_images(config, board, images, masks, pred, ids, epoch, shown)
         if class_logits is not None:
@@ -249,6 +255,13 @@ def validate(
         scores |= PresenceMeter.from_state(all_sum(presence.state(), parts.world)).compute()
     board.scalars(scores, epoch, "val/")
     return {f"val_{k}": v for k, v in scores.items()}
+
+
+def postprocessed(probs: torch.Tensor, postprocess: PostProcess) -> torch.Tensor:
+    """Masks (N, C, H, W) on probs' device: the one numpy post-processing every command
+    applies, run on the CPU (one home for the rule, so validation cannot drift from it)."""
+    masks = postprocess_batch(probs.cpu().numpy(), postprocess)
+    return torch.from_numpy(masks).to(probs.device)
 
 
 def reduce_sums(sums: dict[str, float], world: World) -> dict[str, float]:

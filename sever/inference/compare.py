@@ -34,7 +34,7 @@ from sever.inference.postprocess import PostProcess, postprocess_batch
 from sever.inference.postprocess_file import load_postprocess
 from sever.inference.predict import check_members
 from sever.inference.search import curves, image_dice, predicted_present
-from sever.inference.tune import predict_stats
+from sever.inference.tune import cache_folder, predict_stats
 from sever.inference.validation import group_by_split, validation_batches, validation_set
 from sever.model.metrics import dice_per_pair
 from sever.progress import Tracker
@@ -279,13 +279,13 @@ def score_candidate(name: str, ensemble: Ensemble, data_dir: Path | None = None)
     """Score an ensemble on its runs' validation images (out of fold across k-fold runs):
     from tune's cache when its post-processing allows (no min_component), else by
     predicting and post-processing the masks."""
-    postprocess = ensemble.postprocess or PostProcess(classes=ensemble.classes)
+    postprocess = ensemble.applied_postprocess
     check_members(ensemble.members, postprocess)
     groups = group_by_split(ensemble.members)
     ids = [i for _, run in groups for i in validation_ids(run)]
     if any(postprocess.min_component):
         return Candidate(name, ids, *masks_dice(ensemble, groups, postprocess, data_dir))
-    cache = groups[0][1] / "cache"
+    cache = cache_folder(groups[0][1], None)  # RUN/cache, else ./cache for a read-only run
     stats, _ = predict_stats(ensemble, groups, cache, postprocess.one_class_per_pixel, data_dir)
     return Candidate(
         name,

@@ -45,7 +45,11 @@ from sever.inference.models import (
     select_checkpoints,
 )
 from sever.inference.postprocess import PostProcess
-from sever.inference.postprocess_file import load_postprocess, warn_if_tuned_otherwise
+from sever.inference.postprocess_file import (
+    default_postprocess,
+    load_postprocess,
+    warn_if_tuned_otherwise,
+)
 from sever.yamlio import read_yaml
 
 
@@ -60,7 +64,8 @@ class EnsembleOptions:
         epochs: each run's checkpoint-epochN.pth (every epoch for every run).
         which: "best" or "last": each run's checkpoint without `epochs`.
         weights: one per checkpoint (default 1), used by weighted averaging alone.
-        tta: "none" keeps the file's; "hflip", "vflip" or "both" replaces it.
+        tta: "none", "hflip", "vflip" or "both", over the file's; None (not given): the
+            file's, else none.
         averaging: "mean", "rms" or "weighted"; None: the file's, else mean.
         postprocess: a post-processing file or mapping; None: the file's, else none given
             (each command's default: see `Ensemble.postprocess`).
@@ -72,7 +77,7 @@ class EnsembleOptions:
     epochs: tuple[int, ...] = ()
     which: str = "best"
     weights: tuple[float, ...] | None = None
-    tta: str = "none"
+    tta: str | None = None
     averaging: str | None = None
     postprocess: Path | dict[str, Any] | None = None
     device: str = "auto"
@@ -91,8 +96,8 @@ class Ensemble:
     Attributes:
         members: segmenters, and classifiers beside them (their presence gates or scales
             the masks); loaded, in eval mode, on one device.
-        postprocess: None when none was given: predict and pseudo-label then use the
-            defaults (`PostProcess(classes=...)`), evaluate the trainer's threshold and min_pixels.
+        postprocess: None when none was given; `applied_postprocess` is what every
+            command then applies: the one default of `default_postprocess`.
     """
 
     members: list[Member]
@@ -110,6 +115,15 @@ class Ensemble:
     @property
     def device(self) -> torch.device:
         return next(self.members[0].model.parameters()).device
+
+    @property
+    def applied_postprocess(self) -> PostProcess:
+        """The post-processing given, else the one default (`default_postprocess`) of the
+        first segmenter: its trainer's threshold and min_pixels, one class per pixel."""
+        if self.postprocess is not None:
+            return self.postprocess
+        segmenter = next((m for m in self.members if m.task == "segment"), self.members[0])
+        return default_postprocess(segmenter.config)
 
     @classmethod
     def from_options(cls, options: EnsembleOptions) -> Ensemble:
@@ -149,7 +163,12 @@ class Ensemble:
             classes = members[0].config.model.classes
             postprocess = load_postprocess(options.postprocess, name, classes)
         ensemble = cls(
-            members, options.tta, averaging, postprocess, options.batch_size, options.workers
+            members,
+            options.tta or "none",
+            averaging,
+            postprocess,
+            options.batch_size,
+            options.workers,
         )
         warn_if_tuned_otherwise(options.postprocess, ensemble)
         warn_if_repeated(ensemble.members, options.file)
@@ -267,7 +286,7 @@ def file_options(options: EnsembleOptions) -> EnsembleOptions:
         weights=weights,
         member_tta=tuple(m.tta for m in spec.models),
         member_size=tuple(m.size for m in spec.models),
-        tta=spec.tta if options.tta == "none" else options.tta,
+        tta=spec.tta if options.tta is None else options.tta,
         averaging=chosen,
         postprocess=options.postprocess or spec.postprocess,
     )

@@ -17,12 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from sever.fileio import atomic_path
+from sever.fileio import atomic_path, writable_or, writing
 from sever.inference.bootstrap import Interval, score_intervals
 from sever.inference.compare import Candidate
 from sever.inference.ensemble import Ensemble
-from sever.inference.models import Member
-from sever.inference.postprocess import PostProcess, postprocess_batch
+from sever.inference.postprocess import postprocess_batch
 from sever.inference.predict import check_members
 from sever.inference.validation import group_by_split, run_of, validation_batches, validation_set
 from sever.model.metrics import DiceMeter, PresenceMeter, dice_per_pair
@@ -98,16 +97,21 @@ def evaluate_runs(
     image-level scores of their presence probabilities above `trainer.threshold`.
 
     Args:
-        ensemble: without a post-processing, the trainer's threshold and min_pixels (of
-            the first segmenter), which reproduces the run's own validation.
+        ensemble: without a post-processing, the one default (`Ensemble.applied_postprocess`),
+            which validation during training uses too, so it reproduces the run's own.
         data_dir: the dataset folder, when the run's data.dir is not found (see
             `sever.inference.validation.data_dir_of`).
-        out: the report's path; default: the first model's run, `report_path`.
+        out: the report's path; default: the first model's run, `report_path`, or when
+            the run cannot be written (a read-only mount) the current folder, the run's
+            name before the checkpoint's (`eval-<experiment>-<run>-<checkpoint>...json`).
     """
     run = run_of(ensemble.members[0])
+    folder = run if out is not None else writable_or(run, Path.cwd(), "evaluate's report")
     report = score_validation(ensemble, data_dir)
     plain = len(ensemble.members) == 1 and ensemble.tta == "none" and ensemble.postprocess is None
     path = out or report_path(report, run, plain)
+    if folder != run:
+        path = folder / path.name.replace("eval-", f"eval-{run.parent.name}-{run.name}-", 1)
     replaced = out is None and path.is_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     write_report(report, path)
@@ -120,8 +124,7 @@ def score_validation(ensemble: Ensemble, data_dir: Path | None = None) -> EvalRe
     classifiers_only = all(m.task == "classify" for m in members)
     postprocess = None
     if not classifiers_only:
-        segmenter = next(m for m in members if m.task == "segment")
-        postprocess = ensemble.postprocess or training_postprocess(segmenter)
+        postprocess = ensemble.applied_postprocess
         check_members(members, postprocess)
     groups = group_by_split(members, need_segmenter=not classifiers_only)
     classes = members[0].config.model.classes
@@ -176,17 +179,6 @@ def score_validation(ensemble: Ensemble, data_dir: Path | None = None) -> EvalRe
     )
 
 
-def training_postprocess(member: Member) -> PostProcess:
-    """The post-processing the trainer validated with: its threshold and min pixels only."""
-    trainer = member.config.trainer
-    return PostProcess(
-        threshold=trainer.threshold,
-        min_pixels=tuple(trainer.min_pixels or ()) or 0,
-        one_class_per_pixel=False,
-        classes=member.config.model.classes,
-    )
-
-
 def report_path(report: EvalReport, run: Path, plain: bool) -> Path:
     """Where a report goes by default, in the first model's run: `eval-<checkpoint>.json`
     for one checkpoint with the trainer's post-processing and no TTA (it reproduces the
@@ -207,6 +199,6 @@ def report_path(report: EvalReport, run: Path, plain: bool) -> Path:
 
 
 def write_report(report: EvalReport, path: Path) -> Path:
-    with atomic_path(path) as tmp:
+    with writing(path, "report"), atomic_path(path) as tmp:
         tmp.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=False) + "\n")
     return path

@@ -10,7 +10,8 @@ and, when a model gives class presence, the presence (N, C). Post-processing sta
 Parity is measured, not assumed: the export is run in its runtime on validation images
 and compared with PyTorch eager, both the largest probability difference and the Kaggle
 Dice after the same post-processing; an export whose Dice differs by more than 1e-4 is
-refused and nothing is written. A manifest beside the model (`<name>.json`) records the
+refused and nothing is written. A manifest beside the model (`<name>.json`: `model.onnx.json`,
+`model.pt2.json`, one per export even in one folder) records the
 input, the classes, the normalisation, the post-processing, the source checkpoints,
 versions and the parity numbers.
 """
@@ -31,7 +32,7 @@ from numpy.typing import NDArray
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from sever import __version__
+from sever import __version__, fileio
 from sever.data.dataset import ImageFolderDataset
 from sever.errors import DataError, SeverError
 from sever.fileio import atomic_path, check_output_file, read_gray
@@ -51,7 +52,6 @@ from sever.inference.predict import (
     split_strips,
     stride_of,
     trained_size,
-    written,
 )
 from sever.inference.submission import check_same_images, read_template
 from sever.inference.tiles import TileModel, Tiling, predict_tiled
@@ -162,10 +162,10 @@ def export_model(
         OptionError: `out` or its manifest cannot be written, or is not .onnx or .pt2.
     """
     runtime = runtimes.runtime_of(out, aot)
-    manifest = out.with_suffix(".json")
+    manifest = manifest_path(out)
     check_output_file(out, "--out")
     check_output_file(manifest, "--out (its manifest)")
-    postprocess = ensemble.postprocess or PostProcess(classes=ensemble.classes)
+    postprocess = ensemble.applied_postprocess
     check_members(ensemble.members, postprocess)
     batches = parity_batches(ensemble, images, data_dir)
     module = Exported(ensemble).eval()
@@ -177,7 +177,9 @@ def export_model(
         else max(getattr(m.model.encoder, "output_stride", 32) for m in ensemble.members)
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
+    # the manifest is renamed into place just before the model: a failed write (a full
+    # disk) leaves the earlier pair as it was
+    with fileio.writing(out, "export"), atomic_path(out) as tmp:
         runtimes.write(runtime, module, batches[0][0], tmp, stride)
         parity = measure(ensemble, runtimes.load(tmp, runtime), batches, postprocess)
         if abs(parity["dice_eager"] - parity["dice_exported"]) > DICE_TOLERANCE:
@@ -186,10 +188,16 @@ def export_model(
                 f"from PyTorch's {parity['dice_eager']:.6f} by more than {DICE_TOLERANCE}; "
                 "not written"
             )
-    record = manifest_of(ensemble, postprocess, parity, (runtime, stride))
-    with atomic_path(manifest) as tmp:
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        record = manifest_of(ensemble, postprocess, parity, (runtime, stride))
+        with fileio.writing(manifest, "export's manifest"), atomic_path(manifest) as written_to:
+            written_to.write_text(json.dumps(record, indent=1) + "\n")
     return ExportReport(out, manifest, **parity, runtime=runtime)
+
+
+def manifest_path(model: Path) -> Path:
+    """The manifest of an export: `model.onnx` -> `model.onnx.json`, so that exports of
+    one name in other formats, side by side, each keep their own."""
+    return model.with_name(f"{model.name}.json")
 
 
 def parity_batches(
@@ -279,12 +287,13 @@ def manifest_of(
 
 
 def read_manifest(model: Path) -> dict[str, Any]:
-    """The manifest `sever export` wrote beside `model`.
+    """The manifest `sever export` wrote beside `model` (`manifest_path`; an export of an
+    earlier sever has `<stem>.json`, taken when it is of the model's runtime).
 
     Raises:
         DataError: no model, no manifest, or not one sever wrote.
     """
-    manifest = model.with_suffix(".json")
+    manifest = find_manifest(model)
     if not model.is_file():
         raise DataError(f"--exported {model}: no such file")
     try:
@@ -300,7 +309,19 @@ def read_manifest(model: Path) -> dict[str, Any]:
         ) from None
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{manifest}: not a sever export manifest ({exc})") from None
-    return dict(data)
+    if runtime not in runtimes.LOADED_FROM.get(model.suffix, (runtime,)):
+        raise DataError(
+            f"--exported {model}: {manifest.name} beside it is the manifest of a {runtime} "
+            f"export, not of this {model.suffix} file; export it again with sever export"
+        )
+    return {**data, "manifest": str(manifest)}
+
+
+def find_manifest(model: Path) -> Path:
+    """`manifest_path(model)`, else the `<stem>.json` that earlier versions wrote."""
+    manifest = manifest_path(model)
+    older = model.with_suffix(".json")
+    return older if not manifest.is_file() and older.is_file() else manifest
 
 
 def raw_pixels(image: NDArray[np.uint8]) -> dict[str, NDArray[np.float32]]:
@@ -328,9 +349,7 @@ def predict_exported(
     classes = int(manifest["classes"])
     if not isinstance(postprocess, PostProcess):
         source = manifest["postprocess"] if postprocess is None else postprocess
-        postprocess = load_postprocess(
-            source, f"{model.with_suffix('.json')}: postprocess", classes
-        )
+        postprocess = load_postprocess(source, f"{manifest['manifest']}: postprocess", classes)
     outputs.check()
     stride = int(manifest["input"]["divisible_by"])
     height, width = manifest["input"]["trained_size"]
@@ -356,7 +375,8 @@ def predict_exported(
             probs, presence = predict_tiled(image, runner_tiles(runner), tiling, classes)
             writing.add([image_id], probs[None], None if presence is None else presence[None])
             progress.update(1)
-    return written(writing.rles, ids, outputs, template, classes)
+        report = writing.finish(ids, template, classes)
+    return report
 
 
 def runner_tiles(runner: runtimes.Runner) -> TileModel:

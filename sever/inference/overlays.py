@@ -16,7 +16,7 @@ from sever.data.tables import read_labels
 from sever.fileio import read_gray
 from sever.inference.compare import Comparison, disagreeing, leaders
 from sever.inference.ensemble import Ensemble, EnsembleOptions
-from sever.inference.postprocess import PostProcess, postprocess_batch
+from sever.inference.postprocess import postprocess_batch
 from sever.inference.predict import image_loader, predict_batches
 from sever.inference.validation import data_dir_of, run_of
 from sever.visualize import overlay
@@ -57,7 +57,7 @@ def disagreement_overlays(
 def predicted_masks(
     ensemble: Ensemble, images_dir: Path, ids: list[str]
 ) -> dict[str, NDArray[np.bool_]]:
-    postprocess = ensemble.postprocess or PostProcess(classes=ensemble.classes)
+    postprocess = ensemble.applied_postprocess
     found: dict[str, NDArray[np.bool_]] = {}
     for batch_ids, probs, presence in predict_batches(
         ensemble, image_loader(images_dir, ensemble, ids)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
+from sever.config import Config
 from sever.config_errors import describe_error
 from sever.errors import ConfigError
 from sever.inference.postprocess import DEFAULT_CLASSES, TUNED_WITH, PostProcess
@@ -23,6 +24,22 @@ if TYPE_CHECKING:  # for annotations only: ensemble.py imports this module
     from sever.inference.ensemble import Ensemble
 
 log = logging.getLogger(__name__)
+
+
+def default_postprocess(config: Config) -> PostProcess:
+    """The one default post-processing of a model, when none is given: its trainer's
+    `threshold` and `min_pixels` (None: `DEFAULT_MIN_PIXELS`, 600/600/1000/2000, for 4
+    classes, else 0), with one class per pixel. Validation during training, evaluate, tune's
+    "before", predict, compare, pseudo-label, overlays and export's manifest all use it, so
+    a model scores the same wherever it is scored.
+    """
+    trainer = config.trainer
+    return PostProcess(
+        threshold=trainer.threshold,
+        min_pixels=trainer.min_pixels,
+        one_class_per_pixel=True,
+        classes=config.model.classes,
+    )
 
 
 def load_postprocess(

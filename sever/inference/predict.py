@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch.utils.data import DataLoader
 
+from sever import fileio
 from sever.data import rle
 from sever.data.augment import build_transform
 from sever.data.dataset import ImageFolderDataset
@@ -26,10 +27,12 @@ from sever.data.tables import image_files
 from sever.errors import CheckpointError, DataError, OptionError
 from sever.fileio import (
     atomic_path,
+    check_distinct,
     check_output_file,
     check_output_folder,
     image_shape,
     read_gray,
+    remove_leftovers,
 )
 from sever.inference.ensemble import Ensemble
 from sever.inference.instances import InstanceSink, csv_path, find_instances, instance_writer
@@ -240,14 +243,23 @@ class PredictReport:
     images: int
     with_defect: dict[int, int]
     out: Path
+    # every file and folder written, the submission first (default: the submission alone)
+    files: tuple[Path, ...] = ()
 
     def lines(self) -> list[str]:
         counts = [f"class {c}: {n}" for c, n in self.with_defect.items()]
-        return [", ".join([f"images: {self.images}", *counts]), f"wrote {self.out}"]
+        wrote = [f"wrote {path}" for path in self.files or (self.out,)]
+        return [", ".join([f"images: {self.images}", *counts]), *wrote]
 
     def to_dict(self) -> dict[str, Any]:
         with_defect = {str(c): n for c, n in self.with_defect.items()}
-        return {"images": self.images, "with_defect": with_defect, "out": str(self.out)}
+        files = [str(path) for path in self.files or (self.out,)]
+        return {
+            "images": self.images,
+            "with_defect": with_defect,
+            "out": str(self.out),
+            "files": files,
+        }
 
 
 @dataclass(frozen=True)
@@ -263,7 +275,7 @@ class Outputs:
     instances: Path | None = None
 
     def check(self) -> None:
-        """Before any work: the format and every output path."""
+        """Before any work: the format and every output path, no two of them the same."""
         if self.fmt not in FORMATS:
             raise OptionError(f"--format {self.fmt}: expected one of {', '.join(FORMATS)}")
         check_output_file(self.out, "--out")
@@ -274,6 +286,25 @@ class Outputs:
         if self.instances is not None:
             check_output_file(self.instances, "--instances")
             check_output_file(csv_path(self.instances), "--instances (its .csv)")
+            if self.instances.suffix == ".csv":
+                raise OptionError(
+                    f"--instances {self.instances}: the JSON lines go there and the CSV beside "
+                    f"them, under the same name; give a .jsonl name, e.g. "
+                    f"{self.instances.with_suffix('.jsonl')}"
+                )
+        whole = () if self.save_probs is None else (f"--save-probs {self.save_probs}",)
+        check_distinct(self.labelled(), whole)
+
+    def labelled(self) -> list[tuple[str, Path]]:
+        """Every file and folder predict writes, as the user named it, the submission first."""
+        found = [(f"--out {self.out}", self.out)]
+        if self.instances is not None:
+            found.append((f"--instances {self.instances}", self.instances))
+            found.append((f"--instances {self.instances} (its .csv)", csv_path(self.instances)))
+        for option, folder in (("--save-probs", self.save_probs), ("--overlays", self.overlays)):
+            if folder is not None:
+                found.append((f"{option} {folder}", folder))
+        return found
 
     def instance_sink(self, stack: ExitStack) -> InstanceSink | None:
         if self.instances is None:
@@ -311,6 +342,8 @@ class Writing:
         for folder in (outputs.out.parent, outputs.overlays):
             if folder is not None:
                 folder.mkdir(parents=True, exist_ok=True)
+        if outputs.overlays is not None:
+            remove_leftovers(outputs.overlays)  # once here: write_overlay does not look
 
     def add(
         self, ids: Sequence[str], probs: NDArray[np.floating[Any]], presence: Probs | None
@@ -324,6 +357,16 @@ class Writing:
                 self.regions.add(find_instances(image_id, masks[i], probs[i]))
             if self.outputs.overlays is not None and self.images_dir is not None:
                 write_overlay(self.images_dir / image_id, masks[i], self.outputs.overlays)
+
+    def finish(self, names: list[str], template: Path | None, classes: int) -> PredictReport:
+        """Complete the other outputs under their temporary names, then write the
+        submission; call it last inside the stack, which renames the others when it closes.
+        A write that fails anywhere (a full disk) so leaves every earlier output as it was."""
+        if self.probs is not None:
+            self.probs.finish()
+        if self.regions is not None:
+            self.regions.flush()
+        return written(self.rles, names, self.outputs, template, classes)
 
 
 def predict_folder(
@@ -343,7 +386,7 @@ def predict_folder(
     """
     outputs = outputs if isinstance(outputs, Outputs) else Outputs(outputs)
     # Everything that can be checked is checked before the work, not after it.
-    postprocess = ensemble.postprocess or PostProcess(classes=ensemble.classes)
+    postprocess = ensemble.applied_postprocess
     check_members(ensemble.members, postprocess)
     outputs.check()
     tiling = tiling.resolved(trained_size(ensemble.members), ensemble.batch_size)
@@ -367,7 +410,8 @@ def predict_folder(
             strip, found = predict_tiled(image, model, tiling, ensemble.classes)
             writing.add([image_id], strip[None], None if found is None else found[None])
             progress.update(1)
-    return written(writing.rles, names, outputs, template, ensemble.classes)
+        report = writing.finish(names, template, ensemble.classes)
+    return report
 
 
 def stride_of(members: list[Member]) -> int:
@@ -465,7 +509,8 @@ def predict_saved(
             ids = names[start : start + SAVED_CHUNK]
             writing.add(ids, *blended(saved, ids, averaging))
             progress.update(len(ids))
-    return written(writing.rles, names, outputs, template, saved[0].classes)
+        report = writing.finish(names, template, saved[0].classes)
+    return report
 
 
 SAVED_CHUNK = 8  # images post-processed at a time from saved probabilities
@@ -488,12 +533,14 @@ def written(
 ) -> PredictReport:
     write_submission(rles, names, outputs.out, outputs.fmt, template, classes)
     counts = {c: sum(c in r for r in rles.values()) for c in range(1, classes + 1)}
-    return PredictReport(len(rles), counts, outputs.out)
+    files = tuple(path for _, path in outputs.labelled())
+    return PredictReport(len(rles), counts, outputs.out, files)
 
 
 def write_overlay(image_path: Path, masks: NDArray[np.bool_], folder: Path) -> None:
     """PNG of the image with its predicted masks in class colours (written atomically)."""
     picture = overlay(read_gray(image_path), masks)
     _, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-    with atomic_path(folder / f"{image_path.stem}.png") as tmp:
+    path = folder / f"{image_path.stem}.png"
+    with fileio.writing(path, "overlay"), atomic_path(path, clean=False) as tmp:
         tmp.write_bytes(png.tobytes())

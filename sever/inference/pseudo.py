@@ -16,6 +16,7 @@ One uncertain or disagreeing class drops the whole image. The core (`presence_pr
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from sever import fileio
 from sever.data import rle
 from sever.data.splits import read_split
 from sever.data.tables import LONG, write_labels
@@ -32,7 +34,7 @@ from sever.errors import CheckpointError, ConfigError, OptionError
 from sever.fileio import atomic_path, check_output_file
 from sever.inference.ensemble import Ensemble
 from sever.inference.models import Member
-from sever.inference.postprocess import PostProcess, postprocess_batch
+from sever.inference.postprocess import postprocess_batch
 from sever.inference.predict import (
     autocast_dtype,
     check_members,
@@ -220,7 +222,7 @@ def pseudo_label(
     and `<out stem>-summary.json` (the report's `to_dict()`).
     """
     # Everything that can be checked is checked before the work, not after it.
-    postprocess = ensemble.postprocess or PostProcess(classes=ensemble.classes)
+    postprocess = ensemble.applied_postprocess
     members = ensemble.members
     check_cutoffs(hi, lo)
     check_members(members, postprocess)
@@ -260,9 +262,16 @@ def pseudo_label(
         {str(c + 1): dict(zip(COUNTS, map(int, row), strict=True)) for c, row in enumerate(counts)},
         out,
     )
-    write_labels(pd.DataFrame(rows, columns=list(LONG)), kept_ids, out, "long", ensemble.classes)
-    with atomic_path(sibling(out, "images.txt")) as tmp:
-        tmp.write_text("".join(f"{i}\n" for i in kept_ids))
-    with atomic_path(sibling(out, "summary.json")) as tmp:
-        tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    beside = {
+        sibling(out, "images.txt"): "".join(f"{i}\n" for i in kept_ids),
+        sibling(out, "summary.json"): json.dumps(report.to_dict(), indent=2) + "\n",
+    }
+    # all three written before any is renamed: a failed write (a full disk) replaces none
+    with ExitStack() as stack:
+        for path, text in beside.items():
+            stack.enter_context(fileio.writing(path, "pseudo-label file"))
+            stack.enter_context(atomic_path(path)).write_text(text)
+        labels = pd.DataFrame(rows, columns=list(LONG))
+        with fileio.writing(out, "pseudo-labels"):
+            write_labels(labels, kept_ids, out, "long", ensemble.classes)
     return report

@@ -7,40 +7,10 @@ score. Runs on whatever device the tensors are on, with no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TypeVar
 
 import torch
 from torch import Tensor
-
-
-def binarize(
-    probs: Tensor, threshold: float | Sequence[float] = 0.5, min_pixels: Sequence[int] | None = None
-) -> Tensor:
-    """Binary masks (N, C, H, W) from probabilities (N, C, H, W).
-
-    Args:
-        probs: per-class probabilities.
-        threshold: a pixel is positive above it; one value, or one per class.
-        min_pixels: per class, a mask with fewer positive pixels in an image is emptied.
-    """
-    classes = probs.shape[1]
-    thresholds = per_class(threshold, classes, "threshold").to(probs.device, probs.dtype)
-    pred = probs > thresholds.view(1, -1, 1, 1)
-    if min_pixels is not None:
-        least = per_class(min_pixels, classes, "min_pixels").to(probs.device)
-        pred &= (pred.sum((2, 3)) >= least)[:, :, None, None]
-    return pred
-
-
-def per_class(value: float | Sequence[float], classes: int, name: str) -> Tensor:
-    """`value` as a (C,) tensor: one number repeated, or one number per class."""
-    values = torch.as_tensor(value).flatten()
-    if values.numel() == 1:
-        return values.expand(classes)
-    if values.numel() != classes:
-        raise ValueError(f"{name}: expected 1 or {classes} values, got {values.numel()}")
-    return values
 
 
 def as_bool(masks: Tensor) -> Tensor:

@@ -90,8 +90,9 @@ def test_the_command_line_wins_over_the_file(checkpoints, tmp_path: Path) -> Non
     )
     assert (given.tta, given.averaging, given.batch_size) == ("hflip", "weighted", 2)
     assert given.postprocess == PostProcess(threshold=0.7)
-    # --tta none is the default, so it keeps the file's TTA
-    assert Ensemble.from_file(path, tta="none").tta == "vflip"
+    # --tta none given wins too; not given (None) keeps the file's
+    assert Ensemble.from_file(path, tta="none").tta == "none"
+    assert Ensemble.from_file(path).tta == "vflip"
     with pytest.raises(ConfigError, match="--averaging mean ignores the models' weights"):
         Ensemble.from_file(path, averaging="mean")
 
@@ -176,6 +177,63 @@ def test_a_model_may_have_its_own_input_size(checkpoints, tmp_path: Path) -> Non
     models[0]["size"] = [30, 64]
     with pytest.raises(ConfigError, match=r"models.0.size.0: .*multiple of 32"):
         Ensemble.from_file(ensemble_file(tmp_path, checkpoints, models=models), workers=0)
+
+
+class Built(Exception):
+    """Raised by the spy once the command has built its ensemble: nothing else runs."""
+
+
+@pytest.fixture
+def built(monkeypatch) -> list[Ensemble]:
+    """The ensembles the CLI builds, recorded by a spy that then stops the command."""
+    seen: list[Ensemble] = []
+    real = Ensemble.from_options.__func__  # type: ignore[attr-defined]
+
+    def spy(cls, options: EnsembleOptions) -> Ensemble:
+        seen.append(real(cls, options))
+        raise Built
+
+    monkeypatch.setattr(Ensemble, "from_options", classmethod(spy))
+    return seen
+
+
+COMMANDS = {
+    "predict": "predict --images {images} --out {tmp}/sub.csv",
+    "evaluate": "evaluate",
+    "pseudo-label": "pseudo-label --images {images} --out {tmp}/p.csv",
+    "export": "export --out {tmp}/m.onnx",
+    "tune": "tune",
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize(
+    "given, field, expected",
+    [
+        ([], "tta", "vflip"),  # not given: the file's
+        (["--tta", "none"], "tta", "none"),  # given, even as click's old default
+        (["--tta", "both"], "tta", "both"),
+        ([], "averaging", "weighted"),
+        (["--averaging", "rms"], "averaging", "rms"),
+        ([], "postprocess", PostProcess(threshold=0.4)),
+        (["--postprocess", "{tmp}/pp.yml"], "postprocess", PostProcess(threshold=0.7)),
+    ],
+)
+def test_every_option_a_file_sets_wins_when_given(
+    command, given, field, expected, checkpoints, tiny_data, built, tmp_path, monkeypatch
+) -> None:
+    from sever.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pp.yml").write_text("threshold: 0.7\n")
+    models = [{"checkpoint": str(checkpoints[k])} for k in "ab"]  # weights 1: any averaging
+    path = ensemble_file(tmp_path, checkpoints, models=models)  # vflip, weighted, 0.4
+    names = {"images": tiny_data / "test_images", "tmp": tmp_path}
+    args = [*COMMANDS[command].format(**names).split(), "-c", str(path), "--device", "cpu"]
+    with pytest.raises(Built):
+        cli.main(args + [a.format(**names) for a in given], standalone_mode=False)
+    assert len(built) == 1
+    assert getattr(built[0], field) == expected
 
 
 def test_a_checkpoint_listed_twice_warns(checkpoints, tiny_data: Path, tmp_path: Path, capsys):

@@ -35,7 +35,10 @@ def project(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     before = Path.cwd()
     os.chdir(home)
     try:
-        segmenter = train(load_config(config, ["trainer.epochs=2", "data.workers=2"]))
+        # min_pixels 8 (not the full-size 600...): the default keeps some tiny masks
+        segmenter = train(
+            load_config(config, ["trainer.epochs=2", "data.workers=2", "trainer.min_pixels=8"])
+        )
         classifier = train(
             load_config(
                 config,
@@ -257,3 +260,41 @@ def test_an_undefined_precision_or_recall_is_empty() -> None:
     ]
     found = json.loads(json.dumps(report.to_dict(), allow_nan=False))  # valid JSON
     assert (found["precision_2"], found["recall_2"], found["f1_2"]) == (None, None, 1.0)
+
+
+def test_one_default_post_processing_in_every_command(
+    project, tiny_data: Path, tmp_path: Path, capsys
+) -> None:
+    # The run's own validation, evaluate, tune's "before" and a predicted submission scored
+    # offline all apply the one default (threshold 0.5, the run's min_pixels 8, one class
+    # per pixel): the same score. tune counts 1/255 levels, so it may differ in the pixels
+    # within half a level of 0.5 (none here, or a few: 1e-3).
+    run = project["seg"]
+    validation = last_validation(run)["val_dice_mean"]
+    report = evaluate(capsys, "-r", run, "--last")
+    assert report["dice_mean"] == pytest.approx(validation, abs=1e-6)
+    assert report["postprocess"] is None
+    code, out, err = cli_output(
+        capsys, "tune", "-r", run, "--last", "--json", "--workers", "0", "--out", tmp_path / "t.yml"
+    )
+    assert code == 0, err
+    assert json.loads(out)["before"]["dice_mean"] == pytest.approx(validation, abs=1e-3)
+    ids = pd.read_csv(run / "split.csv").query("split == 'val'")["ImageId"].tolist()
+    images = tmp_path / "val_images"
+    images.mkdir()
+    for name in ids:
+        (images / name).symlink_to(tiny_data / "train_images" / name)
+    truth = pd.read_csv(tiny_data / "train.csv")
+    truth = truth[truth["ImageId"].isin(ids)]
+    truth.to_csv(tmp_path / "truth.csv", index=False)
+    sub = tmp_path / "sub.csv"
+    code, _, err = cli_output(
+        capsys, "predict", "-r", run, "--last", "--images", images, "--out", sub, "--workers", "0"
+    )
+    assert code == 0, err
+    code, out, err = cli_output(
+        capsys, "score", sub, tmp_path / "truth.csv", "--images", images, "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["dice_mean"] == pytest.approx(validation, abs=1e-6)
+    assert 0 < json.loads(out)["dice_positive"]  # some masks survive: the test means something

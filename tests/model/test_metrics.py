@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from sever.model.metrics import DiceMeter, PresenceMeter, binarize, dice_per_pair
+from sever.model.metrics import DiceMeter, PresenceMeter, dice_per_pair
 
 
 def masks(n: int, c: int, pixels: dict[tuple[int, int], list[tuple[int, int]]]) -> torch.Tensor:
@@ -39,27 +39,6 @@ def test_dice_accepts_float_truth():
 def test_dice_edge_cases(pred, truth, expected):
     dice = dice_per_pair(masks(1, 1, {(0, 0): pred}), masks(1, 1, {(0, 0): truth}))
     assert dice.item() == expected
-
-
-def test_binarize_threshold_per_class():
-    probs = torch.tensor([0.2, 0.5, 0.8]).expand(1, 2, 1, 3)
-    assert binarize(probs, (0.4, 0.6)).tolist() == [[[[False, True, True]], [[False, False, True]]]]
-    # strictly above: 0.5 is not positive at threshold 0.5
-    assert binarize(probs, 0.5).tolist() == [[[[False, False, True]]] * 2]
-
-
-def test_binarize_min_pixels_empties_small_masks_per_image():
-    probs = torch.zeros(2, 2, 2, 2)
-    probs[0, 0, 0, :] = 0.9  # 2 pixels: kept at min 2
-    probs[0, 1, 0, 0] = 0.9  # 1 pixel: emptied
-    probs[1, 1, :, :] = 0.9  # 4 pixels: kept
-    pred = binarize(probs, 0.5, min_pixels=(2, 2))
-    assert pred.sum((2, 3)).tolist() == [[2, 0], [0, 4]]
-
-
-def test_binarize_rejects_wrong_number_of_thresholds():
-    with pytest.raises(ValueError, match="threshold: expected 1 or 2 values, got 3"):
-        binarize(torch.zeros(1, 2, 2, 2), (0.5, 0.5, 0.5))
 
 
 def test_meter_scores_by_hand():
