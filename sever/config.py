@@ -35,9 +35,37 @@ Fraction = Annotated[float, Field(ge=0, le=1)]
 
 
 class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, assignments re-validate."""
+    """Base of every config section: unknown keys are errors, assignments re-validate, and
+    a mapping given for a nested section fills in that section's default key by key."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _onto_defaults(cls, data: object) -> object:
+        """`optimizer.encoder: {lr: 1e-3}` keeps the encoder group's default weight decay
+        (3e-5), not GroupConfig's own 0: a nested default is merged into, never replaced."""
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, info in cls.model_fields.items():
+            default, given = info.default, data.get(name)
+            if isinstance(default, BaseModel) and isinstance(given, dict):
+                # only what the default sets itself: the rest is its type's own default,
+                # and left unset it still reads as not given (e.g. a classifier's monitor)
+                merged[name] = onto(default.model_dump(exclude_unset=True), given)
+        return merged
+
+
+def onto(default: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """`given` merged key by key onto `default`, nested mappings likewise."""
+    out = dict(default)
+    for key, value in given.items():
+        base = out.get(key)
+        out[key] = (
+            onto(base, value) if isinstance(base, dict) and isinstance(value, dict) else value
+        )
+    return out
 
 
 def multiple_of_32(size: Size | None) -> Size | None:
@@ -50,6 +78,27 @@ def multiple_of_32(size: Size | None) -> Size | None:
             nearest = f"{low} or {high}" if low else f"{high}"
             raise ValueError(f"{side} is not a multiple of 32 (nearest valid: {nearest})")
     return size
+
+
+def per_class_value(value: object, whole: bool, low: str) -> object:
+    """A per-class setting's value before its type is checked: a list passes on; one
+    number (for every class) must itself be valid, with a message that says both forms.
+
+    Args:
+        low: '>= 0' or '> 0', the bound each value must meet.
+    """
+    if value is None or isinstance(value, list | tuple):
+        return value
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number:
+        assert isinstance(value, int | float)
+        valid = (value >= 0 if low == ">= 0" else value > 0) and (not whole or value == int(value))
+        if valid:
+            return int(value) if whole else value
+    raise ValueError(
+        f"expected a {'whole number' if whole else 'number'} {low} for every class, or a list "
+        f"of them (one per class), got {value!r}"
+    )
 
 
 # Names are checked against the registries that build them. Those live beside torch,
@@ -238,7 +287,13 @@ class ClassHeadConfig(Section):
     dropout: Fraction = 0.2
     pooling: Literal["avg", "max"] = "avg"
     weight: Annotated[float, Field(ge=0)] = 0.2
-    pos_weight: list[Annotated[float, Field(gt=0)]] | None = None  # one per class
+    # one per class, or one number for every class
+    pos_weight: list[Annotated[float, Field(gt=0)]] | Annotated[float, Field(gt=0)] | None = None
+
+    @field_validator("pos_weight", mode="before")
+    @classmethod
+    def _pos_weight(cls, value: object) -> object:
+        return per_class_value(value, whole=False, low="> 0")
 
 
 # A value in model.arch_params: what an SMP constructor takes from YAML.
@@ -444,10 +499,17 @@ class TrainerConfig(Section):
     save_top_k: Annotated[int, Field(ge=0)] = 3
     save_period: Annotated[int, Field(ge=0)] = 0
     threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
-    min_pixels: list[Annotated[int, Field(ge=0)]] | None = None  # one per class
+    # one per class, or one number for every class; None: 600/600/1000/2000 for 4 classes,
+    # else 0 (the one default post-processing: sever.inference.postprocess_file)
+    min_pixels: list[Annotated[int, Field(ge=0)]] | Annotated[int, Field(ge=0)] | None = None
     tensorboard: bool = True
     log_images: Annotated[int, Field(ge=0)] = 4
     log_every: Annotated[int, Field(ge=1)] = 50
+
+    @field_validator("min_pixels", mode="before")
+    @classmethod
+    def _min_pixels(cls, value: object) -> object:
+        return per_class_value(value, whole=True, low=">= 0")
 
     @field_validator("amp", mode="before")
     @classmethod
@@ -537,13 +599,17 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _one_per_class(self) -> Config:
-        """Per-class lists hold one value per class of model.classes."""
+        """Per-class lists hold one value per class of model.classes; one number stands
+        for every class and becomes that list."""
         classes = self.model.classes
-        for key, values in (
-            ("model.class_head.pos_weight", self.model.class_head.pos_weight),
-            ("trainer.min_pixels", self.trainer.min_pixels),
+        for where, section, name in (
+            ("model.class_head", self.model.class_head, "pos_weight"),
+            ("trainer", self.trainer, "min_pixels"),
         ):
-            if values is not None and len(values) != classes:
+            values, key = getattr(section, name), f"{where}.{name}"
+            if isinstance(values, int | float):
+                setattr(section, name, [values] * classes)
+            elif values is not None and len(values) != classes:
                 raise ValueError(
                     f"{key}: expected a list of {classes} values (one per class of "
                     f"model.classes), got {len(values)}"

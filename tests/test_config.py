@@ -1,9 +1,11 @@
 """Experiment configs: merging, overrides, and one-line errors naming file and key."""
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from sever.config import Config, dump_config, load_config
 from sever.errors import ConfigError
@@ -170,3 +172,83 @@ def test_a_bare_off_means_off(tmp_path: Path) -> None:
     assert load_config(path, ["trainer.amp=off"]).trainer.amp == "off"
     with pytest.raises(ConfigError, match="trainer.amp"):
         load_config(path, ["trainer.amp=on"])
+
+
+def nested_defaults(model: type[BaseModel], path: str = "") -> list[tuple[str, BaseModel]]:
+    """(dotted key, default instance) of every nested section below `model`."""
+    found = []
+    for name, info in model.model_fields.items():
+        if isinstance(info.default, BaseModel):
+            key = f"{path}{name}"
+            found.append((key, info.default))
+            found += nested_defaults(type(info.default), f"{key}.")
+    return found
+
+
+NESTED = nested_defaults(Config)
+
+
+def test_every_nested_section_is_found() -> None:
+    keys = [key for key, _ in NESTED]
+    assert {"optimizer.encoder", "optimizer.decoder", "data.normalize", "trainer"} <= set(keys)
+
+
+@pytest.mark.parametrize(("key", "default"), NESTED, ids=[key for key, _ in NESTED])
+def test_a_nested_override_merges_into_the_defaults(tmp_path: Path, key: str, default) -> None:
+    # Each field of the section given alone, at its default value: the whole section must
+    # stay its default (a replaced section would take the field types' own defaults).
+    bare = write(tmp_path / "bare.yml", "name: x\n")
+    for field, value in default.model_dump().items():
+        if isinstance(value, dict) or value is None:
+            continue
+        value = str(value) if isinstance(value, Path) else value
+        override = f"{key}.{field}={yaml.safe_dump(value, default_flow_style=True).strip()}"
+        override = override.removesuffix("\n...").removesuffix(" ...")
+        section = load_config(bare, [override])
+        for part in key.split("."):
+            section = getattr(section, part)
+        assert section == default, override
+
+
+def test_an_encoder_learning_rate_keeps_the_groups_weight_decay(exp: Path) -> None:
+    # the documented defaults: encoder 7e-5 / 3e-5, decoder 3e-3 / 3e-4
+    config = load_config(exp, ["optimizer.encoder.lr=1e-3"])
+    assert (config.optimizer.encoder.lr, config.optimizer.encoder.weight_decay) == (1e-3, 3e-5)
+    assert (config.optimizer.decoder.lr, config.optimizer.decoder.weight_decay) == (3e-3, 3e-4)
+    path = exp.parent / "group.yml"
+    path.write_text(exp.read_text() + "optimizer:\n  decoder:\n    weight_decay: 0.01\n")
+    decoder = load_config(path).optimizer.decoder
+    assert (decoder.lr, decoder.weight_decay) == (3e-3, 0.01)
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "expected"),
+    [
+        ("trainer.min_pixels=0", "min_pixels", [0, 0, 0, 0]),
+        ("trainer.min_pixels=600", "min_pixels", [600] * 4),
+        ("trainer.min_pixels=[1,2,3,4]", "min_pixels", [1, 2, 3, 4]),
+        ("model.class_head.pos_weight=2", "pos_weight", [2.0] * 4),
+        ("model.class_head.pos_weight=[1,2,3,4.5]", "pos_weight", [1.0, 2.0, 3.0, 4.5]),
+    ],
+)
+def test_a_number_stands_for_every_class(exp: Path, override: str, key: str, expected) -> None:
+    config = load_config(exp, [override])
+    section = config.trainer if key == "min_pixels" else config.model.class_head
+    assert getattr(section, key) == expected
+    two = load_config(exp, [override.split("=")[0] + "=3", "model.classes=2"])
+    section = two.trainer if key == "min_pixels" else two.model.class_head
+    assert getattr(section, key) == [3, 3]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.min_pixels=-1", "trainer.min_pixels: expected a whole number >= 0 for every"),
+        ("trainer.min_pixels=1.5", "trainer.min_pixels: expected a whole number >= 0 for every"),
+        ("trainer.min_pixels=[1,2]", "trainer.min_pixels: expected a list of 4 values"),
+        ("model.class_head.pos_weight=0", "model.class_head.pos_weight: expected a number > 0"),
+    ],
+)
+def test_a_bad_per_class_number_is_one_error(exp: Path, override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(exp, [override])

@@ -118,12 +118,13 @@ class PresenceLoss(nn.Module):
     """A classifier's loss (`task: classify`): the presence BCE alone, as 'cls' and 'loss'.
 
     Args:
-        pos_weight: per-class weight of the positive term (rare classes up), or None.
+        pos_weight: per-class weight of the positive term (rare classes up), one for every
+            class, or None.
     """
 
     pos_weight: Tensor | None  # a buffer (None: unweighted)
 
-    def __init__(self, pos_weight: Sequence[float] | None) -> None:
+    def __init__(self, pos_weight: Sequence[float] | float | None) -> None:
         super().__init__()
         self.register_buffer(
             "pos_weight", None if pos_weight is None else torch.tensor(pos_weight), persistent=False
