@@ -7,6 +7,7 @@ arbitrary code execution.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -74,6 +75,18 @@ def evaluated_weights(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     if not ema:
         return dict(state["model"])
     return {k.removeprefix("module."): v for k, v in ema.items() if k != "n_averaged"}
+
+
+def weights_fingerprint(weights: Mapping[str, torch.Tensor]) -> str:
+    """16 hex digits of the SHA-256 of a model's weights (names and raw bytes, by name):
+    the same model gives the same digits wherever its file lies (a staged copy, weights
+    only, on Kaggle). `sever tune` records it; predict and the model card match by it."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(weights.items()):
+        digest.update(name.encode())
+        raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+        digest.update(raw.numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def misfit(own: Mapping[str, torch.Tensor], given: Mapping[str, Any]) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from sever.engine.checkpoint import (
     load_checkpoint,
     misfit,
     resolve_checkpoint,
+    weights_fingerprint,
 )
 from sever.errors import CheckpointError, OptionError
 from sever.model.build import build_model
@@ -47,14 +47,8 @@ class Member:
 
     @cached_property
     def fingerprint(self) -> str:
-        """16 hex digits of the SHA-256 of the weights as loaded: the same for the same
-        model wherever its file lies (a staged copy, weights only, on Kaggle)."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.model.state_dict().items()):
-            digest.update(name.encode())
-            raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-            digest.update(raw.numpy().tobytes())
-        return digest.hexdigest()[:16]
+        """`weights_fingerprint` of the weights as loaded."""
+        return weights_fingerprint(self.model.state_dict())
 
 
 def checkpoint_path(run: Path, epoch: int | None = None, which: str = "best") -> Path:

@@ -7,7 +7,9 @@ sanitises model descriptions as HTML.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from sever.inference.postprocess_file import read_postprocess
 
 if TYPE_CHECKING:
     from sever.kaggle.staging import Staged, StagedCheckpoint
@@ -147,9 +149,23 @@ FIND_COMPETITION = [
 
 def predict_cells(staged: Staged, input_dir: str) -> list[str]:
     """The notebook cells: install offline, find the competition's data, then predict with
-    the CLI or from Python, with the best checkpoint staged."""
+    the CLI or from Python: with the models, TTA and averaging the staged post-processing
+    was tuned with (`tuned_cells`), else the best checkpoint staged."""
+    found = [
+        *install_lines(staged, input_dir),
+        "Find the competition's data, wherever the notebook attached it:",
+        "",
+        "```python",
+        *FIND_COMPETITION,
+        "```",
+        "",
+    ]
+    record = tuned_record(staged)
+    if record is not None:
+        return found + tuned_cells(staged, input_dir, record)
+    # no tuned file, or one without its record (written by hand): the best checkpoint
+    tuned = f"{input_dir}/{TUNED}" if (staged.run / TUNED).is_file() else None
     best = best_checkpoint(staged).name
-    tuned = [f"    --postprocess {input_dir}/postprocess-tuned.yml \\"] if has_tuned(staged) else []
     models = f"-r {input_dir}/{best}"
     paths = f'Path("{input_dir}/{best}")'
     intro = (
@@ -164,19 +180,12 @@ def predict_cells(staged: Staged, input_dir: str) -> list[str]:
             "segmentation checkpoint (SEGMENTER.pth), with a post-processing that gates or "
             "scales by presence (`gate`, `scale_c`; `sever tune` finds them):"
         )
-    return [
-        *install_lines(staged, input_dir),
-        "Find the competition's data, wherever the notebook attached it:",
-        "",
-        "```python",
-        *FIND_COMPETITION,
-        "```",
-        "",
+    return found + [
         intro,
         "",
         "```",
         f"!sever predict {models} --tta hflip \\",
-        *tuned,
+        *([f"    --postprocess {tuned} \\"] if tuned else []),
         "    --images {COMPETITION}/test_images --out submission.csv",
         "```",
         "",
@@ -189,29 +198,92 @@ def predict_cells(staged: Staged, input_dir: str) -> list[str]:
         "ensemble = Ensemble.from_runs(",
         f"    [{paths}],",
         '    tta="hflip",',
-        *pp_argument(staged, input_dir),
+        *([f'    postprocess=Path("{tuned}"),'] if tuned else []),
         "    batch_size=8,",
         ")",
         'predict_folder(ensemble, COMPETITION / "test_images", Path("submission.csv"))',
         "```",
         "",
-        "`Ensemble.from_runs` takes the checkpoints (or run folders) that `sever predict -r` "
-        "takes, and its options as keywords (`epochs`, `which`, `averaging`, `device`, ...); "
-        "`Ensemble.from_file` reads an ensemble file. "
-        "`sever.inference.postprocess` has the pure-numpy steps (`threshold`, "
-        "`remove_small_components`, `min_pixels`, `postprocess_batch`, ...) for "
-        "probabilities you compute yourself.",
+        *PYTHON_NOTE,
     ]
 
 
-def has_tuned(staged: Staged) -> bool:
-    return (staged.run / "postprocess-tuned.yml").is_file()
+PYTHON_NOTE = [
+    "`Ensemble.from_runs` takes the checkpoints (or run folders) that `sever predict -r` "
+    "takes, and its options as keywords (`epochs`, `which`, `averaging`, `device`, ...); "
+    "`Ensemble.from_file` reads an ensemble file. "
+    "`sever.inference.postprocess` has the pure-numpy steps (`threshold`, "
+    "`remove_small_components`, `min_pixels`, `postprocess_batch`, ...) for "
+    "probabilities you compute yourself.",
+]
+TUNED = "postprocess-tuned.yml"
 
 
-def pp_argument(staged: Staged, input_dir: str) -> list[str]:
-    """The Python cell's postprocess argument: the staged tuned file, if there is one."""
-    tuned = f'    postprocess=Path("{input_dir}/postprocess-tuned.yml"),'
-    return [tuned] if has_tuned(staged) else []
+def tuned_record(staged: Staged) -> dict[str, Any] | None:
+    """The `tuned_with` record of the run's staged tuned post-processing, if any."""
+    path = staged.run / TUNED
+    if not path.is_file():
+        return None
+    return read_postprocess(path)[1]
+
+
+def tuned_cells(staged: Staged, input_dir: str, record: dict[str, Any]) -> list[str]:
+    """Cells that predict exactly as the staged post-processing was tuned: its models (the
+    staged copies, matched by their weights), weights, per-model TTA and size, TTA and
+    averaging, written as an ensemble file."""
+    by_weights = {c.fingerprint: c for c in staged.checkpoints if c.fingerprint}
+    entries, missing = [], []
+    for m in record["models"]:
+        copy = by_weights.get(m["weights_sha256"])
+        if copy is None:
+            missing.append(m["checkpoint"])
+        path = f"{input_dir}/{copy.name}" if copy else m["checkpoint"]
+        entries.append(f"  - checkpoint: {path}")
+        if record["averaging"] == "weighted":
+            entries.append(f"    weight: {m['weight']:g}")
+        if m.get("tta"):
+            entries.append(f"    tta: {m['tta']}")
+        if m.get("size"):
+            entries.append(f"    size: [{m['size'][0]}, {m['size'][1]}]")
+    note = []
+    if missing:
+        note = [
+            f"The post-processing was tuned with {len(record['models'])} models; "
+            f"{len(missing)} of them are not in this upload ({', '.join(missing)}): attach "
+            "their datasets and put their paths in the file below, or it will not load.",
+            "",
+        ]
+    return [
+        *note,
+        "Predict the test images into submission.csv with the models, TTA and averaging that "
+        f"`{TUNED}` was tuned with (every image and class, in the wide format Kaggle scores; "
+        "the notebook fills in `{COMPETITION}`):",
+        "",
+        "```",
+        "%%writefile ensemble.yml",
+        "models:",
+        *entries,
+        f"tta: {record['tta']}",
+        f"averaging: {record['averaging']}",
+        f"postprocess: {input_dir}/{TUNED}",
+        "```",
+        "",
+        "```",
+        "!sever predict -c ensemble.yml --images {COMPETITION}/test_images --out submission.csv",
+        "```",
+        "",
+        "Or from Python, for your own ensembling or post-processing:",
+        "",
+        "```python",
+        "from pathlib import Path",
+        "from sever.inference import Ensemble, predict_folder",
+        "",
+        'ensemble = Ensemble.from_file("ensemble.yml", batch_size=8)',
+        'predict_folder(ensemble, COMPETITION / "test_images", Path("submission.csv"))',
+        "```",
+        "",
+        *PYTHON_NOTE,
+    ]
 
 
 def model_card(staged: Staged, files: list[str]) -> str:

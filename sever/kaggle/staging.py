@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from sever.engine.checkpoint import load_checkpoint
+from sever.engine.checkpoint import evaluated_weights, load_checkpoint, weights_fingerprint
 from sever.engine.runs import run_dir_of
 from sever.errors import CheckpointError, SeverError
-from sever.fileio import atomic_folder, atomic_path
+from sever.fileio import atomic_folder, atomic_path, folders_made, writing
 from sever.inference.models import checkpoint_path
 from sever.kaggle.card import instance_usage, model_card
 from sever.kaggle.wheels import build_wheel
@@ -89,6 +89,7 @@ class StagedCheckpoint:
     validated_at: int | None
     size: int
     source_size: int
+    fingerprint: str = ""  # weights_fingerprint of its evaluated weights
 
 
 @dataclass
@@ -248,6 +249,7 @@ def stage_checkpoint(source: Path, folder: Path, weights_only: bool, run: Path) 
         validated_at(run, epoch),
         target.stat().st_size,
         source.stat().st_size,
+        weights_fingerprint(evaluated_weights(state)),
     )
     return staged, state
 
@@ -277,7 +279,14 @@ def stage(
     """
     folder = Path(root) / run.parent.name / run.name
     replaced = folder.exists()
-    with atomic_folder(folder, replace=True) as tmp:
+    kept = "the earlier staging is kept" if replaced else "nothing is staged"
+    # A failed write (a full disk) leaves the earlier staging as it was, and neither the
+    # hidden folder being built nor the folders made for it.
+    with (
+        writing(folder, "staged folder", f"; {kept}; free space and upload again"),
+        folders_made(folder.parent),
+        atomic_folder(folder, replace=True) as tmp,
+    ):
         staged_checkpoints: list[StagedCheckpoint] = []
         config: dict = {}
         versions: dict = {}

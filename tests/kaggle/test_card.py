@@ -6,11 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
+from sever.config import config_dict, load_config
 from sever.errors import DataError
+from sever.inference.models import load_member
 from sever.kaggle.card import best_checkpoint, model_card
 from sever.kaggle.competition import COMPETITION, find_competition
-from sever.kaggle.staging import Staged, StagedCheckpoint, Target
+from sever.kaggle.staging import Staged, StagedCheckpoint, Target, stage_checkpoint
+from sever.model.build import build_model
 
 
 def attach(root: Path, *parts: str) -> Path:
@@ -112,3 +117,84 @@ def test_the_cells_find_the_competition_instead_of_naming_a_path(tmp_path: Path)
     assert "/kaggle/input/severstal-steel-defect-detection" not in card
     # the find cell comes after the install and before the predict cell
     assert card.index("pip install") < card.index("find_competition()") < card.index("!sever")
+
+
+TUNED_RECORD = """threshold: 0.4
+format: 2
+tuned_with:
+  tta: none
+  averaging: weighted
+  models:
+  - checkpoint: saved/fpn/1122-101500/checkpoints/model_best.pth
+    weight: 1.0
+    task: segment
+    weights_sha256: aaaaaaaaaaaaaaaa
+  - checkpoint: saved/unet/1121-090000/checkpoints/last.pth
+    weight: 0.5
+    task: segment
+    weights_sha256: bbbbbbbbbbbbbbbb
+    tta: vflip
+    size: [256, 800]
+"""
+
+
+def test_the_cells_predict_as_the_staged_post_processing_was_tuned(tmp_path: Path) -> None:
+    # Tuned without TTA, weighted, with two models of which one is staged (matched by its
+    # weights): the cells must not say --tta hflip, and must name the staged copy.
+    ours = checkpoint("model_best.pth", 3)
+    ours.fingerprint = "aaaaaaaaaaaaaaaa"
+    other = checkpoint("checkpoint-epoch2.pth", 2)
+    other.fingerprint = "cccccccccccccccc"
+    folder = staged(tmp_path, [other, ours], "max val_dice_mean")
+    (folder.run / "postprocess-tuned.yml").write_text(TUNED_RECORD)
+    card = model_card(folder, ["sever.whl"])
+    here = "/kaggle/input/sever-fpn-1122-101500"
+    assert "--tta hflip" not in card and 'tta="hflip"' not in card
+    expected = "\n".join(
+        [
+            "%%writefile ensemble.yml",
+            "models:",
+            f"  - checkpoint: {here}/model_best.pth",
+            "    weight: 1",
+            "  - checkpoint: saved/unet/1121-090000/checkpoints/last.pth",
+            "    weight: 0.5",
+            "    tta: vflip",
+            "    size: [256, 800]",
+            "tta: none",
+            "averaging: weighted",
+            f"postprocess: {here}/postprocess-tuned.yml",
+        ]
+    )
+    assert expected in card
+    assert "1 of them are not in this upload (saved/unet/1121-090000/checkpoints/last.pth)" in card
+    assert "!sever predict -c ensemble.yml --images {COMPETITION}/test_images" in card
+    assert 'Ensemble.from_file("ensemble.yml", batch_size=8)' in card
+    # the written file is an ensemble file sever reads as such
+    block = expected.split("\n", 1)[1].replace(f"{here}/", f"{tmp_path}/")
+    assert yaml.safe_load(block)["models"][1]["size"] == [256, 800]
+
+
+def test_a_staged_copy_has_the_fingerprint_tune_records(tmp_path: Path, tiny_yaml: Path) -> None:
+    # tune records Member.fingerprint of the weights as loaded; staging computes the same
+    # from the file, for a full checkpoint and a weights-only copy, with EMA weights too.
+    config = load_config(tiny_yaml, ["model.encoder=mobilenet_v2"])
+    model = build_model(config.model, config.task)
+    ema = {
+        f"module.{k}": v + 1 if v.is_floating_point() else v for k, v in model.state_dict().items()
+    }
+    for name, extra in (("plain", {}), ("ema", {"ema": ema | {"n_averaged": torch.tensor(3)}})):
+        path = tmp_path / f"{name}.pth"
+        state = {
+            "format": 1,
+            "epoch": 1,
+            "model": model.state_dict(),
+            "config": config_dict(config),
+        }
+        torch.save(state | extra, path)
+        loaded = load_member(path, torch.device("cpu")).fingerprint
+        for weights_only in (False, True):
+            out = tmp_path / f"{name}-{weights_only}"
+            out.mkdir()
+            item, _ = stage_checkpoint(path, out, weights_only, tmp_path)
+            assert item.fingerprint == loaded
+    assert load_member(tmp_path / "plain.pth", torch.device("cpu")).fingerprint != loaded
