@@ -7,6 +7,7 @@ uninterrupted run would have seen, whatever the number of (persistent) workers.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Protocol
@@ -16,7 +17,6 @@ import pandas as pd
 from torch.utils.data import Sampler
 
 from sever.registry import Registry
-
 
 
 class EpochOrder(Protocol):
@@ -265,6 +265,18 @@ class CropSizes(Sampler[tuple]):
         sizes = self.batch_sizes()
         for position, (index, seed) in enumerate(self.inner, start=self.skip):
             yield index, seed, sizes[position // self.batch_size]
+
+    def describe(self, batches: int) -> str:
+        """The crop sizes of this epoch's first `batches` batches (those it trains on), in
+        the order of its stage, each with its count: `64x64 (3 batches), 64x128 (1 batch)`;
+        a size of None (data.crop: null) is `full size`."""
+        counts = Counter(self.batch_sizes()[:batches])
+        listed = []
+        for size in dict.fromkeys(self.sizes_at(self.epoch)):  # a size given twice: once
+            if counts[size]:
+                shown = "full size" if size is None else f"{size[0]}x{size[1]}"
+                listed.append(f"{shown} ({counts[size]} batch{'es' * (counts[size] > 1)})")
+        return ", ".join(listed)
 
 
 class ShardSampler(Sampler[int]):

@@ -167,6 +167,37 @@ def test_crop_sizes_are_drawn_per_batch_and_resume_in_place() -> None:
     assert list(crops) == items[12:]
 
 
+def test_each_epochs_crop_sizes_are_described_with_their_batches() -> None:
+    sizes = [(32, 32), (32, 64), (64, 64)]
+    crops = CropSizes(ShuffleSampler(40, 5), 4, lambda e: sizes if e < 9 else [None], seed=5)
+    crops.set_epoch(7)
+    drawn = [size for _, _, size in list(crops)[::4]]  # one size a batch
+    assert drawn == [(64, 64), (32, 32), *[(32, 64)] * 3, (32, 32), *[(64, 64)] * 4]
+    assert crops.describe(10) == "32x32 (2 batches), 32x64 (3 batches), 64x64 (5 batches)"
+    assert crops.describe(3) == "32x32 (1 batch), 32x64 (1 batch), 64x64 (1 batch)"
+    assert crops.describe(1) == "64x64 (1 batch)"  # only the sizes used
+    crops.set_epoch(9)
+    assert crops.describe(10) == "full size (10 batches)"
+
+
+def test_the_log_says_each_epochs_crop_sizes(tiny_yaml: Path, capsys) -> None:
+    overrides = [
+        "data.crops=[{from_epoch: 1, sizes: [[64, 64], [64, 128]]}, "
+        "{from_epoch: 2, sizes: [[64, 256]]}]",
+        "trainer.epochs=2",
+        "trainer.steps_per_epoch=3",
+        "trainer.tensorboard=false",
+    ]
+    args = [a for o in overrides for a in ("-o", o)]
+    code, out, err = cli_output(capsys, "train", "-c", tiny_yaml, *args)
+    assert code == 0, err
+    log = (Path(out.splitlines()[-1].removeprefix("run: ")) / "train.log").read_text()
+    # epoch 1's batches draw 64x128, 64x64, 64x64: default_rng([seed 3, epoch 1, 2])
+    assert "epoch 1: crops 64x64 (2 batches), 64x128 (1 batch) (data.crops)" in log
+    assert "epoch 2: crops 64x256 (3 batches) (data.crops)" in log
+    assert "epoch 2: crops 64x256 (3 batches) (data.crops)" in err  # and on the console
+
+
 def test_crops_larger_than_the_images(tiny_config) -> None:
     with pytest.raises(ConfigError, match=r"data.crops.0.sizes: \[64, 512\] is larger"):
         tiny_config("data.crops=[{from_epoch: 1, sizes: [[64, 512]]}]")
