@@ -491,7 +491,10 @@ def postprocess(
 
 
 def postprocess_batch(
-    probs: Probs, config: PostProcess, presence: NDArray[Any] | None = None
+    probs: Probs,
+    config: PostProcess,
+    presence: NDArray[Any] | None = None,
+    winner: NDArray[np.integer[Any]] | None = None,
 ) -> Masks:
     """`postprocess` for a batch: probabilities `(N, C, H, W)` to bool masks `(N, C, H, W)`.
 
@@ -499,6 +502,9 @@ def postprocess_batch(
         probs: `(N, C, H, W)` probabilities, C = `config.classes`.
         config: the per-class settings.
         presence: `(N, C)` classifier probabilities; as in `postprocess`.
+        winner: `(N, H, W)` each pixel's most probable class when `probs` are a rounded
+            copy (saved 1/255 levels) and the winner was taken before rounding, which
+            creates ties; None: from `probs`.
     """
     probs = np.asarray(probs)
     if probs.ndim != 4:
@@ -507,10 +513,17 @@ def postprocess_batch(
             "use postprocess for one image (C, H, W)"
         )
     p = None if presence is None else _presence(presence, probs.shape[:2], single=False)
-    return _pipeline(probs, config, p)
+    if winner is not None and winner.shape != (probs.shape[0], *probs.shape[2:]):
+        raise ValueError(f"winner: expected shape {(probs.shape[0], *probs.shape[2:])}")
+    return _pipeline(probs, config, p, winner)
 
 
-def _pipeline(probs: Probs, config: PostProcess, presence: NDArray[np.float64] | None) -> Masks:
+def _pipeline(
+    probs: Probs,
+    config: PostProcess,
+    presence: NDArray[np.float64] | None,
+    winner: NDArray[np.integer[Any]] | None = None,
+) -> Masks:
     """The steps on a batch `(N, C, H, W)`, editing one mask array in place."""
     if probs.shape[1] != config.classes:
         raise ValueError(f"PostProcess is for {config.classes} classes, probs has {probs.shape[1]}")
@@ -521,7 +534,9 @@ def _pipeline(probs: Probs, config: PostProcess, presence: NDArray[np.float64] |
             "them to null"
         )
     masks = np.ascontiguousarray(_threshold(probs, np.asarray(config.threshold)))
-    if config.one_class_per_pixel:
+    if config.one_class_per_pixel and winner is not None:
+        masks &= winner[:, None] == np.arange(config.classes)[None, :, None, None]
+    elif config.one_class_per_pixel:
         _keep_most_probable(probs, masks)
     counts = _counts(masks)
     sizes = np.asarray(config.min_component)

@@ -336,7 +336,7 @@ class Writing:
         self.rles: dict[str, dict[int, str]] = {}
         self.probs = None
         if outputs.save_probs is not None:
-            sink = probs_writer(outputs.save_probs, postprocess.classes, record)
+            sink = probs_writer(outputs.save_probs, postprocess.classes, record, postprocess)
             self.probs = stack.enter_context(sink)
         self.regions = outputs.instance_sink(stack)
         for folder in (outputs.out.parent, outputs.overlays):
@@ -346,11 +346,15 @@ class Writing:
             remove_leftovers(outputs.overlays)  # once here: write_overlay does not look
 
     def add(
-        self, ids: Sequence[str], probs: NDArray[np.floating[Any]], presence: Probs | None
+        self,
+        ids: Sequence[str],
+        probs: NDArray[np.floating[Any]],
+        presence: Probs | None,
+        winner: NDArray[np.integer[Any]] | None = None,
     ) -> None:
         if self.probs is not None:
             self.probs.add(ids, probs, presence)
-        masks = postprocess_batch(probs, self.postprocess, presence)
+        masks = postprocess_batch(probs, self.postprocess, presence, winner)
         self.rles |= encoded(ids, masks)
         for i, image_id in enumerate(ids):
             if self.regions is not None:
@@ -487,12 +491,19 @@ def predict_saved(
     several folders are blended with `averaging`, then post-processed.
 
     Args:
-        postprocess: a PostProcess, or a file or mapping read for the saved classes.
+        postprocess: a PostProcess, or a file or mapping read for the saved classes; None:
+            what predict applied when it saved the first folder (its manifest's), so the
+            submission is the one predicting directly wrote (a format-1 folder: the defaults).
         images_dir: where the images were; only its sample_submission.csv is used.
     """
     outputs = outputs if isinstance(outputs, Outputs) else Outputs(outputs)
     saved = [read_saved(f) for f in folders]
-    if not isinstance(postprocess, PostProcess):
+    if postprocess is None and saved[0].postprocess is not None:
+        # what predict applied when it saved them: the same default as predicting directly
+        postprocess = load_postprocess(
+            saved[0].postprocess, f"{saved[0].folder}/probs.json: postprocess", saved[0].classes
+        )
+    elif not isinstance(postprocess, PostProcess):
         postprocess = load_postprocess(postprocess, "--postprocess", saved[0].classes)
     check_blend(saved, postprocess)
     outputs.check()

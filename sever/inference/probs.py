@@ -4,9 +4,11 @@ submission with no model and no GPU.
 
 A folder holds one compressed file per image, `<ImageId>.npz`: `levels`, the ensemble's
 probabilities quantised to 1/255 (uint8, C x H x W, as tune's cache keeps them), and
-`presence`, the class presence (C,) when a model gives it; and `probs.json`: the format,
-the classes, the image size, every image id in order, and what predicted them (TTA,
-averaging, each model's checkpoint and weights fingerprint). One file per image lets
+`presence`, the class presence (C,) when a model gives it, and `winner`, each pixel's most
+probable class (H, W) taken before rounding (rounding creates ties, and one class per
+pixel must decide as predicting directly does); and `probs.json`: the format, the classes,
+the image size, every image id in order, what predicted them (TTA, averaging, each model's
+checkpoint and weights fingerprint) and the post-processing predict applied. One file per image lets
 folders written with other batch sizes, on other machines, blend image by image. The
 folder is written under a temporary name and renamed when complete.
 """
@@ -24,12 +26,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sever.errors import DataError, OptionError
-from sever.fileio import atomic_folder, check_output_folder
+from sever.fileio import atomic_folder, check_output_folder, writing
 from sever.inference.postprocess import PostProcess, average
 from sever.inference.search import quantize
 
 MANIFEST = "probs.json"
-FORMAT = 1
+FORMAT = 2  # 2: `winner` in each file and `postprocess` in the manifest; 1 is still read
 
 
 @dataclass(frozen=True)
@@ -42,33 +44,56 @@ class SavedProbs:
     images: list[str]
     presence: bool
     predicted_with: dict[str, Any]
+    postprocess: dict[str, Any] | None = None  # what predict applied (format 1: unknown)
 
-    def load(self, image_id: str) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
-        """One image's probabilities (C, H, W) in [0, 1] and presence (C,) or None."""
+    def load(self, image_id: str) -> Saved:
+        """One image's probabilities (C, H, W) in [0, 1], presence (C,) or None, and the
+        winner (H, W) or None (format 1)."""
         path = self.folder / f"{image_id}.npz"
         try:
             with np.load(path) as saved:
                 probs = saved["levels"].astype(np.float32) / 255
                 presence = saved["presence"].astype(np.float32) if self.presence else None
+                winner = saved["winner"] if "winner" in saved.files else None
         except (OSError, KeyError, ValueError) as exc:
             raise DataError(f"{path}: not readable saved probabilities ({exc})") from None
         if probs.shape != (self.classes, *self.shape):
             raise DataError(f"{path}: shape {probs.shape}, the manifest says {self.shape}")
-        return probs, presence
+        return probs, presence, winner
+
+
+Saved = tuple[NDArray[np.float32], NDArray[np.float32] | None, NDArray[np.integer[Any]] | None]
 
 
 @contextmanager
-def probs_writer(folder: Path, classes: int, predicted_with: dict[str, Any]) -> Iterator[ProbsSink]:
-    """A sink for each batch's probabilities; the folder appears, whole, on success."""
+def probs_writer(
+    folder: Path,
+    classes: int,
+    predicted_with: dict[str, Any],
+    postprocess: PostProcess | None = None,
+) -> Iterator[ProbsSink]:
+    """A sink for each batch's probabilities; the folder appears, whole, on success (a
+    failed write, a full disk, leaves no part of it and names `folder`). `postprocess`: what
+    predict applies, recorded so that --from-probs applies the same by default."""
     with atomic_folder(folder) as tmp:
-        sink = ProbsSink(tmp, classes, predicted_with)
+        sink = ProbsSink(tmp, classes, predicted_with, folder, postprocess)
         yield sink
         sink.finish()
 
 
 class ProbsSink:
-    def __init__(self, folder: Path, classes: int, predicted_with: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        classes: int,
+        predicted_with: dict[str, Any],
+        named: Path,
+        postprocess: PostProcess | None = None,
+    ) -> None:
         self.folder, self.classes, self.predicted_with = folder, classes, predicted_with
+        self.postprocess = postprocess
+        self.named = named  # the folder as the user named it, for a failed write's message
+        self.finished = False
         self.images: list[str] = []
         self.shape: tuple[int, int] | None = None
         self.presence = False
@@ -79,14 +104,19 @@ class ProbsSink:
         levels = quantize(probs)
         self.shape = (int(levels.shape[2]), int(levels.shape[3]))  # predict: one size
         self.presence = presence is not None
+        winner = probs.argmax(axis=1).astype(np.min_scalar_type(self.classes - 1))
         for i, image_id in enumerate(ids):
-            arrays: dict[str, Any] = {"levels": levels[i]}
+            arrays: dict[str, Any] = {"levels": levels[i], "winner": winner[i]}
             if presence is not None:
                 arrays["presence"] = np.asarray(presence[i], np.float16)
-            np.savez_compressed(self.folder / f"{image_id}.npz", **arrays)
+            with writing(self.named, "saved probabilities"):
+                np.savez_compressed(self.folder / f"{image_id}.npz", **arrays)
             self.images.append(str(image_id))
 
     def finish(self) -> None:
+        """Write the manifest (once)."""
+        if self.finished:
+            return
         manifest = {
             "format": FORMAT,
             "classes": self.classes,
@@ -94,8 +124,11 @@ class ProbsSink:
             "presence": self.presence,
             "images": self.images,
             "predicted_with": self.predicted_with,
+            "postprocess": None if self.postprocess is None else self.postprocess.to_dict(),
         }
-        (self.folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        with writing(self.named, "saved probabilities"):
+            (self.folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        self.finished = True
 
 
 def read_saved(folder: Path) -> SavedProbs:
@@ -120,12 +153,13 @@ def read_saved(folder: Path) -> SavedProbs:
             [str(i) for i in data["images"]],
             bool(data["presence"]),
             dict(data["predicted_with"]),
+            data.get("postprocess"),
         )
         version = data["format"]
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise DataError(f"{manifest}: not a saved-probabilities manifest ({exc})") from None
-    if version != FORMAT:
-        raise DataError(f"{manifest}: format {version}; this sever reads format {FORMAT}")
+    if version not in (1, FORMAT):
+        raise DataError(f"{manifest}: format {version}; this sever reads formats 1 and {FORMAT}")
     return found
 
 
@@ -160,16 +194,19 @@ def check_blend(saved: list[SavedProbs], postprocess: PostProcess) -> None:
 
 def blended(
     saved: list[SavedProbs], ids: Sequence[str], averaging: str
-) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
-    """The folders' probabilities (N, C, H, W) of `ids`, averaged; presence too."""
+) -> tuple[NDArray[np.float32], NDArray[np.float32] | None, NDArray[np.integer[Any]] | None]:
+    """The folders' probabilities (N, C, H, W) of `ids`, averaged; presence (N, C) too; and
+    from one folder its saved winners (N, H, W) (a blend's winner comes from the blend)."""
     loaded = [[s.load(i) for i in ids] for s in saved]
-    probs = [np.stack([p for p, _ in images]) for images in loaded]
+    probs = [np.stack([p for p, _, _ in images]) for images in loaded]
     probs_avg = average(probs, averaging) if len(probs) > 1 else probs[0]
     presence = None
     if all(s.presence for s in saved):
-        heads = [np.stack([h for _, h in images if h is not None]) for images in loaded]
+        heads = [np.stack([h for _, h, _ in images if h is not None]) for images in loaded]
         presence = np.mean(heads, axis=0).astype(np.float32)
-    return probs_avg.astype(np.float32), presence
+    winners = [w for _, _, w in loaded[0] if w is not None]
+    winner = np.stack(winners) if len(saved) == 1 and len(winners) == len(ids) else None
+    return probs_avg.astype(np.float32), presence, winner
 
 
 def check_save_folder(folder: Path) -> None:

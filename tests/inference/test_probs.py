@@ -11,7 +11,7 @@ import pytest
 
 from sever.errors import DataError, OptionError
 from sever.inference import Ensemble, predict
-from sever.inference.postprocess import PostProcess
+from sever.inference.postprocess import PostProcess, postprocess_batch
 from sever.inference.probs import blended, check_blend, probs_writer, read_saved
 from tests.inference.test_predict_inputs import member, noise_images  # noqa: F401 (a fixture)
 
@@ -34,7 +34,8 @@ def test_a_folder_keeps_8_bit_levels_and_its_manifest(tmp_path: Path):
     found = read_saved(folder)
     assert (found.classes, found.shape, found.presence) == (2, (2, 4), True)
     assert found.images == ["0.jpg", "1.jpg", "2.jpg"] and found.predicted_with == RECORD
-    first, presence = found.load("0.jpg")
+    first, presence, winner = found.load("0.jpg")
+    assert winner.dtype == np.uint8 and winner.tolist() == [[1, 0, 0, 0], [0, 0, 0, 0]]
     assert first[1, 0, 0] == 128 / 255 and first.sum() == 128 / 255
     assert presence == pytest.approx([0.1, 0.9], abs=1e-3)  # float16
     assert (found.load("2.jpg")[0][0] == 1.0).all()
@@ -52,11 +53,11 @@ def test_folders_blend_image_by_image(tmp_path: Path):
     a = np.full((3, 1, 1, 2), 0.2, np.float32)
     b = np.full((3, 1, 1, 2), 0.6, np.float32)
     folders = [read_saved(saved(tmp_path / n, p)) for n, p in (("a", a), ("b", b))]
-    probs, presence = blended(folders, ["2.jpg", "0.jpg"], "mean")
-    assert probs.shape == (2, 1, 1, 2) and presence is None
+    probs, presence, winner = blended(folders, ["2.jpg", "0.jpg"], "mean")
+    assert probs.shape == (2, 1, 1, 2) and presence is None and winner is None
     # levels 51 and 153: (51 + 153) / 2 / 255 = 0.4
     assert probs == pytest.approx(np.full((2, 1, 1, 2), 0.4))
-    rms, _ = blended(folders, ["1.jpg"], "rms")
+    rms, _, _ = blended(folders, ["1.jpg"], "rms")
     assert rms[0, 0, 0, 0] == pytest.approx(np.sqrt(((51 / 255) ** 2 + (153 / 255) ** 2) / 2))
 
 
@@ -74,22 +75,53 @@ def test_mismatched_folders_and_settings_are_refused(tmp_path: Path):
         read_saved(tmp_path / "bare")
     manifest = tmp_path / "three" / "probs.json"
     manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "format": 9}))
-    with pytest.raises(DataError, match="format 9; this sever reads format 1"):
+    with pytest.raises(DataError, match="format 9; this sever reads formats 1 and 2"):
         read_saved(tmp_path / "three")
 
 
 def test_from_saved_probabilities_equals_predicting(member, tmp_path: Path):  # noqa: F811
     folder = noise_images(tmp_path / "images", 5, seed=0)
-    # thresholds between 1/255 levels (as tune writes them) are exact on saved levels; the
-    # most probable class at a pixel is not, where two classes are within 1/255
+    # thresholds between 1/255 levels (as tune writes them) are exact on saved levels, and
+    # the saved winners decide one class per pixel as the unrounded probabilities did
     levels = [(k + 0.5) / 255 for k in (120, 125, 127, 130)]
-    pp = PostProcess(threshold=levels, min_pixels=0, one_class_per_pixel=False)
-    ensemble = Ensemble([member], postprocess=pp, workers=0)
-    direct, probs = tmp_path / "direct.csv", tmp_path / "probs"
-    predict.predict_folder(ensemble, folder, predict.Outputs(direct, "wide", save_probs=probs))
-    again = tmp_path / "again.csv"
-    report = predict.predict_saved([probs], predict.Outputs(again, "wide"), pp)
-    assert again.read_text() == direct.read_text()
-    assert report.images == 5 and sum(report.with_defect.values()) > 0
+    for one_class in (False, True):
+        pp = PostProcess(threshold=levels, min_pixels=0, one_class_per_pixel=one_class)
+        ensemble = Ensemble([member], postprocess=pp, workers=0)
+        direct, probs = tmp_path / f"direct{one_class}.csv", tmp_path / f"probs{one_class}"
+        outputs = predict.Outputs(direct, "wide", save_probs=probs)
+        predict.predict_folder(ensemble, folder, outputs)
+        again = tmp_path / f"again{one_class}.csv"
+        report = predict.predict_saved([probs], predict.Outputs(again, "wide"), pp)
+        assert again.read_text() == direct.read_text()
+        assert report.images == 5 and sum(report.with_defect.values()) > 0
     with pytest.raises(OptionError, match="--save-probs .*: already exists and is not empty"):
         predict.predict_folder(ensemble, folder, predict.Outputs(direct, save_probs=probs))
+
+
+def test_from_saved_probabilities_applies_what_predict_applied(member, tmp_path: Path):  # noqa: F811
+    # No --postprocess on either side: predict applies the model's default (its trainer's
+    # threshold and min_pixels, one class per pixel), and --from-probs the same, from the
+    # manifest, not a default of its own.
+    folder = noise_images(tmp_path / "images", 5, seed=1)
+    ensemble = Ensemble([member], workers=0)
+    direct, probs = tmp_path / "direct.csv", tmp_path / "probs"
+    predict.predict_folder(ensemble, folder, predict.Outputs(direct, "wide", save_probs=probs))
+    assert read_saved(probs).postprocess == ensemble.applied_postprocess.to_dict()
+    again = tmp_path / "again.csv"
+    predict.predict_saved([probs], predict.Outputs(again, "wide"))
+    assert again.read_text() == direct.read_text()
+
+
+def test_saved_winners_break_the_ties_rounding_makes(tmp_path: Path):
+    # One pixel where class 1 (0.5012) beats class 0 (0.5008): both round to level 128,
+    # where argmax would give class 0. The saved winner keeps class 1, as predicting did.
+    probs = np.zeros((1, 2, 1, 2), np.float32)
+    probs[0, :, 0, 0] = [0.5008, 0.5012]
+    pp = PostProcess(threshold=(127.5 - 1) / 255, min_pixels=0, classes=2)
+    direct = postprocess_batch(probs, pp)
+    assert direct[0, :, 0, 0].tolist() == [False, True]
+    found = read_saved(saved(tmp_path / "p", np.concatenate([probs] * 3)))
+    levels, _, winner = blended([found], ["0.jpg"], "mean")
+    assert levels[0, 0, 0, 0] == levels[0, 1, 0, 0] == 128 / 255  # a tie after rounding
+    assert postprocess_batch(levels, pp)[0, :, 0, 0].tolist() == [True, False]  # argmax's
+    np.testing.assert_array_equal(postprocess_batch(levels, pp, winner=winner), direct)
