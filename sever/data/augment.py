@@ -42,9 +42,7 @@ class NonEmptyCrop(A.CropNonEmptyMaskIfExists):
         if len(pixels):
             y, x = divmod(int(pixels[self.py_random.choice(range(len(pixels)))]), width)
             x_min = np.clip(x - self.py_random.randint(0, self.width - 1), 0, width - self.width)
-            y_min = np.clip(
-                y - self.py_random.randint(0, self.height - 1), 0, height - self.height
-            )
+            y_min = np.clip(y - self.py_random.randint(0, self.height - 1), 0, height - self.height)
         else:
             x_min = self.py_random.randint(0, width - self.width)
             y_min = self.py_random.randint(0, height - self.height)

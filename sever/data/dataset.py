@@ -87,4 +87,3 @@ class ImageFolderDataset(Dataset):
         image_id = self.image_ids[index]
         image = self.transform(image=read_gray(self.images_dir / image_id))["image"]
         return torch.from_numpy(np.ascontiguousarray(image))[None], image_id
-

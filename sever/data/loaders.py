@@ -86,7 +86,9 @@ def build_loaders(
         images,
         train_ids,
         rles,
-        build_transform(data.augment, data.crop, data.normalize, True, defect_crop=data.defect_crop),
+        build_transform(
+            data.augment, data.crop, data.normalize, True, defect_crop=data.defect_crop
+        ),
         config.model.classes,
         TransformsBySize(data.augment, data.normalize, data.defect_crop) if data.crops else None,
     )

@@ -176,7 +176,9 @@ def encode(mask: np.ndarray, offset: int = 0) -> str:
     hit = np.flatnonzero(above != below)
     if hit.size == 0:
         return ""
-    bits = np.flatnonzero(np.unpackbits((above[hit] ^ below[hit]).astype(np.uint8, copy=False)).view(bool))
+    bits = np.flatnonzero(
+        np.unpackbits((above[hit] ^ below[hit]).astype(np.uint8, copy=False)).view(bool)
+    )
     hit = hit[bits >> 3]
     row = hit // packed.shape[1]  # floor division by a scalar is much faster than np.divmod
     byte = hit - row * packed.shape[1]

@@ -10,6 +10,8 @@ import pytest
 from sever.data import rle as rle_module
 from sever.data.rle import RLEError, decode, encode, masks_to_rles, parse, rles_to_masks
 from sever.data.rle_reference import reference_decode, reference_encode
+
+
 def grid(rows: list[str]) -> np.ndarray:
     """A uint8 mask from rows drawn as strings of '.' and '#'."""
     return np.array([[c == "#" for c in row] for row in rows], np.uint8)
