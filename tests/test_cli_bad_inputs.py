@@ -563,6 +563,18 @@ predict-save-probs-not-empty | 2 | --save-probs {data}: already exists and is no
 predict-instances-a-folder | 2 | --instances {data}: is a folder | PREDICT --instances {data}
 export-out-a-folder | 2 | --out {data}: is a folder | export -r {run} --out {data}
 predict-format-unknown | 2 | '--format': 'compact' is not one of 'auto', 'wide', 'long' | PREDICT --format compact
+predict-out-in-proc | 2 | --out /proc/sub.csv: cannot write in /proc (no such file or directory) | predict -r {run} --images {test} --out /proc/sub.csv
+predict-out-is-instances-csv | 2 | --out {tmp}/x.csv and --instances {tmp}/x.jsonl (its .csv) are the same file ({tmp}/x.csv); give each its own name | predict -r {run} --images {test} --out {tmp}/x.csv --instances {tmp}/x.jsonl
+predict-instances-named-csv | 2 | --instances {tmp}/d.csv: the JSON lines go there and the CSV beside them, under the same name | PREDICT --instances {tmp}/d.csv
+predict-out-inside-save-probs | 2 | --out {tmp}/p/sub.csv is inside --save-probs {tmp}/p, which is written whole | predict -r {run} --images {test} --out {tmp}/p/sub.csv --save-probs {tmp}/p
+predict-save-probs-are-overlays | 2 | --save-probs {tmp}/p and --overlays {tmp}/p are the same file | PREDICT --save-probs {tmp}/p --overlays {tmp}/p
+evaluate-out-in-proc | 2 | --out /proc/r.json: cannot write in /proc | evaluate -r {run} --out /proc/r.json
+evaluate-out-is-html | 2 | --out {tmp}/r.json and --html {tmp}/r.json are the same file | evaluate -r {run} --out {tmp}/r.json --html {tmp}/r.json
+export-out-in-proc | 2 | --out /proc/m.onnx: cannot write in /proc | export -r {run} --out /proc/m.onnx
+tune-out-in-proc | 2 | --out /proc/pp.yml: cannot write in /proc | tune -r {run} --out /proc/pp.yml
+tune-cache-dir-in-proc | 2 | --cache-dir /proc/cache: cannot write in /proc | tune -r {run} --cache-dir /proc/cache
+pseudo-out-in-proc | 2 | --out /proc/p.csv: cannot write in /proc | pseudo-label -r {run} --images {test} --out /proc/p.csv
+average-out-in-proc | 2 | --out /proc/a.pth: cannot write in /proc | average -r {run} --out /proc/a.pth
 """
 
 # What some cases need around them.

@@ -36,6 +36,7 @@ from sever.engine.checkpoint import (
 from sever.engine.resume import changed_keys
 from sever.engine.steps import Sample
 from sever.errors import CheckpointError, ConfigError, DataError
+from sever.fileio import check_output_file
 from sever.model.build import build_model
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ def average_run(options: AverageOptions) -> AverageReport:
     ranked = ranked_epochs(load_checkpoint(last))
     chosen = sorted(choose(run, ranked, options.epochs, options.top))
     out = options.out or run / "checkpoints" / f"average-{'-'.join(f'e{e}' for e, _ in chosen)}.pth"
+    check_output_file(out, "--out")  # the default too, before the work (a read-only run)
     states = [load_checkpoint(path_of(run, e)) for e, _ in chosen]
     config = same_model(states, [path_of(run, e) for e, _ in chosen])
     weights = average_weights([evaluated_weights(s) for s in states], options.bn == "average")

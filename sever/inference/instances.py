@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sever.data import rle
-from sever.fileio import atomic_path
+from sever.fileio import atomic_path, writing
 
 FIELDS = ("image", "class_id", "x0", "y0", "x1", "y1", "area", "mean_prob", "max_prob", "rle")
 
@@ -78,20 +78,39 @@ def find_instances(
 
 
 class InstanceSink:
-    """Writes records to a JSON-lines and a CSV file as they come."""
+    """Writes records to a JSON-lines and a CSV file as they come; a failed write (a full
+    disk) names the file as the user gave it (`named`)."""
 
-    def __init__(self, lines: TextIO, table: TextIO) -> None:
-        self.lines = lines
+    def __init__(self, lines: TextIO, table: TextIO, named: Path) -> None:
+        self.lines, self.file, self.named = lines, table, named
         self.table = csv.DictWriter(table, fieldnames=FIELDS)
-        self.table.writeheader()
         self.count = 0
+        with writing(csv_path(named), "defect records"):
+            self.table.writeheader()
 
     def add(self, instances: list[Instance]) -> None:
         for instance in instances:
             record = asdict(instance)
-            self.lines.write(json.dumps(record) + "\n")
-            self.table.writerow(record)
+            with writing(self.named, "defect records"):
+                self.lines.write(json.dumps(record) + "\n")
+            with writing(csv_path(self.named), "defect records"):
+                self.table.writerow(record)
         self.count += len(instances)
+
+    def flush(self) -> None:
+        """Everything written out, so that closing the files has nothing left to fail on."""
+        for handle, path in ((self.lines, self.named), (self.file, csv_path(self.named))):
+            with writing(path, "defect records"):
+                handle.flush()
+
+    def discard(self) -> None:
+        """Close both files after a failure, whatever their buffers hold: a full disk's
+        second refusal, on closing, would replace the error that names the file."""
+        for handle in (self.lines, self.file):
+            try:
+                handle.close()
+            except OSError:
+                pass
 
 
 @contextmanager
@@ -99,7 +118,13 @@ def instance_writer(path: Path) -> Iterator[InstanceSink]:
     """Both files under temporary names, renamed when the prediction completes."""
     with atomic_path(path) as lines_tmp, atomic_path(csv_path(path)) as table_tmp:
         with lines_tmp.open("w") as lines, table_tmp.open("w", newline="") as table:
-            yield InstanceSink(lines, table)
+            sink = InstanceSink(lines, table, path)
+            try:
+                yield sink
+                sink.flush()
+            except BaseException:
+                sink.discard()
+                raise
 
 
 def csv_path(path: Path) -> Path:

@@ -13,8 +13,8 @@ and, when a model gives it, the presence (N, C), as numpy arrays.
 
 from __future__ import annotations
 
+import io
 import logging
-import os
 import shutil
 import tempfile
 import warnings
@@ -35,6 +35,8 @@ OPSET = 17
 Runner = Callable[[NDArray[np.float32]], list[NDArray[np.float32]]]
 RUNTIMES = {".onnx": "onnxruntime", ".pt2": "torch.export"}
 LOADERS = ("onnxruntime", "torch.export", "aoti")
+# the runtimes a file of each suffix is for
+LOADED_FROM = {".onnx": ("onnxruntime",), ".pt2": ("torch.export", "aoti")}
 
 
 def runtime_of(out: Path, aot: bool) -> str:
@@ -66,7 +68,11 @@ def need_onnxruntime() -> None:
 
 def write(runtime: str, module: nn.Module, sample: torch.Tensor, path: Path, stride: int) -> None:
     """Write `module` (raw pixels in) for `runtime` at `path`, batch, height and width
-    dynamic (height and width multiples of `stride`)."""
+    dynamic (height and width multiples of `stride`).
+
+    A `.pt2` is built in memory and then written: torch's zip writer that fails on a full
+    disk fails again in its destructor, which aborts the process (std::terminate); a
+    plain write fails with the OSError alone."""
     if runtime == "onnxruntime":
         write_onnx(module, sample, path)
         return
@@ -75,13 +81,12 @@ def write(runtime: str, module: nn.Module, sample: torch.Tensor, path: Path, str
         # (a private module: torch's documented entry point for AOTInductor packages)
         from torch._inductor import aoti_compile_and_package
 
-        # it wants a name ending in .pt2: compiled beside `path`, then moved onto it
-        with tempfile.TemporaryDirectory(dir=path.parent) as folder:
-            package = Path(folder) / "model.pt2"
-            aoti_compile_and_package(program, package_path=str(package))
-            os.replace(package, path)
+        package = io.BytesIO()
+        aoti_compile_and_package(program, package_path=package)
     else:
-        torch.export.save(program, str(path))
+        package = io.BytesIO()
+        torch.export.save(program, package)
+    path.write_bytes(package.getbuffer())
 
 
 def write_onnx(module: nn.Module, sample: torch.Tensor, path: Path) -> None:

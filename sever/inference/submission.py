@@ -31,7 +31,7 @@ from sever.data.tables import (
     table_problems,
 )
 from sever.errors import DataError
-from sever.fileio import atomic_path, read_gray
+from sever.fileio import atomic_path, read_gray, writing
 
 FORMATS = ("auto", "wide", "long")
 SHAPE = (256, 1600)  # the competition's (H, W)
@@ -102,7 +102,7 @@ def write_submission(
     else:
         defects = [(i, c, masks[i, c]) for i in order for c in class_ids if masks.get((i, c))]
         table = pd.DataFrame(defects, columns=list(LONG))[columns]
-    with atomic_path(path) as tmp:
+    with writing(path, "submission"), atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +21,14 @@ from numpy.typing import NDArray
 
 from sever.data.dataset import SteelDataset
 from sever.errors import ConfigError
-from sever.fileio import atomic_path, check_output_file
+from sever.fileio import (
+    atomic_folder,
+    atomic_path,
+    check_output_file,
+    check_output_folder,
+    writable_or,
+    writing,
+)
 from sever.inference.ensemble import Ensemble
 from sever.inference.models import Member
 from sever.inference.postprocess import TUNED_WITH, PostProcess
@@ -125,13 +131,22 @@ def tune_runs(
     out: Path | None = None,
     data_dir: Path | None = None,
     how: str = "auto",
+    cache: Path | None = None,
 ) -> TuneReport:
     """Tune `base`'s thresholds, minimum sizes, gates and scaling on the ensemble's
     validation images and write the result as YAML to `out` (default: the first model's
     run, postprocess-tuned.yml), with the TTA, averaging and models it was tuned with
-    (`tuned_with`, which predict checks)."""
+    (`tuned_with`, which predict checks).
+
+    A run that cannot be written (a read-only mount) has its default `out` in the current
+    folder (`postprocess-tuned-<experiment>-<run>.yml`) and its cache beside `out`
+    (`cache_folder`), each said once in the log; `cache` chooses the cache folder.
+    """
+    run = run_of(ensemble.members[0])
     if out is None:
-        out = run_of(ensemble.members[0]) / "postprocess-tuned.yml"
+        folder = writable_or(run, Path.cwd(), "tune's output")
+        name = "" if folder == run else f"-{run_name(run)}"
+        out = folder / f"postprocess-tuned{name}.yml"
         check_output_file(out, "--out")
     check_members(ensemble.members, base)
     if any(base.min_component):
@@ -140,14 +155,34 @@ def tune_runs(
             "from the starting post-processing"
         )
     groups = group_by_split(ensemble.members)
+    cache_dir = cache_folder(groups[0][1], out, cache)
     out.parent.mkdir(parents=True, exist_ok=True)  # before the work, not after it
-    cache_dir = groups[0][1] / "cache"
     stats, sizes = predict_stats(ensemble, groups, cache_dir, base.one_class_per_pixel, data_dir)
     tuning = tune_stats(stats, parts_of(sizes), base, how)
     written = tuning.postprocess.to_dict() | {TUNED_WITH: tuned_with(ensemble)}
-    with atomic_path(out) as tmp:
+    with writing(out, "tuned post-processing"), atomic_path(out) as tmp:
         tmp.write_text(yaml.safe_dump(written, sort_keys=False))
     return TuneReport(tuning, int(stats.truth.shape[0]), len(groups), out)
+
+
+def cache_folder(run: Path, out: Path | None, chosen: Path | None = None) -> Path:
+    """Where predicted validation probabilities are cached: `chosen` (`--cache-dir`),
+    else `RUN/cache`, else, when the run cannot be written (a read-only mount), `cache/`
+    beside `out` (or in the current folder), said once in the log; checked before the work.
+
+    Raises:
+        OptionError: the folder chosen, or neither default, takes no file.
+    """
+    if chosen is not None:
+        check_output_folder(chosen, "--cache-dir")
+        return chosen
+    beside = Path.cwd() if out is None else out.parent
+    return writable_or(run, beside, "the cache of predicted probabilities") / "cache"
+
+
+def run_name(run: Path) -> str:
+    """`<experiment>-<run>`: a run named in a file name outside it."""
+    return f"{run.parent.name}-{run.name}"
 
 
 def predict_stats(
@@ -204,10 +239,14 @@ def cache_key(ensemble: Ensemble) -> str:
 def predicted(
     ensemble: Ensemble, dataset: SteelDataset, name: str, folder: Path
 ) -> Iterator[Batch]:
-    """Predict a run's validation set batch by batch, caching each batch as it comes."""
-    shutil.rmtree(folder, ignore_errors=True)  # an incomplete cache from an interrupted run
-    folder.mkdir(parents=True)
-    with Tracker(len(dataset), f"tune: predict {name}", "images") as progress:
+    """Predict a run's validation set batch by batch, caching each batch as it comes; the
+    folder appears, whole, once every batch is in it (an incomplete one is replaced; a
+    failed write, a full disk, leaves none, nor any temporary folder)."""
+    with (
+        writing(folder, "cache of predicted probabilities"),
+        atomic_folder(folder, replace=True) as partial,
+        Tracker(len(dataset), f"tune: predict {name}", "images") as progress,
+    ):
         for index, (ids, probs, presence, truth) in enumerate(
             validation_batches(ensemble, dataset)
         ):
@@ -219,10 +258,10 @@ def predicted(
             }
             if presence is not None:
                 batch["presence"] = presence
-            save_batch(folder / f"batch-{index:05d}.npz", batch)
+            save_batch(partial / f"batch-{index:05d}.npz", batch)
             progress.update(len(ids))
             yield batch
-    (folder / "complete").touch()
+        (partial / "complete").touch()
 
 
 def save_batch(path: Path, batch: Batch) -> None:

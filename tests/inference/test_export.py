@@ -4,6 +4,7 @@ export that does not match refused with nothing written."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def test_export_proves_parity_and_writes_a_manifest(run: Path, tmp_path: Path, c
     report = json.loads(printed)
     assert report["images"] == 6 and report["max_difference"] < 1e-4
     assert abs(report["dice_eager"] - report["dice_exported"]) <= 1e-4
-    manifest = json.loads((tmp_path / "model.json").read_text())
+    manifest = json.loads((tmp_path / "model.onnx.json").read_text())
     assert manifest["classes"] == 4 and manifest["input"]["values"] == "raw grey pixels, 0..255"
     assert manifest["sources"]["tta"] == "hflip" and manifest["parity"]["images"] == 6
     # any width: a strip twice the training width, against PyTorch on the same pixels
@@ -89,10 +90,43 @@ def test_predict_with_the_exported_model(run: Path, tiny_data: Path, tmp_path: P
     code, _, err = cli_output(capsys, "predict", "--onnx", model, "-r", run, *common[:2],
                               "--out", tmp_path / "x.csv")  # fmt: skip
     assert code == 2 and "--exported predicts without checkpoints: drop -r/-c" in err
-    (tmp_path / "model.json").unlink()
+    (tmp_path / "model.onnx.json").unlink()
     code, _, err = cli_output(capsys, "predict", "--onnx", model, *common[:2],
                               "--out", tmp_path / "y.csv")  # fmt: skip
-    assert code == 1 and "no model.json beside it; export with sever export" in err
+    assert code == 1 and "no model.onnx.json beside it; export with sever export" in err
+
+
+def test_exports_of_one_name_keep_their_own_manifests(
+    run: Path, tiny_data: Path, tmp_path: Path, capsys, caplog
+):
+    caplog.set_level(logging.WARNING)
+    models = [tmp_path / "model.onnx", tmp_path / "model.pt2"]
+    for model in models:
+        args = ["export", "-r", run, "--out", model, "--check-images", 2, "--workers", 0]
+        code, out, err = cli_output(capsys, *args)
+        assert code == 0, err
+        assert out.splitlines()[-1] == f"wrote {model} and {model}.json"
+    names = ["model.onnx", "model.onnx.json", "model.pt2", "model.pt2.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    # torch.export warns of a file name that does not end in .pt2 (its temporary's did)
+    assert [r.getMessage() for r in caplog.records if ".pt2" in r.getMessage()] == []
+    common = ["--images", tiny_data / "test_images", "--workers", 0]
+    for model in models:
+        code, _, err = cli_output(capsys, "predict", "--exported", model, "--out",
+                                  tmp_path / f"{model.suffix[1:]}.csv", *common)  # fmt: skip
+        assert code == 0, err
+    # an earlier sever's manifest (<stem>.json) serves the export of its own runtime only
+    (tmp_path / "model.onnx.json").unlink()
+    (tmp_path / "model.pt2.json").rename(tmp_path / "model.json")
+    code, _, err = cli_output(capsys, "predict", "--exported", models[1], "--out",
+                              tmp_path / "old.csv", *common)  # fmt: skip
+    assert code == 0, err
+    code, _, err = cli_output(capsys, "predict", "--exported", models[0], "--out",
+                              tmp_path / "other.csv", *common)  # fmt: skip
+    assert code == 1 and err == (
+        f"error: --exported {models[0]}: model.json beside it is the manifest of a "
+        "torch.export export, not of this .onnx file; export it again with sever export\n"
+    )
 
 
 def test_a_pt2_export_proves_parity_and_predicts_strips(
@@ -105,7 +139,7 @@ def test_a_pt2_export_proves_parity_and_predicts_strips(
     report = json.loads(printed)
     assert report["runtime"] == "torch.export" and report["max_difference"] < 1e-4
     assert abs(report["dice_eager"] - report["dice_exported"]) <= 1e-4
-    manifest = json.loads((tmp_path / "model.json").read_text())
+    manifest = json.loads((tmp_path / "model.pt2.json").read_text())
     assert manifest["runtime"] == "torch.export" and "onnx" not in manifest["versions"]
     # PyTorch alone runs it, at any batch and width: a strip twice the training width
     program = torch.export.load(str(model)).module()

@@ -323,7 +323,14 @@ def test_predict_prints_its_counts_or_json(run: Path, tiny_data: Path, tmp_path:
     counts = {c: int(n) for c, n in re.findall(r"class (\d): (\d)", first)}
     assert cli(*args, "--workers", "0", "--json") == 0
     report = json.loads(capsys.readouterr().out)
-    assert report == {"images": 4, "with_defect": counts, "out": str(out)}
+    assert report == {"images": 4, "with_defect": counts, "out": str(out), "files": [str(out)]}
+    # every file and folder written is listed, the submission first
+    more = {"--instances": tmp_path / "d.jsonl", "--save-probs": tmp_path / "probs"}
+    more["--overlays"] = tmp_path / "overlays"
+    extra = [str(a) for option, path in more.items() for a in (option, path)]
+    assert cli(*args, "--workers", "0", *extra) == 0
+    written = [out, more["--instances"], tmp_path / "d.csv", *list(more.values())[1:]]
+    assert capsys.readouterr().out.splitlines()[1:] == [f"wrote {p}" for p in written]
 
 
 def test_a_run_with_arch_params_is_evaluated_with_its_own_decoder(
