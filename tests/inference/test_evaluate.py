@@ -273,7 +273,9 @@ def test_one_default_post_processing_in_every_command(
     validation = last_validation(run)["val_dice_mean"]
     report = evaluate(capsys, "-r", run, "--last")
     assert report["dice_mean"] == pytest.approx(validation, abs=1e-6)
-    assert report["postprocess"] is None
+    applied = report["postprocess"]
+    assert (applied["threshold"], applied["min_pixels"]) == ([0.5] * 4, [8] * 4)
+    assert applied["one_class_per_pixel"] and applied["min_component"] == [0] * 4
     code, out, err = cli_output(
         capsys, "tune", "-r", run, "--last", "--json", "--workers", "0", "--out", tmp_path / "t.yml"
     )
