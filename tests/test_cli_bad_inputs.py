@@ -134,6 +134,10 @@ def world(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> World:
     shutil.copy(run / "checkpoints" / "last.pth", only_last / "last.pth")
     (root / "kfold" / "fold0" / "checkpoints").mkdir(parents=True)
     (root / "kfold" / "fold1" / "checkpoints").mkdir(parents=True)
+    # a copy of the run (files, not links) whose last.pth broke off halfway
+    damaged = shutil.copytree(run, root / "damaged-run")
+    last = damaged / "checkpoints" / "last.pth"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     empty_run = root / "empty-run"
     (empty_run / "checkpoints").mkdir(parents=True)
     shutil.copy(run / "config.yml", empty_run / "config.yml")
@@ -504,6 +508,7 @@ upload-handle-form | 1 | --dataset sever: expected OWNER/SLUG | upload -r {run} 
 upload-handle-slug | 1 | 'Bad_Slug' is not a Kaggle slug | upload -r {run} --dataset me/Bad_Slug --dry-run
 upload-staging-default-a-file | 2 | --staging-dir upload/tiny/ | upload -r {run} --dry-run
 upload-staging-under-a-file | 2 | --staging-dir {csv}/sub.csv/ | upload -r {run} --staging-dir {csv}/sub.csv --dry-run
+upload-staging-on-proc | 2 | --staging-dir /proc/up/tiny/ | upload -r {run} --staging-dir /proc/up --dry-run
 upload-no-credentials | 1 | no Kaggle credentials: set KAGGLE_API_TOKEN | upload -r {run}
 upload-kaggle-json-not-json | 1 | kaggle.json: not valid JSON (at line 1 column | upload -r {run}
 upload-kaggle-json-without-key | 1 | kaggle.json: no 'key' in it | upload -r {run}
@@ -520,6 +525,7 @@ train-image-not-an-image | 1 | not-an-image/train_images/ | train -c {tiny} -o d
 train-no-validation-image | 2 | data.val_fraction 0.01 leaves no validation image; raise it | train -c {tiny} -o data.val_fraction=0.01
 train-batch-larger-than-data | 1 | trainer.batch_size 64 is larger than the | train -c {tiny} -o trainer.batch_size=64
 train-save-dir-under-a-file | 2 | trainer.save_dir: {csv}/sub.csv is a file, not a folder | train -c {tiny} -o trainer.save_dir={csv}/sub.csv/runs
+train-save-dir-on-proc | 2 | trainer.save_dir: cannot write in /proc (no such file or directory) | train -c {tiny} -o trainer.save_dir=/proc/saved
 train-device-without-cuda | 2 | trainer.device: cuda was asked for but CUDA is not available | train -c {tiny} -o trainer.device=cuda
 train-device-garbage | 2 | trainer.device: expected auto, cpu, cuda, cuda:N or mps | train -c {tiny} -o trainer.device=gpu0
 train-weights-not-torch | 1 | text.pth: cannot read weights | train -c {tiny} -o model.encoder_weights={ck}/text.pth
@@ -528,6 +534,7 @@ train-monitor-without-heads | 2 | trainer.monitor: val_f1_mean needs class prese
 train-resume-missing | 1 | {tmp}/nowhere: no such run directory or checkpoint (--resume) | train --resume {tmp}/nowhere
 train-resume-not-a-run | 1 | {data}: not a run directory (no config.yml) | train --resume {data}
 train-resume-damaged-checkpoint | 1 | truncated.pth | train --resume {ck}/truncated.pth
+train-resume-truncated-last | 1 | the newest intact checkpoint is epoch 1's: sever train --resume {w}/damaged-run/checkpoints/checkpoint-epoch1.pth | train --resume {w}/damaged-run
 train-resume-state-dict | 1 | state-dict.pth: not a sever checkpoint | train --resume {ck}/state-dict.pth
 train-resume-changes-the-model | 2 | -o model.encoder: a run resumes with its own model.encoder | train --resume {run} -o model.encoder=resnet34
 train-resume-changes-the-optimiser | 2 | -o optimizer.encoder.lr: a run resumes with its own | train --resume {run} -o optimizer.encoder.lr=0.1
