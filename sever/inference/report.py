@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sever.fileio import atomic_path
+from sever.fileio import atomic_path, writing
 from sever.inference.bootstrap import RESAMPLES, score_intervals
 from sever.inference.compare import (
     CURVE_THRESHOLDS,
@@ -33,8 +33,12 @@ DISAGREEMENTS = 12  # images listed
 
 
 def write_html(comparison: Comparison, path: Path) -> Path:
-    """Write the report atomically; returns `path`."""
-    with atomic_path(path) as tmp:
+    """Write the report atomically; returns `path`.
+
+    Raises:
+        WriteError: it cannot be written (a full disk); an earlier file is kept.
+    """
+    with writing(path, "HTML report"), atomic_path(path) as tmp:
         tmp.write_text(render(comparison), encoding="utf-8")
     return path
 

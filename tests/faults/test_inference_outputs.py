@@ -123,6 +123,13 @@ FULL = [
         ("{disk}/r.json",),
     ),
     Full(
+        "evaluate-html",
+        "evaluate -r {run} --out {tmp}/r.json --html {disk}/r.html --workers 0",
+        "{disk}/r.html",
+        "HTML report",
+        ("{disk}/r.html",),
+    ),
+    Full(
         "export-onnx",
         "export -r {run} --out {disk}/m.onnx --check-images 2 --workers 0",
         "{disk}/m.onnx",
