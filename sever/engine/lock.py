@@ -35,6 +35,20 @@ class RunLock:
     def __init__(self, run: Path, handle: int | None) -> None:
         self.run, self.handle = run, handle
 
+    def announce(self) -> None:
+        """Write who holds the lock into the file, for a refused second process to name;
+        once the holder will train (a finished run's check writes nothing). The lock works
+        without it (a full disk)."""
+        if self.handle is None:
+            return
+        since = time.strftime("%Y-%m-%d %H:%M:%S")
+        holder = f"pid {os.getpid()} on {socket.gethostname()}, since {since}"
+        try:
+            os.ftruncate(self.handle, 0)
+            os.pwrite(self.handle, f"{holder}\n".encode(), 0)
+        except OSError:
+            pass
+
     def release(self) -> None:
         if self.handle is not None:
             os.close(self.handle)  # closing drops the lock
@@ -72,11 +86,4 @@ def lock_run(run: Path) -> RunLock:
             f"{run}: another sever process is training this run ({holder or 'its pid unknown'}); "
             "wait for it to end or stop it, then resume"
         ) from None
-    try:  # who holds it, for the refusal above; the lock works without it (a full disk)
-        os.ftruncate(handle, 0)
-        since = time.strftime("%Y-%m-%d %H:%M:%S")
-        holder = f"pid {os.getpid()} on {socket.gethostname()}, since {since}"
-        os.pwrite(handle, f"{holder}\n".encode(), 0)
-    except OSError:
-        pass
     return RunLock(run, handle)

@@ -49,7 +49,7 @@ from sever.engine.runs import create_run_dir
 from sever.engine.saver import INTERRUPTED, CheckpointSaver
 from sever.engine.steps import Progress
 from sever.errors import CheckpointError, ConfigError, Interrupted, WriteError
-from sever.fileio import probe_writable, writing
+from sever.fileio import existing_ancestor, probe_writable, writing
 from sever.logsetup import add_file_log, remove_handler
 
 log = logging.getLogger(__name__)
@@ -96,8 +96,12 @@ def train(
             checked_on_main(lambda: probe_run(resume.run), world)
             lock = checked_on_main(lambda: lock_run(resume.run), world)
         if resume and (done := finished(config, state)):
+            if resume.latest:
+                checked_on_main(partial(complete_last_epoch, config, resume), world)
             log.warning("%s: %s", resume.run, done)
             return resume.run
+        if lock is not None:
+            lock.announce()
         setup = prepare(config, split_file(resume), world, fresh=resume is None)
         setup.resume = resume
         if resume:
@@ -109,6 +113,8 @@ def train(
             assert made is not None
             run = made
             lock = checked_on_main(lambda: lock_run(run), world)
+            if lock is not None:
+                lock.announce()
         handler = add_file_log(run / "train.log") if world.main else None
         if not world.main:
             quiet()
@@ -127,6 +133,23 @@ def train(
             lock.release()
         if owned:
             close_world(world)
+
+
+def complete_last_epoch(config: Config, resume: ResumePoint) -> None:
+    """What a kill after the final epoch's last.pth left undone: its links, its
+    metrics.csv row (from the checkpoint's history) and the temporaries of those writes.
+    Resuming a run with epochs left redoes these in `fit`; a finished run has no `fit`.
+    A run that ended normally is left as it is."""
+    assert resume.state is not None  # finished() said so
+    epoch, trainer = resume.state["epoch"], config.trainer
+    remove_leftovers(resume.run)
+    saver = CheckpointSaver(
+        resume.run / "checkpoints", trainer.monitor_mode, trainer.save_top_k, trainer.save_period
+    )
+    saver.load_state_dict(resume.state["saver"])
+    saver.relink(epoch)
+    metrics = MetricsLog(resume.run / "metrics.csv", steps.metric_columns(config))
+    metrics.resume(epoch, resume.state.get("history"))
 
 
 def quiet() -> None:
@@ -159,6 +182,11 @@ def check_save_dir(save_dir: Path) -> None:
     """trainer.save_dir must take new files: a file created and removed there (or in the
     nearest folder above it that exists) says so, where `os.access` would say yes to root
     on a read-only mount or /proc."""
+    existing = save_dir if save_dir.exists() else existing_ancestor(save_dir.absolute())
+    if not existing.is_dir():
+        raise ConfigError(
+            f"trainer.save_dir: {existing} is a file, not a folder; choose another save_dir"
+        )
     probe_writable(save_dir, "trainer.save_dir", ConfigError)
 
 

@@ -10,6 +10,7 @@ The runs use the recipes' settings (loader workers, EMA, dropout).
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import re
 import shutil
@@ -165,6 +166,29 @@ def test_a_new_run_on_a_full_disk_leaves_no_folder(
     assert line.startswith(f"error: {save_dir}/tiny/") and "config.yml: cannot write" in line
     assert "the disk is full" in line
     assert [p.name for p in disk.iterdir()] == [".filler"]  # no run folder, no runs/tiny/
+
+
+def test_train_log_on_a_full_disk_stops_with_one_warning(
+    small_disk: Callable[[int], Path], capsys
+) -> None:
+    from sever.logsetup import add_file_log, remove_handler, setup_logging
+
+    setup_logging()
+    disk = small_disk(64)
+    handler = add_file_log(disk / "train.log")
+    fill(disk)
+    logger = logging.getLogger("sever.engine.trainer")
+    for epoch in range(20):
+        logger.info("epoch %d %s", epoch, "x" * 1000)
+    remove_handler(handler)  # its unwritten rest does not raise either
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "cannot write the log" in line]
+    assert warnings == [
+        f"{disk / 'train.log'}: cannot write the log (No space left on device); it stops "
+        "here, the run goes on"
+    ]
+    assert "Logging error" not in err and "Traceback" not in err
+    assert err.count("epoch 19 x") == 1  # the console goes on
 
 
 # ---------------------------------------------------------------------- training: read-only
