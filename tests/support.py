@@ -37,6 +37,7 @@ trainer:
   save_dir: {saved}
   log_every: 2
   log_images: 2
+  min_pixels: 8  # a minimum mask size for 64x256 images (the default is for 256x1600)
 """
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+from sever.config import load_config
 from sever.inference import Ensemble
-from sever.inference.postprocess_file import tuning_differences
+from sever.inference.postprocess import PostProcess
+from sever.inference.postprocess_file import default_postprocess, tuning_differences
 
 
 def member(name: str, task: str = "segment", weight: float = 1.0) -> SimpleNamespace:
@@ -65,3 +67,16 @@ def test_a_models_own_tta_and_size_are_compared() -> None:
     recorded["models"][0]["size"] = [256, 800]
     recorded["models"][1]["tta"] = "vflip"
     assert tuning_differences(recorded, Ensemble(same, "hflip", "weighted")) == []
+
+
+def test_the_one_default_post_processing(tmp_path: Path) -> None:
+    exp = tmp_path / "x.yml"
+    exp.write_text("name: x\n")
+    plain = default_postprocess(load_config(exp))
+    assert plain == PostProcess(threshold=0.5, min_pixels=(600, 600, 1000, 2000))
+    assert plain.one_class_per_pixel and plain.gate is None and plain.scale_c is None
+    two = default_postprocess(load_config(exp, ["model.classes=2"]))
+    assert (two.classes, two.min_pixels) == (2, (0, 0))
+    given = default_postprocess(load_config(exp, ["trainer.threshold=0.4", "trainer.min_pixels=5"]))
+    assert (given.threshold, given.min_pixels) == ((0.4,) * 4, (5,) * 4)
+    assert given.one_class_per_pixel
