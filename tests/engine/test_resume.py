@@ -241,6 +241,34 @@ def test_resuming_a_finished_run_says_so_in_one_line(finished_run: Path, capsys)
     assert snapshot(finished_run) == before
 
 
+def test_a_kill_after_the_last_checkpoint_is_made_good_by_resuming(
+    finished_run: Path, tmp_path: Path, capsys
+) -> None:
+    """kill -9 after the final epoch's last.pth, before its links and its metrics.csv row
+    (where the random kill above lands when it comes at the run's very end): the run is
+    finished, and resuming it says so and does what the kill left undone."""
+    import shutil
+
+    from tests.support import cli_output
+
+    run = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    checkpoints = run / "checkpoints"
+    rows = (run / "metrics.csv").read_text()
+    (run / "metrics.csv").write_text("".join(rows.splitlines(keepends=True)[:-1]))
+    (checkpoints / "checkpoint-epoch2.pth").unlink()
+    writer = subprocess.Popen(["true"])  # the killed writer: a PID that runs no more
+    writer.wait()
+    leftover = run / f".metrics.csv.tmp-{writer.pid}.csv"
+    leftover.write_text("epoch,train_loss\n2,0.")
+    code, out, err = cli_output(capsys, "train", "--resume", run)
+    assert code == 0, err
+    assert out.strip() == f"run: {run}"
+    assert f"{run}: already finished: epoch 2 of trainer.epochs 2" in err
+    assert (run / "metrics.csv").read_text() == rows
+    assert os.path.samefile(checkpoints / "last.pth", checkpoints / "checkpoint-epoch2.pth")
+    assert not leftover.exists()
+
+
 @pytest.mark.parametrize(
     ("override", "key"),
     [
