@@ -7,12 +7,10 @@ sanitises model descriptions as HTML.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sever.inference.postprocess_file import read_postprocess
-
-if TYPE_CHECKING:
-    from sever.kaggle.staging import Staged, StagedCheckpoint
+from sever.kaggle.staged import Staged, StagedCheckpoint
 
 METRICS = [
     ("val_dice_mean", "Dice"),

@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -28,6 +27,7 @@ from sever.errors import CheckpointError, SeverError
 from sever.fileio import atomic_folder, atomic_path, folders_made, writing
 from sever.inference.models import checkpoint_path
 from sever.kaggle.card import instance_usage, model_card
+from sever.kaggle.staged import MODEL_FRAMEWORK, Staged, StagedCheckpoint, Target
 from sever.kaggle.wheels import build_wheel
 
 log = logging.getLogger(__name__)
@@ -35,81 +35,12 @@ log = logging.getLogger(__name__)
 UPLOAD_ROOT = Path("upload")
 DATASET_LICENSE = "CC0-1.0"
 MODEL_LICENSE = "CC0: Public Domain"
-MODEL_FRAMEWORK = "pyTorch"
 COMPETITION = "severstal-steel-defect-detection"
 UNKNOWN_OWNER = "YOUR-KAGGLE-USERNAME"
 # What a weights-only checkpoint keeps: enough for `sever predict` and the model card.
 WEIGHTS_KEYS = ("format", "model", "ema", "config", "epoch", "metrics", "versions")
 EXTRAS = ("config.yml", "metrics.csv", "postprocess-tuned.yml")
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-
-
-@dataclass
-class Target:
-    """Where the staged folder goes on Kaggle.
-
-    Attributes:
-        kind: 'dataset' or 'model'.
-        owner: the Kaggle user or organisation (UNKNOWN_OWNER in a dry run without one).
-        slug: the dataset's or model's slug.
-        title: its title (6-50 characters for a dataset).
-        variation: for a model, the instance (variation) slug; the framework is PyTorch.
-        public: make it public when it is created (a new version keeps the visibility).
-    """
-
-    kind: str
-    owner: str
-    slug: str
-    title: str
-    variation: str | None = None
-    public: bool = False
-
-    @property
-    def handle(self) -> str:
-        if self.kind == "model":
-            return f"{self.owner}/{self.slug}/{MODEL_FRAMEWORK.lower()}/{self.variation}"
-        return f"{self.owner}/{self.slug}"
-
-    @property
-    def input_dir(self) -> str:
-        """Where a Kaggle notebook sees the files (a model's version is only known later)."""
-        if self.kind == "model":
-            return f"/kaggle/input/{self.slug}/pytorch/{self.variation}/1"
-        return f"/kaggle/input/{self.slug}"
-
-
-@dataclass
-class StagedCheckpoint:
-    """One staged checkpoint and what the model card says about it."""
-
-    name: str
-    source: Path
-    epoch: int
-    metrics: dict[str, float]
-    validated_at: int | None
-    size: int
-    source_size: int
-    fingerprint: str = ""  # weights_fingerprint of its evaluated weights
-
-
-@dataclass
-class Staged:
-    """A complete staged folder."""
-
-    folder: Path
-    run: Path
-    target: Target
-    config: dict
-    versions: dict
-    checkpoints: list[StagedCheckpoint]
-    files: list[Path] = field(default_factory=list)
-    wheels: list[str] = field(default_factory=list)
-    weights_only: bool = False
-    replaced: bool = False
-
-    @property
-    def size(self) -> int:
-        return sum(p.stat().st_size for p in self.files)
 
 
 # ------------------------------------------------------------------- choosing checkpoints
