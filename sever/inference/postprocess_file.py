@@ -9,8 +9,9 @@ record with their own ensemble and warn in one line when it differs.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
@@ -20,10 +21,37 @@ from sever.errors import ConfigError
 from sever.inference.postprocess import DEFAULT_CLASSES, TUNED_WITH, PostProcess
 from sever.yamlio import read_yaml
 
-if TYPE_CHECKING:  # for annotations only: ensemble.py imports this module
-    from sever.inference.ensemble import Ensemble
-
 log = logging.getLogger(__name__)
+
+
+class TunedMember(Protocol):
+    """What the record says of one model (an ensemble's `Member` has it)."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def weight(self) -> float: ...
+    @property
+    def task(self) -> str: ...
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def tta(self) -> str | None: ...
+    @property
+    def size(self) -> tuple[int, int] | None: ...
+
+
+class TunedEnsemble(Protocol):
+    """What the record says of an ensemble: `sever.inference.ensemble.Ensemble` has it. The
+    record belongs to the post-processing file; the ensemble, which reads such files,
+    imports this module, so this one names what it reads rather than the class."""
+
+    @property
+    def members(self) -> Sequence[TunedMember]: ...
+    @property
+    def tta(self) -> str: ...
+    @property
+    def averaging(self) -> str: ...
 
 
 def default_postprocess(config: Config) -> PostProcess:
@@ -102,7 +130,7 @@ class TunedWith(BaseModel):
     models: list[TunedModel]
 
 
-def tuned_with(ensemble: Ensemble) -> dict[str, Any]:
+def tuned_with(ensemble: TunedEnsemble) -> dict[str, Any]:
     """The `tuned_with` record of a tuned file: TTA, averaging, and each model's checkpoint,
     weight, task and weights fingerprint (the same wherever the file is copied)."""
     models = [
@@ -119,7 +147,7 @@ def tuned_with(ensemble: Ensemble) -> dict[str, Any]:
     return {"tta": ensemble.tta, "averaging": ensemble.averaging, "models": models}
 
 
-def tuning_differences(record: dict[str, Any], ensemble: Ensemble) -> list[str]:
+def tuning_differences(record: dict[str, Any], ensemble: TunedEnsemble) -> list[str]:
     """How this ensemble differs from the one a post-processing was tuned with (empty
     when it is the same: TTA, averaging where it matters, models by their weights, and
     their weights under weighted averaging)."""
@@ -161,7 +189,9 @@ def tuning_differences(record: dict[str, Any], ensemble: Ensemble) -> list[str]:
     return found
 
 
-def warn_if_tuned_otherwise(source: Path | dict[str, Any] | None, ensemble: Ensemble) -> list[str]:
+def warn_if_tuned_otherwise(
+    source: Path | dict[str, Any] | None, ensemble: TunedEnsemble
+) -> list[str]:
     """Log one warning when the post-processing was tuned with other models or options
     than this ensemble's; returns what differs."""
     _, record = read_postprocess(source)
