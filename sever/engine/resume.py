@@ -142,22 +142,39 @@ def resumed_config(point: ResumePoint, overrides: list[str]) -> Config:
         ConfigError: an override changes what the checkpoint fixes (the model, the
             optimiser, the split; mid-epoch also the batches).
     """
+    fixed = FIXED_ON_RESUME + (FIXED_MID_EPOCH if point.mid_epoch else ())
     if point.state is None:
         stored = load_config(point.run / "config.yml")
-        config = load_config(point.run / "config.yml", overrides)
     else:
         source = f"{point.checkpoint} (config)"
         stored = config_from_dict(point.state["config"], source)
-        config = config_from_dict(point.state["config"], source, overrides)
-    fixed = FIXED_ON_RESUME + (FIXED_MID_EPOCH if point.mid_epoch else ())
+    try:
+        if point.state is None:
+            config = load_config(point.run / "config.yml", overrides)
+        else:
+            config = config_from_dict(point.state["config"], source, overrides)
+    except ConfigError:
+        # An override of a fixed key is refused as such, even where the value it would
+        # give does not validate with the run's other settings (model.classes=3 against
+        # its four min_pixels).
+        stored_flat = flatten(config_dict(stored))
+        for key in (o.partition("=")[0].strip() for o in overrides):
+            if key.startswith(fixed):
+                raise refusal(key, stored_flat.get(key), point) from None
+        raise
     for key, (old, _) in changed_keys(stored, config).items():
         if key.startswith(fixed):
-            where = "a run stopped mid-epoch" if key.startswith(FIXED_MID_EPOCH) else "a run"
-            raise ConfigError(
-                f"-o {key}: {where} resumes with its own {key} ({old!r}); start a new run "
-                f"instead: sever train -c {point.run / 'config.yml'} -o {key}=..."
-            )
+            raise refusal(key, old, point)
     return config
+
+
+def refusal(key: str, old: object, point: ResumePoint) -> ConfigError:
+    """-o KEY changes what a resumed run keeps: one line naming it and what to do."""
+    where = "a run stopped mid-epoch" if key.startswith(FIXED_MID_EPOCH) else "a run"
+    return ConfigError(
+        f"-o {key}: {where} resumes with its own {key} ({old!r}); start a new run "
+        f"instead: sever train -c {point.run / 'config.yml'} -o {key}=..."
+    )
 
 
 def changed_keys(before: Config, after: Config) -> dict[str, tuple[object, object]]:
