@@ -25,9 +25,9 @@ from pydantic import (
     model_validator,
 )
 
+from sever import components
 from sever.config_errors import describe_error
 from sever.errors import ConfigError
-from sever.registry import Registry
 from sever.yamlio import read_yaml as read_yaml_file
 
 Size = tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]]
@@ -101,9 +101,10 @@ def per_class_value(value: object, whole: bool, low: str) -> object:
     )
 
 
-# Names are checked against the registries that build them. Those live beside torch,
-# albumentations and SMP (seconds to import), so validate() checks names in a second pass:
-# a typo, an unknown key or a wrong type is reported from the first, in under a second.
+# Names are checked in a second pass of validate(): architectures and encoders are SMP's and
+# timm's (seconds to import), so a typo, an unknown key or a wrong type is reported from the
+# first, in under a second. Recipe, sampler, optimiser and scheduler names are sever's own,
+# listed in sever.components without the libraries that build them.
 NAMES_CHECKED = "names"
 
 
@@ -112,45 +113,21 @@ def names_checked(info: ValidationInfo) -> bool:
     return bool((info.context or {}).get(NAMES_CHECKED, True))
 
 
-def recipes() -> Registry:
-    from sever.data.augment import RECIPES  # albumentations: see NAMES_CHECKED
+def architecture_known(name: str) -> str:
+    from sever.model.catalogue import ARCHITECTURES  # SMP: see NAMES_CHECKED
 
-    return RECIPES
-
-
-def samplers() -> Registry:
-    from sever.data.sampling import SAMPLERS  # torch: see NAMES_CHECKED
-
-    return SAMPLERS
-
-
-def architectures() -> Registry:
-    from sever.model.build import ARCHITECTURES  # SMP: see NAMES_CHECKED
-
-    return ARCHITECTURES
-
-
-def optimizers() -> Registry:
-    from sever.model.optim import OPTIMIZERS  # torch: see NAMES_CHECKED
-
-    return OPTIMIZERS
-
-
-def schedulers() -> Registry:
-    from sever.model.optim import SCHEDULERS  # torch: see NAMES_CHECKED
-
-    return SCHEDULERS
+    return ARCHITECTURES.check(name)
 
 
 def encoder_known(name: str) -> str:
-    from sever.model.build import check_encoder  # SMP and timm: see NAMES_CHECKED
+    from sever.model.catalogue import check_encoder  # SMP and timm: see NAMES_CHECKED
 
     return check_encoder(name)
 
 
-def registered(registry: Callable[[], Registry], name: str, info: ValidationInfo) -> str:
-    """`name` if `registry()` has it (in the pass that checks names), else ValueError."""
-    return registry().check(name) if names_checked(info) else name
+def registered(check: Callable[[str], str], name: str, info: ValidationInfo) -> str:
+    """`check(name)` (the name, else ValueError) in the pass that checks names, else `name`."""
+    return check(name) if names_checked(info) else name
 
 
 class NormalizeConfig(Section):
@@ -229,12 +206,12 @@ class DataConfig(Section):
     @field_validator("augment")
     @classmethod
     def _augment(cls, name: str, info: ValidationInfo) -> str:
-        return registered(recipes, name, info)
+        return registered(components.RECIPES.check, name, info)
 
     @field_validator("sampler")
     @classmethod
     def _sampler(cls, name: str, info: ValidationInfo) -> str:
-        return registered(samplers, name, info)
+        return registered(components.SAMPLERS.check, name, info)
 
     @model_validator(mode="after")
     def _crop_fits(self) -> DataConfig:
@@ -330,7 +307,7 @@ class ModelConfig(Section):
     @field_validator("arch")
     @classmethod
     def _arch(cls, name: str, info: ValidationInfo) -> str:
-        return registered(architectures, name, info)
+        return registered(architecture_known, name, info)
 
     @field_validator("arch_params")
     @classmethod
@@ -342,7 +319,7 @@ class ModelConfig(Section):
                 raise ValueError(f"'{name}' is set by sever ({SEVER_SETS[name]}); remove it")
         arch = info.data.get("arch")  # absent when the arch itself was refused
         if params and arch and names_checked(info):
-            from sever.model.build import check_arch_params  # SMP: see NAMES_CHECKED
+            from sever.model.catalogue import check_arch_params  # SMP: see NAMES_CHECKED
 
             check_arch_params(arch, params, exclude=SEVER_SETS)
         return params
@@ -350,7 +327,7 @@ class ModelConfig(Section):
     @field_validator("encoder")
     @classmethod
     def _encoder(cls, name: str, info: ValidationInfo) -> str:
-        return encoder_known(name) if names_checked(info) else name
+        return registered(encoder_known, name, info)
 
     @field_validator("encoder_weights")
     @classmethod
@@ -436,7 +413,7 @@ class OptimizerConfig(Section):
     @field_validator("type")
     @classmethod
     def _type(cls, name: str, info: ValidationInfo) -> str:
-        return registered(optimizers, name, info)
+        return registered(components.OPTIMIZERS.check, name, info)
 
 
 class SchedulerConfig(Section):
@@ -455,7 +432,7 @@ class SchedulerConfig(Section):
     @field_validator("type")
     @classmethod
     def _type(cls, name: str, info: ValidationInfo) -> str:
-        return registered(schedulers, name, info)
+        return registered(components.SCHEDULERS.check, name, info)
 
 
 # What a run can monitor: losses, the Dice of the masks (mean, per class c, on pairs with

@@ -16,9 +16,10 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no version check over 
 import albumentations as A  # noqa: E402
 import numpy as np  # noqa: E402
 
+from sever import components  # noqa: E402
 from sever.registry import Registry  # noqa: E402
 
-if TYPE_CHECKING:  # config imports this module to check recipe names
+if TYPE_CHECKING:
     from sever.config import NormalizeConfig, Size
 
 
@@ -106,9 +107,8 @@ def heavy_crop(size: Size | None, defect_crop: float) -> list[A.BasicTransform]:
     ]
 
 
-RECIPES: Registry[Callable[[Size | None, float], list]] = Registry(
-    "augmentation recipe",
-    {"none": no_augment, "light": light, "medium": medium, "heavy-crop": heavy_crop},
+RECIPES: Registry[Callable[[Size | None, float], list]] = components.RECIPES.registry(
+    {"none": no_augment, "light": light, "medium": medium, "heavy-crop": heavy_crop}
 )
 
 

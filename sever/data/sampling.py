@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import Sampler
 
+from sever import components
 from sever.registry import Registry
 
 
@@ -117,8 +118,8 @@ def class_balanced(class_sets: pd.Series, share: float, seed: int) -> EpochSampl
     return ClassBalancedSampler(is_rare.to_numpy(bool), share, seed)
 
 
-SAMPLERS: Registry[Callable[[pd.Series, float, int], EpochSampler]] = Registry(
-    "sampler", {"random": shuffle, "class-balanced": class_balanced}
+SAMPLERS: Registry[Callable[[pd.Series, float, int], EpochSampler]] = components.SAMPLERS.registry(
+    {"random": shuffle, "class-balanced": class_balanced}
 )
 
 

@@ -8,11 +8,9 @@ a grey image fed as three equal channels, so `sum` starts where the RGB network 
 
 from __future__ import annotations
 
-import inspect
-import typing
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,65 +19,22 @@ import huggingface_hub
 import segmentation_models_pytorch as smp
 import timm
 import torch
-from pydantic import TypeAdapter, ValidationError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from sever.errors import CheckpointError, ConfigError
 from sever.fileio import torch_load_problem
+from sever.model.catalogue import ARCHITECTURES
 from sever.model.classifier import Classifier
-from sever.registry import Registry, unknown_name
 
 if TYPE_CHECKING:
     from sever.config import ModelConfig
-
-# Every architecture smp itself can create by name, under its class name ("Unet", "FPN").
-ARCHITECTURES: Registry[type[nn.Module]] = Registry(
-    "architecture", {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
-)
 
 # Architectures with their own spatial dropout on decoder features: the argument to set.
 # The others get an nn.Dropout2d in front of their segmentation head.
 NATIVE_DROPOUT = {"FPN": "decoder_dropout", "PSPNet": "psp_dropout"}
 
 CHANNELS = {"r": 0, "g": 1, "b": 2}
-
-
-def check_encoder(name: str) -> str:
-    """Return `name` if SMP can build it (an SMP encoder or `tu-<timm model>`), else raise.
-
-    Raises:
-        ValueError: the name is unknown; the message suggests the closest valid name.
-    """
-    smp_names = smp.encoders.get_encoder_names()
-    if name in smp_names or (name.startswith("tu-") and timm.is_model(name[3:])):
-        return name
-    valid = [*smp_names, *(f"tu-{model}" for model in timm.list_models())]
-    raise ValueError(unknown_name("encoder", name, valid) + " (or tu-<any timm model>)")
-
-
-def check_arch_params(arch: str, params: Mapping[str, object], exclude: Iterable[str] = ()) -> None:
-    """Raise ValueError for the first of `params` that `arch`'s constructor does not take
-    (SMP hands unknown names to timm encoders, or drops them, without a word) or whose
-    value does not fit the constructor's annotation. `exclude`: names sever sets itself."""
-    init = ARCHITECTURES[arch].__init__
-    hints = typing.get_type_hints(init)
-    takes = [
-        name
-        for name, p in inspect.signature(init).parameters.items()
-        if name != "self"
-        and name not in exclude
-        and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-    ]
-    for name, value in params.items():
-        if name not in takes:
-            raise ValueError(unknown_name(f"{arch} argument", name, takes))
-        if name in hints:
-            try:
-                TypeAdapter(hints[name]).validate_python(value, strict=True)
-            except ValidationError:
-                expected = getattr(hints[name], "__name__", str(hints[name]))
-                raise ValueError(f"{name}: expected {expected}, got {value!r}") from None
 
 
 def build_model(cfg: ModelConfig, task: str = "segment") -> nn.Module:

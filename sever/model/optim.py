@@ -22,6 +22,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 
+from sever import components
 from sever.model.build import encoder_and_rest
 from sever.registry import Registry
 
@@ -39,13 +40,14 @@ def sgd(groups: list[dict], cfg: OptimizerConfig) -> Optimizer:
 
 
 # Each takes the parameter groups (which carry their own lr and weight_decay) and the config.
-OPTIMIZERS: Registry[Callable[[list[dict], OptimizerConfig], Optimizer]] = Registry(
-    "optimizer",
-    {
-        "radam": lambda groups, cfg: torch.optim.RAdam(groups),
-        "adamw": lambda groups, cfg: torch.optim.AdamW(groups),
-        "sgd": sgd,
-    },
+OPTIMIZERS: Registry[Callable[[list[dict], OptimizerConfig], Optimizer]] = (
+    components.OPTIMIZERS.registry(
+        {
+            "radam": lambda groups, cfg: torch.optim.RAdam(groups),
+            "adamw": lambda groups, cfg: torch.optim.AdamW(groups),
+            "sgd": sgd,
+        }
+    )
 )
 
 
@@ -151,14 +153,13 @@ def plateau_scheduler(
     )
 
 
-SCHEDULERS: Registry[Callable[..., Scheduler]] = Registry(
-    "scheduler",
+SCHEDULERS: Registry[Callable[..., Scheduler]] = components.SCHEDULERS.registry(
     {
         "flat-cosine": flat_cosine_scheduler,
         "flat-logistic": flat_logistic_scheduler,
         "constant": constant_scheduler,
         "plateau": plateau_scheduler,
-    },
+    }
 )
 
 

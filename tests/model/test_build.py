@@ -7,14 +7,8 @@ from torch import nn
 
 from sever.config import ModelConfig
 from sever.errors import CheckpointError, ConfigError
-from sever.model.build import (
-    ARCHITECTURES,
-    build_model,
-    check_encoder,
-    encoder_and_rest,
-    split_outputs,
-    use_one_channel,
-)
+from sever.model.build import build_model, encoder_and_rest, split_outputs, use_one_channel
+from sever.model.catalogue import ARCHITECTURES, check_encoder
 
 CHANNEL_SLICES = {"r": slice(0, 1), "g": slice(1, 2), "b": slice(2, 3)}
 
