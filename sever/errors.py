@@ -46,6 +46,12 @@ class OptionError(SeverError):
     exit_code = 2
 
 
+class UsageError(OptionError):
+    """Options that do not go together, or a choice left out (--folds with --resume,
+    predict without --images), found by the library a command calls; the CLI prints it as
+    click prints its own usage errors, pointing at the command's --help."""
+
+
 class WriteError(SeverError):
     """An output that could not be written (a full disk, a read-only file system); the
     message names the file, and what it replaces is kept as it was. `path` is that file."""

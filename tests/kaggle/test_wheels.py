@@ -38,7 +38,11 @@ def test_wheels_are_reproducible_and_their_record_is_right(tmp_path: Path) -> No
     assert first.read_bytes() == second.read_bytes()
     with zipfile.ZipFile(first) as wheel:
         names = set(wheel.namelist())
-        assert {"sever/cli.py", "sever/logging.yml", "sever/inference/postprocess.py"} <= names
+        assert {
+            "sever/cli/__init__.py",
+            "sever/logging.yml",
+            "sever/inference/postprocess.py",
+        } <= names
         assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
         assert (
             "sever = sever.cli:main"
