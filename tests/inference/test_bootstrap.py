@@ -53,15 +53,18 @@ def test_the_same_option_is_within_noise() -> None:
 
 
 def test_planted_differences_get_their_verdicts() -> None:
-    """B loses 0.05 on every pair: certain. A gains 0.01 per image on average with a noise
-    of 0.1: within noise on 100 images (standard error 0.01), clear on 20,000 (0.0007)."""
+    """B loses 0.05 on every pair: certain. A gains exactly 0.01 per image on average with a
+    noise of exactly 0.1 (planted, not drawn, so no seed decides it): 1 standard error on
+    100 images (0.01), within noise; 14 on 20,000 (0.0007), clear."""
     rng = np.random.default_rng(5)
     a = rng.random((1000, 4))
     assert paired_difference(a, a - 0.05).verdict("A", "B") == "A better"
     assert paired_difference(a - 0.05, a).verdict("A", "B") == "B better"
     for images, verdict in ((100, "within noise"), (20_000, "A better")):
         base = rng.random((images, 1))
-        gain = rng.normal(0.01, 0.1, size=(images, 1))
+        z = rng.normal(size=(images, 1))
+        gain = 0.01 + 0.1 * (z - z.mean()) / z.std()
+        assert gain.mean() == pytest.approx(0.01) and gain.std() == pytest.approx(0.1)
         assert paired_difference(base + gain, base, seed=2).verdict() == verdict
 
 
