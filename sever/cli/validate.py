@@ -68,8 +68,7 @@ def evaluate(
 @cli.command()
 @ensemble_options(*MODEL_OPTIONS, *FILE_OPTIONS[:2])
 @click.option(
-    "--postprocess",
-    "start",
+    "--postprocess",  # into the spec: it wins over the ensemble file's
     type=click.Path(path_type=Path),
     help="Starting post-processing (kept for what is not tuned; default: the ensemble "
     "file's, else the defaults).",
@@ -100,7 +99,6 @@ def evaluate(
 @click.option("--json", "as_json", is_flag=True, help="Print before/after as JSON.")
 def tune(
     spec,
-    start: Path | None,
     out: Path | None,
     cache: Path | None,
     how: str,
@@ -121,11 +119,8 @@ def tune(
         check_output_file(out, "--out")  # before the models load
     if cache is not None:
         check_output_folder(cache, "--cache-dir")
-    if start is not None:  # --postprocess wins over the ensemble file's
-        spec = dataclasses.replace(spec, postprocess=start)
     # Tuning starts where predict would be: the given post-processing, else the one default.
-    ensemble = Ensemble.from_options(spec)
-    report = tune_runs(ensemble, ensemble.applied_postprocess, out, data_dir, how, cache)
+    report = tune_runs(Ensemble.from_options(spec), None, out, data_dir, how, cache)
     echo_report(report, as_json)
 
 

@@ -127,7 +127,7 @@ class TuneReport:
 
 def tune_runs(
     ensemble: Ensemble,
-    base: PostProcess,
+    base: PostProcess | None = None,
     out: Path | None = None,
     data_dir: Path | None = None,
     how: str = "auto",
@@ -136,12 +136,15 @@ def tune_runs(
     """Tune `base`'s thresholds, minimum sizes, gates and scaling on the ensemble's
     validation images and write the result as YAML to `out` (default: the first model's
     run, postprocess-tuned.yml), with the TTA, averaging and models it was tuned with
-    (`tuned_with`, which predict checks).
+    (`tuned_with`, which predict checks). Without `base`, tuning starts where predict
+    would be: the ensemble's post-processing, else the one default
+    (`Ensemble.applied_postprocess`).
 
     A run that cannot be written (a read-only mount) has its default `out` in the current
     folder (`postprocess-tuned-<experiment>-<run>.yml`) and its cache beside `out`
     (`cache_folder`), each said once in the log; `cache` chooses the cache folder.
     """
+    base = ensemble.applied_postprocess if base is None else base
     run = run_of(ensemble.members[0])
     if out is None:
         folder = writable_or(run, Path.cwd(), "tune's output")
