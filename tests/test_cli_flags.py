@@ -85,3 +85,37 @@ def test_an_option_value_that_looks_like_a_flag_stays_the_options(tmp_path: Path
     code, out, err = cli_output(capsys, "config", "-c", path, "-o", "--debug")
     assert code == 2 and out == ""
     assert err == "error: -o --debug: expected KEY.PATH=VALUE, e.g. -o trainer.epochs=3\n"
+
+
+@pytest.mark.parametrize(
+    ("number", "expected"),
+    [
+        (28, "error: /data/out/x.csv: the disk is full; free some space, or write elsewhere"),
+        (30, "error: /data/out/x.csv: the file system is read-only; free some space, or write"),
+    ],
+)
+def test_a_full_disk_no_writer_expected_is_one_line(
+    monkeypatch, capsys, tmp_path, number, expected
+):
+    # ENOSPC (28) and EROFS (30) raised where no writer catches them: the machine's problem,
+    # named with its file, not "a bug in sever".
+    import sever.data.synth
+
+    def full(*args, **kwargs):
+        raise OSError(number, os.strerror(number), "/data/out/x.csv")
+
+    monkeypatch.setattr(sever.data.synth, "generate", full)
+    code, out, err = cli_output(capsys, "synth", tmp_path / "new")
+    assert code == 1 and out == "" and err.startswith(expected) and err.count("\n") == 1
+    assert "bug" not in err
+
+
+def test_any_other_unexpected_error_is_still_a_bug(monkeypatch, capsys, tmp_path):
+    import sever.data.synth
+
+    def broken(*args, **kwargs):
+        raise OSError(2, "No such file or directory", "/x")
+
+    monkeypatch.setattr(sever.data.synth, "generate", broken)
+    code, _, err = cli_output(capsys, "synth", tmp_path / "new")
+    assert code == 1 and "this is a bug in sever" in err and err.count("\n") == 1

@@ -10,6 +10,7 @@ says so, in one line too.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -148,16 +149,31 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(exc.exit_code)
-    except Exception as exc:  # a bug: still one line unless --debug
+    except Exception as exc:  # a bug, or the machine's disk: still one line unless --debug
         if flags.debug:
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        click.echo(
-            f"error: {type(exc).__name__}: {first} (this is a bug in sever; rerun with --debug "
-            "and report it with the traceback)",
-            err=True,
-        )
+        click.echo(f"error: {unexpected(exc)}", err=True)
         sys.exit(1)
+
+
+# The machine's, not sever's: a write that no writer of sever expected still fails so.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def unexpected(exc: Exception) -> str:
+    """An error no command turned into a line: a full disk or a read-only file system
+    named with its file (nothing sever wrote is half-left: writers rename complete files);
+    anything else is a bug, and says so."""
+    if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+        from sever.fileio import os_reason  # only now: fileio imports cv2
+
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{os_reason(exc)}; free some space, or write elsewhere"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return (
+        f"{type(exc).__name__}: {first} (this is a bug in sever; rerun with --debug and "
+        "report it with the traceback)"
+    )
 
 
 def usage_line(exc: click.UsageError) -> str:
