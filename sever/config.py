@@ -477,7 +477,8 @@ class TrainerConfig(Section):
     save_period: Annotated[int, Field(ge=0)] = 0
     threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
     # one per class, or one number for every class; None: 600/600/1000/2000 for 4 classes,
-    # else 0 (the one default post-processing: sever.inference.postprocess_file)
+    # else 0 (PostProcess's; the one default post-processing is default_postprocess in
+    # sever.inference.postprocess_file)
     min_pixels: list[Annotated[int, Field(ge=0)]] | Annotated[int, Field(ge=0)] | None = None
     tensorboard: bool = True
     log_images: Annotated[int, Field(ge=0)] = 4

@@ -91,7 +91,7 @@ def test_an_option_value_that_looks_like_a_flag_stays_the_options(tmp_path: Path
     ("number", "expected"),
     [
         (28, "error: /data/out/x.csv: the disk is full; free some space, or write elsewhere"),
-        (30, "error: /data/out/x.csv: the file system is read-only; free some space, or write"),
+        (30, "error: /data/out/x.csv: the file system is read-only; write elsewhere"),
     ],
 )
 def test_a_full_disk_no_writer_expected_is_one_line(

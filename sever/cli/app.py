@@ -168,7 +168,10 @@ def unexpected(exc: Exception) -> str:
         from sever.fileio import os_reason  # only now: fileio imports cv2
 
         where = f"{exc.filename}: " if exc.filename else ""
-        return f"{where}{os_reason(exc)}; free some space, or write elsewhere"
+        then = (
+            "write elsewhere" if exc.errno == errno.EROFS else "free some space, or write elsewhere"
+        )
+        return f"{where}{os_reason(exc)}; {then}"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return (
         f"{type(exc).__name__}: {first} (this is a bug in sever; rerun with --debug and "

@@ -75,7 +75,8 @@ FILE_OPTIONS = [
     click.option(
         "--postprocess",
         type=click.Path(path_type=Path),
-        help="Post-processing YAML (default: the ensemble file's, else the defaults).",
+        help="Post-processing YAML (default: the ensemble file's, else the model's default: "
+        "its trainer's threshold and min_pixels, one class per pixel).",
     ),
 ]
 

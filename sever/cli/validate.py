@@ -71,7 +71,7 @@ def evaluate(
     "--postprocess",  # into the spec: it wins over the ensemble file's
     type=click.Path(path_type=Path),
     help="Starting post-processing (kept for what is not tuned; default: the ensemble "
-    "file's, else the defaults).",
+    "file's, else the model's default: its trainer's threshold and min_pixels).",
 )
 @click.option(
     "--out",
@@ -109,7 +109,8 @@ def tune(
 
     -r RUN (repeatable) or -c ENSEMBLE.yml names the models (with the file's TTA and
     averaging). Give a classifier run (task: classify) beside the segmenters, or use models
-    with a class head, to also tune the presence gate and the threshold scaling."""
+    with a class head, to also tune the presence gate and the classifier's scaling of the
+    minimum sizes (scale_c)."""
     from sever.fileio import check_output_file, check_output_folder
     from sever.inference import Ensemble, tune_runs
 

@@ -50,6 +50,7 @@ __all__ = [
     "remove_small_components",
     "scaled_min_pixels",
     "threshold",
+    "winners",
 ]
 
 DEFAULT_CLASSES = 4  # the competition's; `PostProcess.classes` says how many
@@ -199,6 +200,18 @@ def threshold(probs: Probs, t: float | Sequence[float] | NDArray[Any] = 0.5) -> 
     probs = np.asarray(probs)
     batch = _batch(probs, "probs")
     return _threshold(batch, t).reshape(probs.shape)
+
+
+def winners(probs: Probs) -> NDArray[np.unsignedinteger[Any]]:
+    """Each pixel's most probable class, `(N, H, W)` from `(N, C, H, W)` (ties go to the
+    lowest class index), in the smallest unsigned dtype that holds C - 1: what one class
+    per pixel keeps, stored beside rounded probabilities (tune's cache, saved
+    probabilities) because rounding creates ties."""
+    probs = np.asarray(probs)
+    found: NDArray[np.unsignedinteger[Any]] = probs.argmax(axis=1).astype(
+        np.min_scalar_type(max(probs.shape[1] - 1, 0))
+    )
+    return found
 
 
 def one_class_per_pixel(probs: Probs, masks: NDArray[Any]) -> Masks:

@@ -22,6 +22,7 @@ from sever.inference.postprocess import DEFAULT_CLASSES, TUNED_WITH, PostProcess
 from sever.yamlio import read_yaml
 
 log = logging.getLogger(__name__)
+TUNED_FILE = "postprocess-tuned.yml"  # sever tune's output in a run (and staged beside it)
 
 
 class TunedMember(Protocol):

@@ -6,6 +6,7 @@ back), then over the ensemble's members with the chosen averaging (mean, RMS, we
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -61,6 +62,8 @@ from sever.visualize import overlay
 Flip = Callable[[torch.Tensor], torch.Tensor]
 # A batch's probabilities (N, C, H, W) or presence (N, C): see `predict_batch`.
 Probs = NDArray[np.float32]
+
+log = logging.getLogger(__name__)
 
 
 def identity(x: torch.Tensor) -> torch.Tensor:
@@ -217,8 +220,8 @@ def predict_batches(
 
 
 def check_members(members: list[Member], postprocess: PostProcess) -> None:
-    """Masks need a segmenter; gating and threshold scaling need presence: a segmenter's
-    class head or a standalone classifier."""
+    """Masks need a segmenter; gating and the classifier's scaling of minimum sizes need
+    presence: a segmenter's class head or a standalone classifier."""
     if not any(m.task == "segment" for m in members):
         raise CheckpointError(
             "every model given is a classifier (task: classify); add a segmentation model "
@@ -500,6 +503,15 @@ def predict_saved(
     saved = [read_saved(f) for f in folders]
     if postprocess is None and saved[0].postprocess is not None:
         # what predict applied when it saved them: the same default as predicting directly
+        others = [s.folder for s in saved[1:] if s.postprocess != saved[0].postprocess]
+        if others:
+            log.warning(
+                "--from-probs %s was saved under another post-processing than %s; the blend "
+                "takes %s's (give --postprocess to choose)",
+                ", ".join(map(str, others)),
+                saved[0].folder,
+                saved[0].folder,
+            )
         postprocess = load_postprocess(
             saved[0].postprocess, f"{saved[0].folder}/probs.json: postprocess", saved[0].classes
         )

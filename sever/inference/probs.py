@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from sever.errors import DataError, OptionError
 from sever.fileio import atomic_folder, check_output_folder, writing
-from sever.inference.postprocess import PostProcess, average
+from sever.inference.postprocess import PostProcess, average, winners
 from sever.inference.search import quantize
 
 MANIFEST = "probs.json"
@@ -104,7 +104,7 @@ class ProbsSink:
         levels = quantize(probs)
         self.shape = (int(levels.shape[2]), int(levels.shape[3]))  # predict: one size
         self.presence = presence is not None
-        winner = probs.argmax(axis=1).astype(np.min_scalar_type(self.classes - 1))
+        winner = winners(probs)
         for i, image_id in enumerate(ids):
             arrays: dict[str, Any] = {"levels": levels[i], "winner": winner[i]}
             if presence is not None:

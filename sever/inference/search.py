@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from sever.errors import ConfigError
 from sever.inference.bootstrap import Difference, Interval, paired_difference, score_intervals
-from sever.inference.postprocess import PostProcess, scaled_min_pixels
+from sever.inference.postprocess import PostProcess, scaled_min_pixels, winners
 
 LEVELS = 256
 MIN_PIXELS_GRID = (
@@ -100,7 +100,7 @@ def pair_stats(
     """
     n, c = levels.shape[:2]
     if one_class_per_pixel:
-        winner = levels.argmax(axis=1) if winner is None else winner
+        winner = winners(levels) if winner is None else winner
         levels = np.where(winner[:, None] == np.arange(c)[None, :, None, None], levels, 0)
     offsets = (np.arange(n * c) * LEVELS).reshape(n, c, 1, 1)
     index = (levels.astype(np.int64) + offsets).ravel()
@@ -375,7 +375,7 @@ def tuned(base: PostProcess, choice: Choice) -> PostProcess:
 LADDER: dict[str, tuple[str, Callable[[PairStats], Choice]]] = {
     "shared": ("one threshold and one minimum size for every class", search_shared),
     "per-class": ("per-class thresholds and minimum sizes", search_alone),
-    "presence": ("per-class, with presence gates and threshold scaling", search),
+    "presence": ("per-class, with presence gates and the classifier's scaling of sizes", search),
 }
 SEARCHES = ("auto", *LADDER)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sever.inference.postprocess_file import read_postprocess
+from sever.inference.postprocess_file import TUNED_FILE, read_postprocess
 from sever.kaggle.staged import Staged, StagedCheckpoint
 
 METRICS = [
@@ -162,7 +162,7 @@ def predict_cells(staged: Staged, input_dir: str) -> list[str]:
     if record is not None:
         return found + tuned_cells(staged, input_dir, record)
     # no tuned file, or one without its record (written by hand): the best checkpoint
-    tuned = f"{input_dir}/{TUNED}" if (staged.run / TUNED).is_file() else None
+    tuned = f"{input_dir}/{TUNED_FILE}" if (staged.run / TUNED_FILE).is_file() else None
     best = best_checkpoint(staged).name
     models = f"-r {input_dir}/{best}"
     paths = f'Path("{input_dir}/{best}")'
@@ -214,12 +214,11 @@ PYTHON_NOTE = [
     "`remove_small_components`, `min_pixels`, `postprocess_batch`, ...) for "
     "probabilities you compute yourself.",
 ]
-TUNED = "postprocess-tuned.yml"
 
 
 def tuned_record(staged: Staged) -> dict[str, Any] | None:
     """The `tuned_with` record of the run's staged tuned post-processing, if any."""
-    path = staged.run / TUNED
+    path = staged.run / TUNED_FILE
     if not path.is_file():
         return None
     return read_postprocess(path)[1]
@@ -254,7 +253,7 @@ def tuned_cells(staged: Staged, input_dir: str, record: dict[str, Any]) -> list[
     return [
         *note,
         "Predict the test images into submission.csv with the models, TTA and averaging that "
-        f"`{TUNED}` was tuned with (every image and class, in the wide format Kaggle scores; "
+        f"`{TUNED_FILE}` was tuned with (every image and class, in the wide format Kaggle scores; "
         "the notebook fills in `{COMPETITION}`):",
         "",
         "```",
@@ -263,7 +262,7 @@ def tuned_cells(staged: Staged, input_dir: str, record: dict[str, Any]) -> list[
         *entries,
         f"tta: {record['tta']}",
         f"averaging: {record['averaging']}",
-        f"postprocess: {input_dir}/{TUNED}",
+        f"postprocess: {input_dir}/{TUNED_FILE}",
         "```",
         "",
         "```",

@@ -14,6 +14,7 @@ from pathlib import Path
 import requests
 
 from sever.fileio import check_output_folder
+from sever.inference.postprocess_file import TUNED_FILE, read_postprocess
 from sever.kaggle import KaggleError, client
 from sever.kaggle.staging import (
     UPLOAD_ROOT,
@@ -84,6 +85,8 @@ def upload_run(options: UploadOptions) -> UploadResult:
     """
     run, given = find_run(options.run)
     checkpoints = choose_checkpoints(run, options.epochs, options.best, options.last, given)
+    if (run / TUNED_FILE).is_file():
+        read_postprocess(run / TUNED_FILE)  # a bad file is one line before anything is staged
     check_output_folder(Path(options.root) / run.parent.name / run.name, "--staging-dir")
     api = None
     if options.dry_run:

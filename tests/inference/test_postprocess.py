@@ -16,6 +16,7 @@ from sever.inference.postprocess import (
     remove_small_components,
     scaled_min_pixels,
     threshold,
+    winners,
 )
 
 
@@ -564,3 +565,13 @@ def test_postprocess_errors():
         postprocess(probs, PostProcess(gate=0.5), presence=[0.5, 0.5])
     with pytest.raises(ValueError, match=r"presence: expected shape \(1, 4\)"):
         postprocess_batch(probs[None], PostProcess(gate=0.5), presence=[0.5] * 4)
+
+
+def test_winners_take_the_lowest_class_on_a_tie():
+    probs = np.zeros((1, 3, 1, 3), np.float32)
+    probs[0, :, 0, 0] = [0.2, 0.7, 0.7]  # tie between 1 and 2: 1
+    probs[0, :, 0, 1] = [0.9, 0.1, 0.0]
+    probs[0, :, 0, 2] = [0.0, 0.0, 0.0]  # all equal: 0
+    found = winners(probs)
+    assert found.dtype == np.uint8 and found.tolist() == [[[1, 0, 0]]]
+    assert winners(np.zeros((1, 300, 1, 1))).dtype == np.uint16

@@ -125,3 +125,23 @@ def test_saved_winners_break_the_ties_rounding_makes(tmp_path: Path):
     assert levels[0, 0, 0, 0] == levels[0, 1, 0, 0] == 128 / 255  # a tie after rounding
     assert postprocess_batch(levels, pp)[0, :, 0, 0].tolist() == [True, False]  # argmax's
     np.testing.assert_array_equal(postprocess_batch(levels, pp, winner=winner), direct)
+
+
+def test_a_blend_of_folders_saved_under_other_post_processings_warns(tmp_path: Path, caplog):
+    probs = np.zeros((3, 2, 2, 2), np.float32)
+    probs[:, 0, 0, :] = 0.9
+    for name, threshold in (("a", 0.5), ("b", 0.3)):
+        pp = PostProcess(threshold=threshold, min_pixels=0, classes=2)
+        with probs_writer(tmp_path / name, 2, RECORD, pp) as sink:
+            sink.add([f"{i}.jpg" for i in range(3)], probs)
+    out = predict.Outputs(tmp_path / "sub.csv", "wide")
+    with caplog.at_level("WARNING"):
+        predict.predict_saved([tmp_path / "a", tmp_path / "b"], out)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and f"--from-probs {tmp_path / 'b'} was saved under" in warned[0]
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # the same post-processing: no warning
+        predict.predict_saved(
+            [tmp_path / "a", tmp_path / "a"], predict.Outputs(tmp_path / "s2.csv")
+        )
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

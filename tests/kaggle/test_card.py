@@ -11,6 +11,7 @@ import yaml
 
 from sever.config import config_dict, load_config
 from sever.errors import DataError
+from sever.inference.ensemble import EnsembleConfig
 from sever.inference.models import load_member
 from sever.kaggle.card import best_checkpoint, model_card
 from sever.kaggle.competition import COMPETITION, find_competition
@@ -171,7 +172,9 @@ def test_the_cells_predict_as_the_staged_post_processing_was_tuned(tmp_path: Pat
     assert 'Ensemble.from_file("ensemble.yml", batch_size=8)' in card
     # the written file is an ensemble file sever reads as such
     block = expected.split("\n", 1)[1].replace(f"{here}/", f"{tmp_path}/")
-    assert yaml.safe_load(block)["models"][1]["size"] == [256, 800]
+    written = EnsembleConfig.model_validate(yaml.safe_load(block))
+    assert written.models[1].size == (256, 800) and written.models[1].tta == "vflip"
+    assert (written.tta, written.averaging, written.models[1].weight) == ("none", "weighted", 0.5)
 
 
 def test_a_staged_copy_has_the_fingerprint_tune_records(tmp_path: Path, tiny_yaml: Path) -> None:

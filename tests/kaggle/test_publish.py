@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -369,3 +370,24 @@ def test_a_classifier_card_says_to_predict_beside_a_segmenter(
     assert "| architecture | classifier: the encoder, pooled" in card
     assert "presence F1" in card
     assert f"!sever predict -r SEGMENTER.pth -r /kaggle/input/{slug}/model_best.pth" in card
+
+
+def test_a_bad_tuned_file_is_refused_before_anything_is_staged(
+    run: Path, offline: Path, capsys, tmp_path: Path, monkeypatch
+) -> None:
+    # A tuned file written when scale_c scaled the threshold (no format: 2) is refused in
+    # one line before staging starts (checkpoints linked or stripped, wheels built).
+    import sever.kaggle.publish
+
+    def no_staging(*args, **kwargs):
+        raise AssertionError("staging started")
+
+    monkeypatch.setattr(sever.kaggle.publish, "stage", no_staging)
+    copy = Path(shutil.copytree(run, tmp_path / "saved" / run.parent.name / run.name))
+    (copy / "postprocess-tuned.yml").write_text("threshold: 0.5\nscale_c: 5.0\n")
+    code, _, err = cli_output(capsys, "upload", "-r", copy, "--dry-run")
+    assert code == 2
+    assert error_line(err).startswith(
+        f"error: {copy / 'postprocess-tuned.yml'}: PostProcess.scale_c: without 'format: 2'"
+    )
+    assert not (offline / "upload").exists()
