@@ -9,9 +9,11 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,7 +27,9 @@ log = logging.getLogger(__name__)
 
 
 @contextmanager
-def atomic_path(path: str | Path, clean: bool = True) -> Iterator[Path]:
+def atomic_path(
+    path: str | Path, clean: bool = True, what: str = "", then: str = ""
+) -> Iterator[Path]:
     """Yield a temporary name beside `path`; rename it over `path` only on success.
 
     An interrupted writer leaves the previous file (or nothing) in place, never a
@@ -35,6 +39,9 @@ def atomic_path(path: str | Path, clean: bool = True) -> Iterator[Path]:
     Args:
         clean: look for leftovers (a scan of the folder); a writer of many files in one
             folder (overlays) cleans the folder once with `remove_leftovers` instead.
+        what: name the output for `writing`: the rename's failure becomes its WriteError,
+            while the block's errors pass as they are (the block wraps its own writes):
+            for a block that also reads or computes (export's parity check).
     """
     path = Path(path)
     if clean:
@@ -42,13 +49,16 @@ def atomic_path(path: str | Path, clean: bool = True) -> Iterator[Path]:
     tmp = temporary_name(path)
     try:
         yield tmp
-        os.replace(tmp, path)
+        with writing(path, what, then) if what else nullcontext():
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
 @contextmanager
-def atomic_folder(path: str | Path, replace: bool = False) -> Iterator[Path]:
+def atomic_folder(
+    path: str | Path, replace: bool = False, what: str = "", then: str = ""
+) -> Iterator[Path]:
     """Yield a new empty folder beside `path`; rename it to `path` only on success.
 
     An interrupted writer leaves nothing under the real name, never a half-written folder
@@ -58,6 +68,9 @@ def atomic_folder(path: str | Path, replace: bool = False) -> Iterator[Path]:
     Args:
         replace: an existing `path` is swapped out (renamed aside, then deleted) once the
             new folder is complete; without it `path` must not exist or be empty.
+        what: name the folder for `writing`: a failure to create the temporary folder or to
+            rename it becomes its WriteError, while the block's errors pass as they are
+            (the block wraps its own writes, not its reads or compute).
 
     Raises:
         FileExistsError: `path` holds files and `replace` is False.
@@ -65,39 +78,58 @@ def atomic_folder(path: str | Path, replace: bool = False) -> Iterator[Path]:
     path = Path(path)
     if not replace and path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise FileExistsError(f"{path}: already exists and is not empty; refusing to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(path.parent, path.name)
     tmp, old = temporary_name(path), temporary_name(path, "old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    with writing(path, what, then) if what else nullcontext():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(path.parent, path.name)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
     try:
         yield tmp
-        if replace and path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(tmp, path)  # over a missing or empty folder
+        with writing(path, what, then) if what else nullcontext():
+            if replace and path.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+            os.replace(tmp, path)  # over a missing or empty folder
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
 
 
 def temporary_name(path: Path, kind: str = "tmp") -> Path:
-    """`.NAME.tmp-PID.SUFFIX` beside `path`: hidden, this process's, and ending as `path`
-    does, for writers that go by the suffix (torch.export's `.pt2`, numpy's `.npz`)."""
-    return path.with_name(f".{path.name}.{kind}-{os.getpid()}{path.suffix}")
+    """`.NAME.tmp-HOST-PID.SUFFIX` beside `path`: hidden, this process's on this machine
+    (a shared folder, NFS or two containers, is written from several), and ending as
+    `path` does, for writers that go by the suffix (torch.export's `.pt2`, numpy's `.npz`)."""
+    return path.with_name(f".{path.name}.{kind}-{HOST}-{os.getpid()}{path.suffix}")
 
 
-LEFTOVER_PID = re.compile(r"\.(?:tmp|old)-(\d+)")
+def host_name() -> str:
+    """This machine's name as a temporary name holds it: letters, digits and `_` only
+    (`-` separates it from the PID)."""
+    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname()) or "host"
+
+
+HOST = host_name()
+# `.tmp-HOST-PID`, or an earlier sever's `.tmp-PID` (no host)
+LEFTOVER = re.compile(r"\.(?:tmp|old)-(?:(\w+)-)?(\d+)")
+# A temporary of another machine (or one whose PID says nothing here) goes only once it has
+# not changed for this long: its writer's PID cannot be asked from here, and every write
+# renames its temporary or adds to it (a folder's time changes with each file) far sooner.
+STALE_HOURS = 24
 
 
 def remove_leftovers(folder: Path, name: str = "*") -> list[Path]:
     """Delete what killed writers left in `folder`: the temporary files and folders of
-    `atomic_path` and `atomic_folder` (`.NAME.tmp-PID...`, `.NAME.old-PID...`) of `name`
-    (a file name; `*`: every name) whose process runs no more.
+    `atomic_path` and `atomic_folder` (`.NAME.tmp-HOST-PID...`, `.NAME.old-HOST-PID...`) of
+    `name` (a file name; `*`: every name).
 
-    A live writer's temporary is kept (two commands writing one folder); this process's own
+    A temporary of this machine goes when its process runs no more; this process's own
     counts as left over only for one `name`, whose writer has not started yet (a container
-    reuses PIDs from one run to the next).
+    reuses PIDs from one run to the next); a live writer's is kept (two commands writing one
+    folder). Another machine's (a shared folder: its PID means nothing here) goes only once
+    unchanged for STALE_HOURS. An earlier sever's name, without a host, goes as before when
+    its PID runs no more here, and otherwise only once unchanged for STALE_HOURS (it may be
+    another machine's).
 
     Returns:
         What was removed, each also logged.
@@ -107,11 +139,9 @@ def remove_leftovers(folder: Path, name: str = "*") -> list[Path]:
     pattern = "*" if name == "*" else glob.escape(name)
     removed = []
     for path in [*folder.glob(f".{pattern}.tmp-*"), *folder.glob(f".{pattern}.old-*")]:
-        found = LEFTOVER_PID.search(path.name[len(name) + 1 :] if name != "*" else path.name)
-        if found is None:
-            continue
-        pid = int(found.group(1))
-        if (pid == os.getpid() and name == "*") or (pid != os.getpid() and running(pid)):
+        at = len(name) + 1  # just after `.NAME`
+        found = LEFTOVER.search(path.name) if name == "*" else LEFTOVER.match(path.name, at)
+        if found is None or not left_over(path, found.group(1), int(found.group(2)), name):
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
@@ -120,6 +150,22 @@ def remove_leftovers(folder: Path, name: str = "*") -> list[Path]:
         log.info("removed %s, left by an interrupted write", path)
         removed.append(path)
     return removed
+
+
+def left_over(path: Path, host: str | None, pid: int, name: str) -> bool:
+    """Whether temporary `path` of `host` (None: an earlier sever's name) and `pid` was
+    left by a writer that is gone (see remove_leftovers)."""
+    if host in (None, HOST) and pid == os.getpid():
+        return name != "*"
+    if host == HOST:
+        return not running(pid)
+    if host is None and not running(pid):
+        return True
+    try:
+        age = time.time() - path.lstat().st_mtime
+    except OSError:  # gone already
+        return False
+    return age > STALE_HOURS * 3600
 
 
 def running(pid: int) -> bool:
@@ -327,13 +373,24 @@ def os_reason(exc: OSError) -> str:
 
 
 def write_problem(exc: BaseException) -> str | None:
-    """Why a write failed, for an OSError or an error raised over one (torch.save writing
-    to an open file raises a RuntimeError whose context is the OSError); None otherwise."""
+    """Why a write failed, in a few words; None for an error that is not a failed write.
+
+    The rule: an OSError with an errno; an error raised `from` one (its `__cause__`,
+    followed down); and a RuntimeError raised while the OSError was being handled (its
+    `__context__`, one step): torch.save writing to an open file turns the file's OSError
+    into a RuntimeError this way. Any other error raised while an OSError was handled (a
+    read error caught and turned into a library's error) is not taken for a write failure;
+    `writing` goes around the writes alone, so a RuntimeError there is the write's.
+    """
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno is not None:
             return os_reason(seen)
-        seen = seen.__cause__ or seen.__context__
+        context = seen.__context__ if not seen.__suppress_context__ else None
+        if isinstance(seen, RuntimeError) and isinstance(context, OSError):
+            seen = seen.__cause__ or context
+        else:
+            seen = seen.__cause__
     return None
 
 
@@ -342,7 +399,11 @@ def writing(path: str | Path, what: str, then: str = "") -> Iterator[None]:
     """Turn a failed write of `path` into one WriteError line: the path, what it is, why
     (`the disk is full`) and `then` (what to do); other errors pass through.
 
-    Use it around `atomic_path`, so the temporary file is gone before the error shows.
+    Put it around the writes only (see write_problem): a read or a computation in the
+    block whose OSError is no write's would be reported as the output's. Use it around
+    `atomic_path`, so the temporary file is gone before the error shows; a block that
+    also reads or computes gives `atomic_path` or `atomic_folder` `what` instead and
+    wraps its writes.
     """
     try:
         yield

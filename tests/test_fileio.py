@@ -236,6 +236,35 @@ def test_writing_names_the_file_and_the_full_disk(tmp_path: Path):
         raise ValueError("not a write")
 
 
+def raised_over(error: BaseException, over: BaseException) -> BaseException:
+    """`error` as raised while `over` was being handled (its `__context__`)."""
+    try:
+        try:
+            raise over
+        except BaseException:
+            raise error  # noqa: B904
+    except BaseException as exc:
+        return exc
+
+
+def test_only_a_write_failure_is_one():
+    full = OSError(errno.ENOSPC, "No space left on device")
+    missing = FileNotFoundError(errno.ENOENT, "No such file or directory", "model.onnx")
+    assert fileio.write_problem(full) == "the disk is full"
+    # torch.save over an open file: a RuntimeError raised while handling the OSError
+    assert fileio.write_problem(raised_over(RuntimeError("unexpected pos"), full))
+    try:
+        raise ValueError("wrapped") from full
+    except ValueError as exc:
+        assert fileio.write_problem(exc) == "the disk is full"
+    # a library's errors raised while it handled a read error are not a write's failure
+    library = raised_over(RuntimeError("session failed"), raised_over(KeyError("x"), missing))
+    assert fileio.write_problem(library) is None
+    assert fileio.write_problem(raised_over(ValueError("bad"), missing)) is None
+    with pytest.raises(ValueError), fileio.writing("x.onnx", "export"):
+        raise raised_over(ValueError("bad"), missing)
+
+
 # ---------------------------------------------------------------- leftovers and collisions
 
 
@@ -250,8 +279,44 @@ def dead_pid() -> int:
 
 def test_a_temporary_name_ends_as_the_real_one(tmp_path: Path):
     tmp = fileio.temporary_name(tmp_path / "model.pt2")
-    assert tmp.name == f".model.pt2.tmp-{os.getpid()}.pt2"
-    assert fileio.temporary_name(tmp_path / "probs", "old").name == f".probs.old-{os.getpid()}"
+    host, pid = fileio.HOST, os.getpid()
+    assert tmp.name == f".model.pt2.tmp-{host}-{pid}.pt2"
+    assert fileio.temporary_name(tmp_path / "probs", "old").name == f".probs.old-{host}-{pid}"
+
+
+def test_a_host_name_is_letters_digits_and_underscores(monkeypatch):
+    monkeypatch.setattr(fileio.socket, "gethostname", lambda: "node-3.cluster.local")
+    assert fileio.host_name() == "node_3_cluster_local"
+
+
+def test_leftovers_of_a_shared_folder_go_by_host(tmp_path: Path, monkeypatch):
+    dead, here = dead_pid(), fileio.HOST
+    monkeypatch.setattr(fileio, "running", lambda pid: pid != dead)
+    names = {
+        "ours_dead": f".sub.csv.tmp-{here}-{dead}.csv",
+        "old_format_dead": f".sub.csv.tmp-{dead}.csv",  # an earlier sever's: as before
+        "other_host": f".sub.csv.tmp-node_2-{dead}.csv",  # its PID means nothing here
+        "other_host_stale": f".sub.csv.tmp-node_2-{dead + 1}.csv",
+        "ours_live": f".sub.csv.tmp-{here}-{os.getppid()}.csv",  # kept, however old
+        "old_format_live_stale": f".sub.csv.tmp-{os.getppid()}.csv",  # maybe another host's
+    }
+    for name in names.values():
+        (tmp_path / name).write_text("half")
+    long_ago = 1e9  # 2001: far more than STALE_HOURS ago
+    for key in ("other_host_stale", "ours_live", "old_format_live_stale"):
+        os.utime(tmp_path / names[key], (long_ago, long_ago))
+    removed = fileio.remove_leftovers(tmp_path, "sub.csv")
+    assert sorted(p.name for p in removed) == sorted(
+        names[k]
+        for k in ("ours_dead", "old_format_dead", "other_host_stale", "old_format_live_stale")
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [names["other_host"], names["ours_live"]]
+    )
+    # the same for a whole folder (overlays), and for folders (saved probabilities)
+    (tmp_path / f".probs.tmp-node_2-{dead}").mkdir()
+    (tmp_path / f".probs.tmp-{here}-{dead}").mkdir()
+    assert [p.name for p in fileio.remove_leftovers(tmp_path)] == [f".probs.tmp-{here}-{dead}"]
 
 
 def test_leftovers_of_dead_writers_go_those_of_live_ones_stay(tmp_path: Path):

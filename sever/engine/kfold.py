@@ -15,6 +15,7 @@ import logging
 import re
 import shlex
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import yaml
@@ -26,7 +27,7 @@ from sever.engine.parts import pick_device
 from sever.engine.runs import create_run_dir
 from sever.engine.trainer import train
 from sever.errors import CheckpointError, ConfigError
-from sever.fileio import atomic_path
+from sever.fileio import atomic_path, folders_made, writing
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +106,21 @@ class Parent:
 
     def new_fold(self, config: Config) -> Path:
         """The run directory of the fold `config.data.fold`, with its config."""
-        if self.path is None:
-            self.path = create_parent(self.config)
         fold = config.data.fold
-        run = create_run_dir(config, self.path / f"fold{fold}")
+        if self.path is not None:
+            run = create_run_dir(config, self.path / f"fold{fold}")
+        else:
+            # the first fold: one that cannot be created (a full disk) leaves neither the
+            # parent nor the folders made for it
+            with folders_made(self.config.trainer.save_dir / self.config.name):
+                self.path = create_parent(self.config)
+                try:
+                    run = create_run_dir(config, self.path / f"fold{fold}")
+                except BaseException:
+                    with suppress(OSError):
+                        self.path.rmdir()  # empty: create_run_dir leaves nothing of a fold
+                    self.path = None
+                    raise
         log.info("fold %d: %s", fold, run)
         return run
 
@@ -129,15 +141,16 @@ def train_fold(config: Config, fold: int, folds: list[int], parent: Parent) -> P
 def create_parent(config: Config) -> Path:
     """A new `save_dir/<name>/<MMDD-HHMMSS>-kfold/`; a clash gets a number before `-kfold`."""
     base = config.trainer.save_dir / config.name
-    base.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%m%d-%H%M%S")
-    for attempt in range(1000):
-        parent = base / (f"{stamp}-kfold" if attempt == 0 else f"{stamp}-{attempt}-kfold")
-        try:
-            parent.mkdir()
-        except FileExistsError:
-            continue
-        return parent
+    with writing(base, "k-fold folder", "; free space and train again"):
+        base.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1000):
+            parent = base / (f"{stamp}-kfold" if attempt == 0 else f"{stamp}-{attempt}-kfold")
+            try:
+                parent.mkdir()
+            except FileExistsError:
+                continue
+            return parent
     raise CheckpointError(f"{base}: could not create a new k-fold directory")
 
 
@@ -172,6 +185,10 @@ def write_ensemble(parent: Path, runs: list[Path], task: str = "segment") -> Pat
             f"#   then add the line `postprocess: {tuned}` below.\n"
             f"# Predict: sever predict -c {q(str(path))} --images DIR --out submission.csv\n"
         )
-    with atomic_path(path) as tmp:
+    then = (
+        f"; the folds' runs in {parent} are complete: free space, then list each fold's "
+        "checkpoints/model_best.pth in it"
+    )
+    with writing(path, "k-fold ensemble file", then), atomic_path(path) as tmp:
         tmp.write_text(header + yaml.safe_dump(spec, sort_keys=False))
     return path

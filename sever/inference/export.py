@@ -178,9 +178,11 @@ def export_model(
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     # the manifest is renamed into place just before the model: a failed write (a full
-    # disk) leaves the earlier pair as it was
-    with fileio.writing(out, "export"), atomic_path(out) as tmp:
-        runtimes.write(runtime, module, batches[0][0], tmp, stride)
+    # disk) leaves the earlier pair as it was. Only the writes are `writing`'s: an error of
+    # the parity check (loading the export, reading images) is not the export's write.
+    with atomic_path(out, what="export") as tmp:
+        with fileio.writing(out, "export"):
+            runtimes.write(runtime, module, batches[0][0], tmp, stride)
         parity = measure(ensemble, runtimes.load(tmp, runtime), batches, postprocess)
         if abs(parity["dice_eager"] - parity["dice_exported"]) > DICE_TOLERANCE:
             raise ExportError(

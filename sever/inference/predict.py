@@ -31,6 +31,7 @@ from sever.fileio import (
     check_distinct,
     check_output_file,
     check_output_folder,
+    folders_made,
     image_shape,
     read_gray,
     remove_leftovers,
@@ -337,14 +338,17 @@ class Writing:
     ) -> None:
         self.outputs, self.postprocess, self.images_dir = outputs, postprocess, images_dir
         self.rles: dict[str, dict[int, str]] = {}
+        # first, so they close last: a run that fails (a full disk) leaves none of the
+        # folders made for its outputs that are still empty once the others cleaned up
+        for folder, what in ((outputs.out.parent, "submission"), (outputs.overlays, "overlays")):
+            if folder is not None:
+                with fileio.writing(folder, f"folder of the {what}"):
+                    stack.enter_context(folders_made(folder))
         self.probs = None
         if outputs.save_probs is not None:
             sink = probs_writer(outputs.save_probs, postprocess.classes, record, postprocess)
             self.probs = stack.enter_context(sink)
         self.regions = outputs.instance_sink(stack)
-        for folder in (outputs.out.parent, outputs.overlays):
-            if folder is not None:
-                folder.mkdir(parents=True, exist_ok=True)
         if outputs.overlays is not None:
             remove_leftovers(outputs.overlays)  # once here: write_overlay does not look
 

@@ -17,6 +17,8 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 import torch
@@ -28,7 +30,7 @@ from sever.fileio import atomic_folder, atomic_path, folders_made, writing
 from sever.inference.models import checkpoint_path
 from sever.kaggle.card import instance_usage, model_card
 from sever.kaggle.staged import MODEL_FRAMEWORK, Staged, StagedCheckpoint, Target
-from sever.kaggle.wheels import build_wheel
+from sever.kaggle.wheels import wheel_contents, write_wheel
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ UNKNOWN_OWNER = "YOUR-KAGGLE-USERNAME"
 WEIGHTS_KEYS = ("format", "model", "ema", "config", "epoch", "metrics", "versions")
 EXTRAS = ("config.yml", "metrics.csv", "postprocess-tuned.yml")
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+Writes = Callable[[], AbstractContextManager[None]]  # a fresh `writing` context per call
 
 
 # ------------------------------------------------------------------- choosing checkpoints
@@ -154,22 +157,29 @@ def validated_at(run: Path, epoch: int) -> int | None:
     return max(epochs) if epochs else None
 
 
-def stage_checkpoint(source: Path, folder: Path, weights_only: bool, run: Path) -> tuple:
-    """Put one checkpoint into `folder`; returns (StagedCheckpoint, its state)."""
+def stage_checkpoint(
+    source: Path, folder: Path, weights_only: bool, run: Path, write: Writes
+) -> tuple:
+    """Put one checkpoint into `folder`; returns (StagedCheckpoint, its state).
+
+    Args:
+        write: a fresh `writing` context for each write (stage's, naming the staged folder).
+    """
     state = load_checkpoint(source)
     target = folder / source.name
+    stat = source.stat()
     if weights_only:
-        with atomic_path(target) as tmp:
+        with write(), atomic_path(target) as tmp:
             torch.save(strip_to_weights(state), tmp)
-        # Keep the source's time: the kaggle client resumes an interrupted upload only
-        # for a file with the same path, size and modification time.
-        stat = source.stat()
-        os.utime(target, (stat.st_atime, stat.st_mtime))
+            # Keep the source's time: the kaggle client resumes an interrupted upload
+            # only for a file with the same path, size and modification time.
+            os.utime(tmp, (stat.st_atime, stat.st_mtime))
     else:
         try:
             os.link(source, target)  # checkpoints are replaced, never edited, so a link is safe
         except OSError:
-            shutil.copy2(source, target)
+            with write():  # (copy2 reads too: the source was just read whole, above)
+                shutil.copy2(source, target)
     metrics = {k: float(v) for k, v in (state.get("metrics") or {}).items()}
     epoch = int(state.get("epoch", 0))
     staged = StagedCheckpoint(
@@ -211,32 +221,48 @@ def stage(
     folder = Path(root) / run.parent.name / run.name
     replaced = folder.exists()
     kept = "the earlier staging is kept" if replaced else "nothing is staged"
+    then = f"; {kept}; free space and upload again"
+
+    def write() -> AbstractContextManager[None]:
+        return writing(folder, "staged folder", then)
+
     # A failed write (a full disk) leaves the earlier staging as it was, and neither the
-    # hidden folder being built nor the folders made for it.
-    with (
-        writing(folder, "staged folder", f"; {kept}; free space and upload again"),
-        folders_made(folder.parent),
-        atomic_folder(folder, replace=True) as tmp,
-    ):
+    # hidden folder being built nor the folders made for it. Only the writes are
+    # `writing`'s: a checkpoint or metrics.csv that cannot be read is no write's failure.
+    with ExitStack() as stack:
+        with write():
+            stack.enter_context(folders_made(folder.parent))
+        tmp = stack.enter_context(
+            atomic_folder(folder, replace=True, what="staged folder", then=then)
+        )
         staged_checkpoints: list[StagedCheckpoint] = []
         config: dict = {}
         versions: dict = {}
         for source in checkpoints:
             log.info("staging %s%s", source, " (weights only)" if weights_only else "")
-            item, state = stage_checkpoint(source, tmp, weights_only, run)
+            item, state = stage_checkpoint(source, tmp, weights_only, run, write)
             staged_checkpoints.append(item)
             config, versions = state["config"], state.get("versions") or {}
         warn_duplicates(staged_checkpoints)
         for name in EXTRAS:
             if (run / name).is_file():
-                shutil.copy2(run / name, tmp / name)
-        wheels = [build_wheel(package, tmp).name for package in packages]
+                data, stat = (run / name).read_bytes(), (run / name).stat()  # small files
+                with write():
+                    (tmp / name).write_bytes(data)
+                    os.utime(tmp / name, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        wheels = []
+        for package in packages:
+            filename, entries = wheel_contents(package)
+            with write():
+                wheels.append(write_wheel(tmp / filename, entries).name)
         staged = Staged(
             folder, run, target, config, versions, staged_checkpoints, [], wheels, weights_only
         )
         card = model_card(staged, sorted(p.name for p in tmp.iterdir()))
-        (tmp / "README.md").write_text(card)
-        write_metadata(staged, tmp, card, instance_usage(staged))
+        usage = instance_usage(staged)
+        with write():
+            (tmp / "README.md").write_text(card)
+            write_metadata(staged, tmp, card, usage)
     staged.replaced = replaced
     metadata = {"dataset-metadata.json", "model-metadata.json", "model-instance-metadata.json"}
     staged.files = sorted(p for p in folder.iterdir() if p.name not in metadata)

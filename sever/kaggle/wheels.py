@@ -119,6 +119,19 @@ def build_wheel(name: str, out_dir: Path) -> Path:
     Raises:
         SeverError: `name` is not installed, or not pure Python.
     """
+    filename, entries = wheel_contents(name)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return write_wheel(Path(out_dir) / filename, entries)
+
+
+def wheel_contents(name: str) -> tuple[str, list[tuple[str, bytes]]]:
+    """The file name and the (archive name, bytes) entries of `name`'s wheel, read from
+    the installed copy (the reads apart from the write: staging reports only the write's
+    failure as its own).
+
+    Raises:
+        SeverError: `name` is not installed, or not pure Python.
+    """
     dist = installed(name)
     project, version = normalise(dist.metadata["Name"]), dist.version
     info = f"{project}-{version}.dist-info"
@@ -136,9 +149,11 @@ def build_wheel(name: str, out_dir: Path) -> Path:
     entries.append((f"{info}/WHEEL", WHEEL_FILE.encode()))
     listing = "\n".join([*(record_line(a, d) for a, d in entries), f"{info}/RECORD,,"]) + "\n"
     entries.append((f"{info}/RECORD", listing.encode()))
+    return f"{project}-{version}-py3-none-any.whl", entries
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = Path(out_dir) / f"{project}-{version}-py3-none-any.whl"
+
+def write_wheel(path: Path, entries: list[tuple[str, bytes]]) -> Path:
+    """Write the wheel of `entries` (see wheel_contents) at `path`; returns `path`."""
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
         for arcname, data in entries:
             entry = zipfile.ZipInfo(arcname, date_time=EPOCH)

@@ -4,14 +4,17 @@ Both are real mounts (tmpfs, and a read-only bind mount), not monkeypatched call
 error reaches sever exactly as a user's full disk or a Kaggle notebook's /kaggle/input
 does. Root ignores permission bits (`chmod a-w` stops no one on CI, which runs as root), so
 a read-only *mount* is the only honest read-only folder. Mounting needs root (CI and the
-developers' machines run as root); elsewhere these fixtures skip and say why.
+developers' machines run as root) and the right to mount (an unprivileged container's root
+has none); elsewhere these fixtures skip and say why.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,10 +29,19 @@ def _umount(target: Path) -> None:
     subprocess.run(["umount", "-l", str(target)], check=False, capture_output=True)
 
 
+@functools.cache
 def _can_mount() -> str | None:
-    """None when mounts work here, else why not."""
+    """None when mounts work here, else why not: tried once (a tiny tmpfs, mounted and
+    unmounted), since root in an unprivileged container has no right to mount."""
     if os.geteuid() != 0:
         return "mounting a tmpfs needs root"
+    with tempfile.TemporaryDirectory(prefix="sever-mount-probe-") as folder:
+        try:
+            _mount("-t", "tmpfs", "-o", "size=4k", "tmpfs", folder)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            said = getattr(exc, "stderr", None) or str(exc)
+            return f"cannot mount a tmpfs here ({said.strip()})"
+        _umount(Path(folder))
     return None
 
 

@@ -10,6 +10,7 @@ file and the full disk, the earlier outputs as they were and no temporary left b
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
 import signal
@@ -22,9 +23,12 @@ from pathlib import Path
 
 import pytest
 
+from sever import fileio
 from sever.config import load_config
 from sever.engine.trainer import train
+from sever.inference import Ensemble
 from sever.inference import predict as predicting
+from sever.inference import tune as tuning
 from tests.faults.conftest import fill
 from tests.support import cli_output, write_tiny
 
@@ -202,6 +206,34 @@ def test_a_full_disk_is_one_line_and_keeps_the_earlier_output(
     filler.unlink()
 
 
+def test_a_failed_predict_leaves_none_of_the_folders_made_for_its_outputs(
+    run: Path, tiny_data: Path, small_disk: Callable[[int], Path], capsys
+) -> None:
+    disk = small_disk(256)
+    filler = fill(disk)
+    args = f"predict -r {run} --images {tiny_data / 'test_images'} --out {disk}/new/sub.csv "
+    code, out, err = cli_output(capsys, *shlex.split(args + f"--overlays {disk}/ov --workers 0"))
+    assert code == 1 and out == ""
+    assert err.splitlines()[-1].startswith(f"error: {disk}/ov/"), err
+    assert err.splitlines()[-1].endswith(": cannot write the overlay: the disk is full"), err
+    assert sorted(disk.iterdir()) == [filler]  # neither new/ nor ov/
+
+
+def test_a_read_error_while_tune_predicts_is_no_failure_to_write_its_cache(
+    run: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    def unreadable(ensemble, dataset):
+        raise OSError(errno.EIO, "Input/output error", "train_images/0.jpg")
+        yield  # a generator, as validation_batches is
+
+    monkeypatch.setattr(tuning, "validation_batches", unreadable)
+    with pytest.raises(OSError) as e:  # not "cannot write the cache of predicted ..."
+        ensemble = Ensemble.from_runs([run], workers=0)
+        tuning.tune_runs(ensemble, out=tmp_path / "pp.yml", cache=tmp_path / "cache")
+    assert e.value.filename == "train_images/0.jpg"
+    assert temporaries(tmp_path) == [] and not list((tmp_path / "cache").glob("probs-*"))
+
+
 # ---------------------------------------------------------------- a read-only run
 
 
@@ -332,7 +364,8 @@ LEFTOVERS = [
         "--instances {tmp}/d.jsonl --overlays {tmp}/ov --workers 0",
         (
             ".sub.csv.tmp-{pid}.csv",
-            ".sub.csv.tmp-{pid}",  # an earlier sever's name
+            ".sub.csv.tmp-{pid}",  # an earlier sever's name, without the suffix
+            ".sub.csv.tmp-{bare}.csv",  # an earlier sever's name, without the host
             ".probs.tmp-{pid}/",
             ".probs.old-{pid}/",
             ".d.jsonl.tmp-{pid}.jsonl",
@@ -375,7 +408,8 @@ def test_the_next_write_of_an_output_removes_what_a_killed_one_left(
 
     key = cache_key(Ensemble.from_runs([run], workers=0))
     pid = dead_pid()
-    left = [tmp_path / name.format(pid=pid, key=key) for name in case.left]
+    ours = f"{fileio.HOST}-{pid}"
+    left = [tmp_path / name.format(pid=ours, bare=pid, key=key) for name in case.left]
     for name, path in zip(case.left, left, strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)
         if name.endswith("/"):

@@ -3,6 +3,7 @@ export that does not match refused with nothing written."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
@@ -67,6 +68,20 @@ def test_an_export_that_does_not_match_is_refused(run: Path, tmp_path: Path, mon
     with pytest.raises(exporting.ExportError, match=r"model.onnx: the exported model's Dice"):
         exporting.export_model(Ensemble.from_runs([run], workers=0), out, images=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither model nor manifest
+
+
+def test_a_read_error_of_the_parity_check_is_no_write_failure(
+    run: Path, tmp_path: Path, monkeypatch
+):
+    def unreadable(path: Path, runtime: str):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "libonnxruntime.so")
+
+    monkeypatch.setattr(runtimes, "load", unreadable)
+    out = tmp_path / "model.onnx"
+    with pytest.raises(FileNotFoundError) as e:  # not "cannot write the export"
+        exporting.export_model(Ensemble.from_runs([run], workers=0), out, images=2)
+    assert e.value.filename == "libonnxruntime.so"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_predict_with_the_exported_model(run: Path, tiny_data: Path, tmp_path: Path, capsys):
