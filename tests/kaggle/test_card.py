@@ -3,6 +3,7 @@ found wherever the notebook attached it."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import yaml
 
 from sever.config import config_dict, load_config
 from sever.errors import DataError
+from sever.fileio import writing
 from sever.inference.ensemble import EnsembleConfig
 from sever.inference.models import load_member
 from sever.kaggle.card import best_checkpoint, model_card
@@ -198,6 +200,7 @@ def test_a_staged_copy_has_the_fingerprint_tune_records(tmp_path: Path, tiny_yam
         for weights_only in (False, True):
             out = tmp_path / f"{name}-{weights_only}"
             out.mkdir()
-            item, _ = stage_checkpoint(path, out, weights_only, tmp_path)
+            write = functools.partial(writing, out, "staged folder")
+            item, _ = stage_checkpoint(path, out, weights_only, tmp_path, write)
             assert item.fingerprint == loaded
     assert load_member(tmp_path / "plain.pth", torch.device("cpu")).fingerprint != loaded
