@@ -76,20 +76,46 @@ def share(value: T, world: World) -> T:
     return box[0]
 
 
+def gathered(value: T, world: World) -> list[T]:
+    """Every rank's `value`, in rank order, on every rank."""
+    if not world.distributed:
+        return [value]
+    values: list[T | None] = [None] * world.size
+    dist.all_gather_object(values, value)
+    return values  # type: ignore[return-value]  # each filled by its rank
+
+
 def checked_on_main(check: Callable[[], T], world: World) -> T | None:
-    """Run `check` on rank 0 alone (a probe or lock of what only rank 0 writes); a
-    SeverError it raises is raised on every rank, so all stop at once with its message.
-    Returns its value on rank 0, None elsewhere."""
-    result, error = None, None
+    """Run `check` on rank 0 alone (a probe, lock or write of what only rank 0 writes);
+    whatever it raises stops every rank at once, where the others would wait for rank 0
+    in their next collective until the process group's timeout: a SeverError is raised
+    on every rank with its message, anything else is re-raised on rank 0 and a
+    RuntimeError naming it on the others. Returns its value on rank 0, None elsewhere."""
+    if not world.distributed:
+        return check()
+    result, failure = None, None
     if world.main:
         try:
             result = check()
-        except SeverError as exc:
-            error = exc
-    error = share(error, world)
-    if error is not None:
-        raise error
+        except Exception as exc:
+            failure = exc
+    # A SeverError travels whole (its type sets the exit code); anything else as its
+    # message, since an arbitrary exception may not pickle.
+    shared = share(
+        failure if isinstance(failure, SeverError) or failure is None else describe(failure),
+        world,
+    )
+    if failure is not None:
+        raise failure
+    if isinstance(shared, SeverError):
+        raise shared
+    if shared is not None:
+        raise RuntimeError(f"rank 0 failed: {shared}")
     return result
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def barrier(world: World) -> None:

@@ -51,7 +51,6 @@ def start_training(request: TrainRequest) -> Path:
         UsageError: --folds with --resume, or neither -c nor --resume.
         SeverError: -c with --resume; whatever loading the config or training raises.
     """
-    point = None
     if request.resume and request.folds:
         raise UsageError(
             "--folds starts new runs; resume one fold on its own: --resume PARENT/foldK"
@@ -62,14 +61,10 @@ def start_training(request: TrainRequest) -> Path:
                 "--resume continues a run with its own config.yml: drop -c "
                 "(-o still works, e.g. -o trainer.epochs=300)"
             )
-        from sever.engine.resume import find_resume_point, resumed_config  # torch
-
-        point = find_resume_point(request.resume)
-        config = resumed_config(point, list(request.overrides))
-    elif request.configs:
-        config = load_config(list(request.configs), list(request.overrides))
-    else:
+        return resume_training(request.resume, request)
+    if not request.configs:
         raise UsageError("give -c EXPERIMENT.yml, or --resume RUN")
+    config = load_config(list(request.configs), list(request.overrides))
     if request.gpus > 1:
         relaunch_with_torchrun(request.gpus, list(request.argv))
     if request.folds:
@@ -78,7 +73,32 @@ def start_training(request: TrainRequest) -> Path:
         return train_folds(config, parse_folds(request.folds, config.data.folds))
     from sever.engine.trainer import train  # torch: after the config
 
-    return train(config, point)
+    return train(config)
+
+
+def resume_training(path: Path, request: TrainRequest) -> Path:
+    """Resume the run `path` names, locked before it is read: a process still training it
+    could otherwise save an epoch and end between this one's read and its lock, and this
+    one would resume from the older state and cut the newer epoch from the history. The
+    lock is released on every way out. Under torchrun rank 0 takes it (`train` stops all
+    ranks if the others, reading unlocked, read another state); `--gpus` leaves it to the
+    rank 0 it starts."""
+    from sever.engine.lock import lock_resumed
+    from sever.engine.resume import find_resume_point, named_run, resumed_config  # torch
+
+    run = named_run(path) if main_process() and request.gpus <= 1 else None
+    lock = lock_resumed(run) if run is not None else None
+    try:
+        point = find_resume_point(path)
+        config = resumed_config(point, list(request.overrides))
+        if request.gpus > 1:
+            relaunch_with_torchrun(request.gpus, list(request.argv))
+        from sever.engine.trainer import train  # torch: after the config
+
+        return train(config, point, held=lock)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def relaunch_with_torchrun(gpus: int, argv: list[str]) -> NoReturn:

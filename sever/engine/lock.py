@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from sever.errors import CheckpointError
-from sever.fileio import os_reason
+from sever.fileio import os_reason, probe_writable
 
 log = logging.getLogger(__name__)
 
@@ -87,3 +87,14 @@ def lock_run(run: Path) -> RunLock:
             "wait for it to end or stop it, then resume"
         ) from None
     return RunLock(run, handle)
+
+
+def lock_resumed(run: Path) -> RunLock:
+    """Lock a run to resume, once it is known to take new files (a read-only copy cannot
+    resume: said as such, not as a lock file that cannot be opened).
+
+    Raises:
+        CheckpointError: the run refuses new files, or another process holds it.
+    """
+    probe_writable(run, f"--resume {run}", CheckpointError)
+    return lock_run(run)

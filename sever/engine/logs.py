@@ -67,10 +67,15 @@ class MetricsLog:
         """An epoch's values as the file writes them (its checkpoint's history keeps them)."""
         return {c: format_value(values.get(c)) for c in self.columns}
 
-    def append(self, line: dict[str, str]) -> None:
-        """Add a `line()` and rewrite the file."""
+    def append(self, line: dict[str, str], then: str = "") -> None:
+        """Add a `line()` and rewrite the file.
+
+        Raises:
+            WriteError: the file cannot be written (a full disk); `then` ends its message.
+        """
         self.rows.append(line)
-        self.write()
+        with writing(self.path, "metrics", then):
+            self.write()
 
     def write(self) -> None:
         with atomic_path(self.path) as tmp, tmp.open("w", newline="") as handle:

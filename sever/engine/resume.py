@@ -85,6 +85,15 @@ def find_resume_point(path: Path) -> ResumePoint:
     return ResumePoint(run_dir_of(path), path, state)
 
 
+def named_run(path: Path) -> Path | None:
+    """The run directory `--resume PATH` names, as `find_resume_point` finds it, without
+    reading a checkpoint (to lock it first); None where PATH names no run (
+    `find_resume_point` says what it is instead)."""
+    path = Path(path)
+    run = path if path.is_dir() else path.resolve().parent.parent if path.is_file() else None
+    return run if run is not None and (run / "config.yml").is_file() else None
+
+
 def resumable(path: Path, run: Path | None = None) -> dict[str, Any]:
     """The checkpoint at `path`, which must hold the training state, not weights only.
 

@@ -37,11 +37,12 @@ from sever.engine.distributed import (
     World,
     checked_on_main,
     close_world,
+    gathered,
     init_world,
     share,
 )
 from sever.engine.interrupt import EpochStart, StopEpoch, StopRequest
-from sever.engine.lock import RunLock, lock_run
+from sever.engine.lock import RunLock, lock_resumed, lock_run
 from sever.engine.logs import Board, MetricsLog
 from sever.engine.parts import Parts, build_parts, describe, pick_device
 from sever.engine.resume import ResumePoint, finished, record_config, remove_leftovers
@@ -70,17 +71,21 @@ def train(
     config: Config,
     resume: ResumePoint | None = None,
     new_run: Callable[[], Path] | None = None,
+    held: RunLock | None = None,
 ) -> Path:
     """Train `config`, or continue the run `resume` points at. Under torchrun every
     process calls this; rank 0 alone writes the run directory.
 
-    Everything checkable (data, images, split, device, model and weights, save_dir) is
-    checked before the run directory is created, so a refused run leaves nothing behind.
-    The run is locked while it trains (sever.engine.lock): a second process is refused.
+    Everything checkable (the device, save_dir, then data, images, split, model and
+    weights) is checked before the run directory is created, so a refused run leaves
+    nothing behind. The run is locked while it trains (sever.engine.lock): a second
+    process is refused.
 
     Args:
         new_run: creates the new run's directory (k-fold names its folds); default
             `save_dir/<name>/<MMDD-HHMMSS>`.
+        held: `resume`'s run, already locked by this process (rank 0) before the run was
+            read; released here all the same.
 
     Returns:
         The run directory.
@@ -92,9 +97,10 @@ def train(
         state = resume.state if resume else None
         check_world_size(state, world, resume)
         if resume:
-            # Before anything reads or writes the run: a second process on it is refused.
-            checked_on_main(lambda: probe_run(resume.run), world)
-            lock = checked_on_main(lambda: lock_run(resume.run), world)
+            # Before anything writes the run: a second process on it is refused. `held`:
+            # start_training locked it before reading it (sever.engine.launch).
+            lock = checked_on_main(lambda: held or lock_resumed(resume.run), world)
+            check_same_point(resume, world)
         if resume and (done := finished(config, state)):
             if resume.latest:
                 checked_on_main(partial(complete_last_epoch, config, resume), world)
@@ -102,14 +108,15 @@ def train(
             return resume.run
         if lock is not None:
             lock.announce()
+        if not resume:  # before the heavy work: labels, images, loaders, model, weights
+            checked_on_main(lambda: check_save_dir(config.trainer.save_dir), world)
         setup = prepare(config, split_file(resume), world, fresh=resume is None)
         setup.resume = resume
         if resume:
             run = resume.run
         else:
-            checked_on_main(lambda: check_save_dir(config.trainer.save_dir), world)
             make = new_run or (lambda: create_run_dir(config))
-            made = share(make() if world.main else None, world)
+            made = share(checked_on_main(make, world), world)
             assert made is not None
             run = made
             lock = checked_on_main(lambda: lock_run(run), world)
@@ -169,6 +176,24 @@ def check_world_size(
         )
 
 
+def check_same_point(resume: ResumePoint, world: World) -> None:
+    """Under torchrun only rank 0 locks the run before reading it: the others, which read
+    it unlocked, must have read the same state (another sever that saved an epoch and
+    ended as they started could have given them an older one), else all stop.
+
+    Raises:
+        CheckpointError: on every rank, when a rank read another checkpoint state.
+    """
+    state = resume.state or {}
+    batches = (state.get("partial") or {}).get("batches")
+    mark = (str(resume.checkpoint), state.get("epoch"), state.get("step"), batches)
+    if len(set(gathered(mark, world))) > 1:
+        raise CheckpointError(
+            f"{resume.run}: changed while its {world.size} processes read it (another sever "
+            "saved it as they started); resume again"
+        )
+
+
 def split_file(resume: ResumePoint | None) -> Path | None:
     """The split to read back: a resumed run's split.csv, unless the run was killed before
     it wrote one (and before any checkpoint): it deals the same split again."""
@@ -188,11 +213,6 @@ def check_save_dir(save_dir: Path) -> None:
             f"trainer.save_dir: {existing} is a file, not a folder; choose another save_dir"
         )
     probe_writable(save_dir, "trainer.save_dir", ConfigError)
-
-
-def probe_run(run: Path) -> None:
-    """A resumed run's directory must take new files (a read-only copy cannot resume)."""
-    probe_writable(run, f"--resume {run}", CheckpointError)
 
 
 def prepare(config: Config, split_file: Path | None, world: World, fresh: bool = True) -> Setup:
@@ -381,11 +401,7 @@ def save_epoch(
     except WriteError as exc:
         done = epoch - 1 if exc.path == saver.folder / "last.pth" else epoch
         raise WriteError(f"{exc}{resume_hint(run, done)}", exc.path) from None
-    try:
-        metrics.append(line)
-    except WriteError as exc:
-        rebuilt = " (resuming rebuilds metrics.csv from it)"
-        raise WriteError(f"{exc}{resume_hint(run, epoch, rebuilt)}", exc.path) from None
+    metrics.append(line, resume_hint(run, epoch, " (resuming rebuilds metrics.csv from it)"))
 
 
 def save_stop(

@@ -419,3 +419,64 @@ def test_a_loader_that_dies_after_a_stop_request_is_the_stop(error: type[Excepti
     stop.signum = signal.SIGTERM
     with pytest.raises(LoaderStopped):
         list(until_stopped(batches(), stop))
+
+
+LOCK_PROBE = """
+import fcntl, os, sys
+try:
+    handle = os.open(sys.argv[1], os.O_RDWR)
+except FileNotFoundError:
+    sys.exit(print("no lock file"))
+try:
+    fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except OSError:
+    sys.exit(print("held"))
+print("free")
+"""
+
+
+def lock_state(run: Path) -> str:
+    """What another process finds of the run's lock: held, free or no lock file (a lock of
+    this process cannot be seen from inside it: lockf's locks are per process)."""
+    probe = [sys.executable, "-c", LOCK_PROBE, str(run / ".lock")]
+    return subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.mark.parametrize(
+    ("given", "overrides", "code"),
+    [
+        ("run", [], 0),  # finished: says so
+        ("checkpoint", [], 0),
+        ("run", ["-o", "model.encoder=resnet34"], 2),  # refused after the read
+    ],
+)
+def test_the_run_is_locked_before_it_is_read(
+    finished_run: Path,
+    tmp_path: Path,
+    monkeypatch,
+    capsys,
+    given: str,
+    overrides: list[str],
+    code: int,
+) -> None:
+    """Another process that saves an epoch and ends between this one's read of the run and
+    its lock would leave this one resuming from the older state: the lock comes first, and
+    goes on every way out, an error before training included."""
+    import shutil
+
+    from sever.engine import resume
+    from tests.support import cli_output
+
+    run = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    read, seen = resume.find_resume_point, []
+
+    def find_resume_point(path: Path) -> resume.ResumePoint:
+        seen.append(lock_state(run))
+        return read(path)
+
+    monkeypatch.setattr(resume, "find_resume_point", find_resume_point)
+    path = run if given == "run" else run / "checkpoints" / "checkpoint-epoch1.pth"
+    got, _, err = cli_output(capsys, "train", "--resume", path, *overrides)
+    assert got == code, err
+    assert seen == ["held"]
+    assert lock_state(run) == "free"
