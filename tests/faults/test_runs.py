@@ -134,6 +134,41 @@ def test_a_full_disk_at_a_checkpoint_keeps_the_last_one(
     assert [r["epoch"] for r in rows(run)] == ["1", "2", "3"] and epoch_of(last) == 3
 
 
+def test_a_full_disk_at_metrics_csv_after_its_checkpoint_is_made_good_by_resuming(
+    run: Path, tiny_yaml: Path, small_disk: Callable[[int], Path], monkeypatch, capsys
+) -> None:
+    from sever.engine.saver import CheckpointSaver
+
+    size = (run / "checkpoints" / "last.pth").stat().st_size
+    disk = small_disk(size * 4 // 1024)
+    write, fillers = CheckpointSaver.write, []
+
+    def write_then_fill(saver: CheckpointSaver, state: dict, epoch: int) -> None:
+        write(saver, state, epoch)
+        if epoch == 2:  # the disk fills between epoch 2's checkpoint and its metrics row
+            fillers.append(fill(disk))
+
+    monkeypatch.setattr(CheckpointSaver, "write", write_then_fill)
+    args = ["train", "-c", tiny_yaml, *overrides("trainer.epochs=3")]
+    code, _, err = cli_output(capsys, *args, "-o", f"trainer.save_dir={disk}")
+    run_dir = only_run(disk)
+    assert code == 1
+    assert error_line(err) == (
+        f"error: {run_dir / 'metrics.csv'}: cannot write the metrics: the disk is full; "
+        "checkpoints/last.pth keeps epoch 2 (resuming rebuilds metrics.csv from it); free "
+        f"space (or fix the folder), then: sever train --resume {run_dir}"
+    )
+    assert epoch_of(run_dir / "checkpoints" / "last.pth") == 2
+    assert [r["epoch"] for r in rows(run_dir)] == ["1"]
+    assert temporaries(disk) == []
+    monkeypatch.undo()
+    fillers[0].unlink()
+    code, _, err = cli_output(capsys, "train", "--resume", run_dir)
+    assert code == 0, err
+    assert "metrics.csv: brought back in line from the checkpoint's history (2 epochs)" in err
+    assert [r["epoch"] for r in rows(run_dir)] == ["1", "2", "3"]
+
+
 def test_a_full_disk_when_resuming_names_the_file_and_changes_nothing(
     run: Path, small_disk: Callable[[int], Path], capsys
 ) -> None:
@@ -195,8 +230,14 @@ def test_train_log_on_a_full_disk_stops_with_one_warning(
 
 
 def test_a_read_only_save_dir_is_refused_before_any_work(
-    tiny_yaml: Path, read_only: Callable[[Path], Path], tmp_path: Path, capsys
+    tiny_yaml: Path, read_only: Callable[[Path], Path], tmp_path: Path, monkeypatch, capsys
 ) -> None:
+    from sever.engine import trainer
+
+    def prepare(*args: object, **kwargs: object) -> None:
+        pytest.fail("the labels, images, loaders and model were built first")
+
+    monkeypatch.setattr(trainer, "prepare", prepare)
     (tmp_path / "shared").mkdir()
     mounted = read_only(tmp_path / "shared")
     args = ["train", "-c", tiny_yaml, "-o", f"trainer.save_dir={mounted}/runs"]
