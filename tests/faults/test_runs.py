@@ -10,6 +10,7 @@ The runs use the recipes' settings (loader workers, EMA, dropout).
 from __future__ import annotations
 
 import csv
+import errno
 import logging
 import os
 import re
@@ -24,8 +25,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from sever import fileio
 from sever.config import load_config
+from sever.engine import kfold
 from sever.engine.trainer import train
+from sever.kaggle import staging
 from tests.faults.conftest import fill
 from tests.kaggle.stub import without_credentials
 from tests.support import cli_output, write_tiny
@@ -57,8 +61,10 @@ def error_line(err: str) -> str:
 
 
 def temporaries(*folders: Path) -> list[Path]:
-    """Temporary files and folders (`.NAME.tmp-PID`, `.NAME.old-PID`) below the folders."""
-    return [p for f in folders for p in f.rglob(".*") if re.search(r"\.(tmp|old)-\d+", p.name)]
+    """Temporary files and folders (`.NAME.tmp-HOST-PID`, `.NAME.old-HOST-PID`, and an
+    earlier sever's without HOST) below the folders."""
+    found = [p for f in folders for p in f.rglob(".*")]
+    return [p for p in found if re.search(r"\.(tmp|old)-(\w+-)?\d+", p.name)]
 
 
 def rows(run: Path) -> list[dict[str, str]]:
@@ -227,6 +233,57 @@ def test_train_log_on_a_full_disk_stops_with_one_warning(
 
 
 # ---------------------------------------------------------------------- training: read-only
+
+
+# ---------------------------------------------------------------------- k-fold: full disk
+
+
+def kfold_cli(capsys, tiny_yaml: Path, save_dir: Path) -> tuple[int, str, str]:
+    args = ["-o", "data.folds=2", "-o", f"trainer.save_dir={save_dir}", "--folds", "all"]
+    return cli_output(capsys, "train", "-c", tiny_yaml, *args)
+
+
+def test_a_full_disk_at_the_kfold_ensemble_names_it_and_keeps_the_folds(
+    tiny_yaml: Path, small_disk: Callable[[int], Path], monkeypatch, capsys
+) -> None:
+    disk = small_disk(256)
+
+    def train_then_fill(config, resume=None, new_run=None) -> Path:  # hours of training
+        run = new_run()
+        (run / "checkpoints" / "model_best.pth").write_bytes(b"")
+        if config.data.fold == 1:
+            fill(disk)
+        return run
+
+    monkeypatch.setattr(kfold, "train", train_then_fill)
+    code, out, err = kfold_cli(capsys, tiny_yaml, disk)
+    (parent,) = (disk / "tiny").iterdir()
+    assert code == 1 and out == ""
+    assert error_line(err) == (
+        f"error: {parent / 'ensemble.yml'}: cannot write the k-fold ensemble file: the disk "
+        f"is full; the folds' runs in {parent} are complete: free space, then list each "
+        "fold's checkpoints/model_best.pth in it"
+    )
+    assert sorted(p.name for p in parent.iterdir()) == ["fold0", "fold1"]
+    assert temporaries(disk) == []
+
+
+def test_a_kfold_whose_first_fold_cannot_be_made_leaves_no_folders(
+    tiny_yaml: Path, small_disk: Callable[[int], Path], monkeypatch, capsys
+) -> None:
+    disk = small_disk(64)
+    fill(disk)
+
+    def never_trains(config, resume=None, new_run=None) -> Path:
+        return new_run()
+
+    monkeypatch.setattr(kfold, "train", never_trains)
+    code, out, err = kfold_cli(capsys, tiny_yaml, disk / "saved")
+    assert code == 1 and out == ""
+    line = error_line(err)
+    assert line.startswith(f"error: {disk}/saved/tiny/") and "-kfold/fold0/config.yml: " in line
+    assert ": cannot write the config: the disk is full" in line
+    assert [p.name for p in disk.iterdir()] == [".filler"]  # no saved/tiny/<stamp>-kfold
 
 
 def test_a_read_only_save_dir_is_refused_before_any_work(
@@ -417,6 +474,21 @@ def test_upload_to_a_full_disk_leaves_no_empty_folders(
     assert list(disk.iterdir()) == []  # neither up/ nor up/tiny/ nor the hidden folder
 
 
+def test_a_run_file_that_cannot_be_read_is_no_failure_to_write_the_staging(
+    run: Path, monkeypatch, tmp_path: Path, capsys
+) -> None:
+    without_credentials(monkeypatch, tmp_path)
+
+    def unreadable(run: Path, epoch: int) -> int:
+        raise PermissionError(errno.EACCES, "Permission denied", str(run / "metrics.csv"))
+
+    monkeypatch.setattr(staging, "validated_at", unreadable)
+    code, out, err = upload(capsys, run, "-e", "1", "--staging-dir", tmp_path / "up")
+    assert code == 1 and out == ""
+    assert "cannot write the staged folder" not in err and "metrics.csv" in error_line(err)
+    assert not (tmp_path / "up").exists()  # neither the hidden folder nor those made for it
+
+
 def test_upload_to_a_read_only_folder_is_refused_before_staging(
     run: Path, read_only: Callable[[Path], Path], monkeypatch, tmp_path: Path, capsys
 ) -> None:
@@ -444,7 +516,7 @@ def test_a_killed_upload_leaves_nothing_once_staged_again(
             break
         shutil.rmtree(tmp_path / "upload", ignore_errors=True)
     leftovers = temporaries(tmp_path / "upload")
-    assert leftovers and leftovers[0].name.endswith(f".tmp-{killed.pid}")
+    assert leftovers and leftovers[0].name.endswith(f".tmp-{fileio.HOST}-{killed.pid}")
     code, out, err = upload(capsys, run, "-e", "1")
     assert code == 0, err
     assert temporaries(tmp_path / "upload") == []
