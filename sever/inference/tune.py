@@ -31,7 +31,7 @@ from sever.fileio import (
 )
 from sever.inference.ensemble import Ensemble
 from sever.inference.models import Member
-from sever.inference.postprocess import TUNED_WITH, PostProcess
+from sever.inference.postprocess import TUNED_WITH, PostProcess, winners
 from sever.inference.postprocess_file import tuned_with
 from sever.inference.predict import check_members
 from sever.inference.search import PairStats, Tuning, pair_stats, parts_of, quantize, tune_stats
@@ -244,10 +244,11 @@ def predicted(
 ) -> Iterator[Batch]:
     """Predict a run's validation set batch by batch, caching each batch as it comes; the
     folder appears, whole, once every batch is in it (an incomplete one is replaced; a
-    failed write, a full disk, leaves none, nor any temporary folder)."""
+    failed write, a full disk, leaves none, nor any temporary folder). Only the writes are
+    `writing`'s: an error of the inference (an image that cannot be read) is not the cache's."""
+    what = "cache of predicted probabilities"
     with (
-        writing(folder, "cache of predicted probabilities"),
-        atomic_folder(folder, replace=True) as partial,
+        atomic_folder(folder, replace=True, what=what) as partial,
         Tracker(len(dataset), f"tune: predict {name}", "images") as progress,
     ):
         for index, (ids, probs, presence, truth) in enumerate(
@@ -257,14 +258,16 @@ def predicted(
             batch: Batch = {
                 "levels": quantize(probs),
                 "truth": truth.astype(bool),
-                "winner": probs.argmax(axis=1).astype(np.uint8),
+                "winner": winners(probs),
             }
             if presence is not None:
                 batch["presence"] = presence
-            save_batch(partial / f"batch-{index:05d}.npz", batch)
+            with writing(folder, what):
+                save_batch(partial / f"batch-{index:05d}.npz", batch)
             progress.update(len(ids))
             yield batch
-        (partial / "complete").touch()
+        with writing(folder, what):
+            (partial / "complete").touch()
 
 
 def save_batch(path: Path, batch: Batch) -> None:

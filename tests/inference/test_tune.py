@@ -77,8 +77,8 @@ def test_the_ladder_intervals_and_gain() -> None:
         "shared (one threshold and one minimum size for every class): held out 0.6000",
         "per-class (per-class thresholds and minimum sizes): held out 0.5900, gain over shared "
         "-0.0100 [-0.0300, +0.0100]: within noise: kept shared",
-        "presence (per-class, with presence gates and threshold scaling): held out 0.7000, "
-        "gain over shared +0.0200 [+0.0050, +0.0350]: adopted",
+        "presence (per-class, with presence gates and the classifier's scaling of sizes): held out "
+        "0.7000, gain over shared +0.0200 [+0.0050, +0.0350]: adopted",
         "wrote pp.yml",
     ]
     found = report.to_dict()
