@@ -4,6 +4,7 @@ reports a typo without importing torch, SMP or albumentations."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 import textwrap
@@ -180,3 +181,15 @@ def test_a_config_typo_needs_no_heavy_library(tmp_path: Path, command: str) -> N
         "error: -o trainer.epoch=3: unknown key 'trainer.epoch' (did you mean 'trainer.epochs'?)\n"
     )
     assert (status, loaded) == ("2", "[]")
+
+
+def test_sever_turns_off_onnxruntimes_telemetry_unless_told_otherwise() -> None:
+    # onnxruntime 1.29+ uploads telemetry on Linux unless ORT_DISABLE_TELEMETRY=1 is set
+    # before it initialises; importing sever sets it, and keeps a value the user set.
+    code = "import os, sever; print(os.environ.get('ORT_DISABLE_TELEMETRY'))"
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    found = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert found.stdout.strip() == "1", found.stderr
+    env["ORT_DISABLE_TELEMETRY"] = "0"
+    found = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert found.stdout.strip() == "0", found.stderr
