@@ -187,18 +187,29 @@ def predict_cells(staged: Staged, input_dir: str) -> list[str]:
         "    --images {COMPETITION}/test_images --out submission.csv",
         "```",
         "",
+        *python_cell(
+            [
+                "ensemble = Ensemble.from_runs(",
+                f"    [{paths}],",
+                '    tta="hflip",',
+                *([f'    postprocess=Path("{tuned}"),'] if tuned else []),
+                "    batch_size=8,",
+                ")",
+            ]
+        ),
+    ]
+
+
+def python_cell(ensemble: list[str]) -> list[str]:
+    """The Python cell that builds the ensemble with `ensemble`'s lines and predicts."""
+    return [
         "Or from Python, for your own ensembling or post-processing:",
         "",
         "```python",
         "from pathlib import Path",
         "from sever.inference import Ensemble, predict_folder",
         "",
-        "ensemble = Ensemble.from_runs(",
-        f"    [{paths}],",
-        '    tta="hflip",',
-        *([f'    postprocess=Path("{tuned}"),'] if tuned else []),
-        "    batch_size=8,",
-        ")",
+        *ensemble,
         'predict_folder(ensemble, COMPETITION / "test_images", Path("submission.csv"))',
         "```",
         "",
@@ -269,17 +280,7 @@ def tuned_cells(staged: Staged, input_dir: str, record: dict[str, Any]) -> list[
         "!sever predict -c ensemble.yml --images {COMPETITION}/test_images --out submission.csv",
         "```",
         "",
-        "Or from Python, for your own ensembling or post-processing:",
-        "",
-        "```python",
-        "from pathlib import Path",
-        "from sever.inference import Ensemble, predict_folder",
-        "",
-        'ensemble = Ensemble.from_file("ensemble.yml", batch_size=8)',
-        'predict_folder(ensemble, COMPETITION / "test_images", Path("submission.csv"))',
-        "```",
-        "",
-        *PYTHON_NOTE,
+        *python_cell(['ensemble = Ensemble.from_file("ensemble.yml", batch_size=8)']),
     ]
 
 
