@@ -150,7 +150,8 @@ def test_tune_with_a_classifier_searches_gates(runs, tmp_path: Path, capsys) -> 
     assert presence["after"]["dice_mean"] >= alone["after"]["dice_mean"] - 1e-12
     assert cli(*args, "--workers", "0") == 0  # the table, from the cache
     printed = capsys.readouterr().out
-    assert "presence (per-class, with presence gates and threshold scaling)" in printed
+    rung = "presence (per-class, with presence gates and the classifier's scaling of sizes)"
+    assert rung in printed
     assert "held out" in printed
 
 
